@@ -1,0 +1,252 @@
+//! The application: binds, wires state and routes, runs until shutdown.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::{Arc, Weak},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use actix_web::{
+    App, Error, HttpServer,
+    body::MessageBody,
+    dev::{Server, ServerHandle, ServiceRequest, ServiceResponse},
+    middleware::{Next, from_fn},
+    web,
+};
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::{
+    auth::Authenticator,
+    config::{EngineKind, Settings},
+    domain::NotificationLimits,
+    engine::{AnyEngine, Retention, memory::MemoryEngine, redis::RedisEngine},
+    error,
+    hub::{Hub, HubLimits},
+    routes,
+    stream::{ByeReason, frame},
+};
+
+/// What every handler shares. Built once, outside the per-worker factory, so
+/// all workers use one hub and one engine connection.
+pub struct AppState {
+    pub engine: AnyEngine,
+    pub hub: Arc<Hub>,
+    pub settings: Arc<Settings>,
+    pub limits: NotificationLimits,
+    pub node_id: String,
+}
+
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    handle: AppHandle,
+}
+
+/// Stops a running application gracefully (tests hold one per node).
+#[derive(Clone)]
+pub struct AppHandle {
+    hub: Arc<Hub>,
+    server: ServerHandle,
+    shutdown_timeout: Duration,
+    retry: Duration,
+}
+
+impl Application {
+    /// Connects the engine and binds the listener (port 0 picks a free port;
+    /// read it back with [`Application::local_addr`]).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let authenticator = web::Data::new(Authenticator::from_settings(
+            &settings.auth,
+            settings.auth.secret.as_ref(),
+        )?);
+        let node_id = settings.node_id();
+        let limits = HubLimits {
+            max_streams: settings.server.max_streams,
+            max_per_user: settings.stream.max_per_user,
+        };
+        let (hub, engine) = match settings.engine.kind {
+            EngineKind::Memory => {
+                let hub = Arc::new(Hub::new(limits, None));
+                let engine = MemoryEngine::new(hub.clone(), Retention::from_settings(&settings));
+                (hub, AnyEngine::Memory(engine))
+            }
+            EngineKind::Redis => {
+                let (commands, subscriptions) = mpsc::unbounded_channel();
+                let hub = Arc::new(Hub::new(limits, Some(commands)));
+                let engine = RedisEngine::connect(&settings, hub.clone(), subscriptions).await?;
+                (hub, AnyEngine::Redis(engine))
+            }
+            EngineKind::RedisCluster => {
+                anyhow::bail!("engine.kind: redis-cluster is not available yet")
+            }
+        };
+        spawn_ticker(Arc::downgrade(&hub), &settings);
+
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
+        let addr = listener.local_addr()?;
+        let state = web::Data::new(AppState {
+            engine: engine.clone(),
+            hub: hub.clone(),
+            settings: settings.clone(),
+            limits: NotificationLimits {
+                max_payload_bytes: settings.limits.max_payload_bytes,
+                max_title_chars: settings.limits.max_title_chars,
+                max_body_chars: settings.limits.max_body_chars,
+            },
+            node_id: node_id.clone(),
+        });
+        let max_body = settings.server.max_body_bytes;
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(authenticator.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PayloadConfig::new(max_body))
+                .wrap(from_fn(access_log))
+                // A panicking handler answers 500 instead of dropping the connection.
+                .wrap(actix_web_lab::middleware::CatchPanic::default())
+                .configure(routes::configure)
+        })
+        .workers(workers)
+        .backlog(4096)
+        // Notice a client that went away at once, not after two writes.
+        .h1_allow_half_closed(false)
+        // SIGTERM is ours to handle: streams must say `bye` first.
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+        .listen(listener)?
+        .run();
+
+        tracing::info!(listen = %addr, engine = engine.kind(), node = %node_id, "herald serving");
+        let handle = AppHandle {
+            hub,
+            server: server.handle(),
+            shutdown_timeout: settings.server.shutdown_timeout,
+            retry: settings.stream.retry,
+        };
+        Ok(Self {
+            addr,
+            server,
+            handle,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until the server stops or SIGTERM / Ctrl-C asks it to.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.handle.clone();
+        let mut server = std::pin::pin!(self.server);
+        tokio::select! {
+            result = &mut server => return Ok(result?),
+            _ = shutdown_signal() => tracing::info!("shutdown requested"),
+        }
+        handle.shutdown().await;
+        Ok(server.await?)
+    }
+}
+
+impl AppHandle {
+    /// Tells every stream `bye` (`shutdown`) with a jittered `retry:`, waits
+    /// for them to close (bounded by `server.shutdown_timeout`), then stops.
+    pub async fn shutdown(&self) {
+        let base = self.retry.as_millis() as u64;
+        self.hub.close_all(ByeReason::Shutdown, || {
+            Some(Duration::from_millis(
+                base / 2 + rand::random::<u64>() % (base + 1),
+            ))
+        });
+        let deadline = Instant::now() + self.shutdown_timeout;
+        while self.hub.stream_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.server.stop(true).await;
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.hub.stream_count()
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One node-wide tick a second, instead of a timer per stream: expiry,
+/// `token_expiring`, keep-alives. Ends when the hub is gone.
+fn spawn_ticker(hub: Weak<Hub>, settings: &Settings) {
+    let warn_before = settings.stream.token_expiring_before;
+    let keep_alive = settings.stream.keep_alive;
+    let heartbeat_events = settings.stream.heartbeat_events;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_keep_alive = Instant::now();
+        loop {
+            tick.tick().await;
+            let Some(hub) = hub.upgrade() else { return };
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let keep_alive_bytes = (last_keep_alive.elapsed() >= keep_alive).then(|| {
+                last_keep_alive = Instant::now();
+                if heartbeat_events {
+                    frame::heartbeat(time::OffsetDateTime::now_utc())
+                } else {
+                    frame::KEEP_ALIVE.clone()
+                }
+            });
+            hub.tick(now, warn_before, keep_alive_bytes.as_ref());
+        }
+    });
+}
+
+/// Access log with the path only: the query string may hold a token.
+async fn access_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let response = next.call(req).await?;
+    tracing::info!(
+        target: "herald::access",
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+    );
+    Ok(response)
+}

@@ -1,0 +1,287 @@
+//! JWT verification and the `User` / `Publisher` extractors.
+//!
+//! The algorithm is never taken from the token alone: the header's `alg` must
+//! be one that `auth.algorithms` allows, and it selects the key family (HMAC
+//! secret or public key), so `alg: none` and HS/RS confusion cannot pass.
+//! Tokens are never logged; errors say what was wrong, not the token.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use anyhow::Context;
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{AuthSettings, Secret, is_hmac},
+    domain::UserId,
+    error::ApiError,
+};
+
+/// The claims Herald reads. Others are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Space-separated scopes (OAuth style); a publisher holds `publish`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Topics this user may follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<String>>,
+}
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: UserId,
+    /// Unix seconds; a stream never outlives it.
+    pub expires_at: u64,
+    pub can_publish: bool,
+}
+
+pub struct Authenticator {
+    hmac_key: Option<DecodingKey>,
+    public_key: Option<DecodingKey>,
+    allowed: Vec<Algorithm>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+    cookie_name: String,
+}
+
+impl Authenticator {
+    pub fn from_settings(settings: &AuthSettings, secret: Option<&Secret>) -> anyhow::Result<Self> {
+        let public_key = match &settings.public_key_file {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("auth.public_key_file: cannot read {}", path.display())
+                })?;
+                Some(
+                    public_key_from_pem(&pem, &settings.algorithms).with_context(|| {
+                        format!(
+                            "auth.public_key_file: {} is not a PEM public key for {:?}",
+                            path.display(),
+                            settings.algorithms
+                        )
+                    })?,
+                )
+            }
+        };
+        let hmac_key = secret.map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+        if settings.algorithms.iter().any(|a| is_hmac(*a))
+            && hmac_key.is_none()
+            && public_key.is_none()
+        {
+            anyhow::bail!(
+                "auth.secret: no secret configured (set HERALD__AUTH__SECRET, or run with --demo)"
+            );
+        }
+        Ok(Self {
+            hmac_key,
+            public_key,
+            allowed: settings.algorithms.clone(),
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            leeway: settings.leeway.as_secs(),
+            cookie_name: settings.cookie_name.clone(),
+        })
+    }
+
+    /// Verifies a token and returns who it names.
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let header = decode_header(token).map_err(|_| ApiError::unauthorized("malformed token"))?;
+        if !self.allowed.contains(&header.alg) {
+            return Err(ApiError::unauthorized(format!(
+                "token algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let key = if is_hmac(header.alg) {
+            self.hmac_key.as_ref()
+        } else {
+            self.public_key.as_ref()
+        }
+        .ok_or_else(|| ApiError::unauthorized(format!("no key configured for {:?}", header.alg)))?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let data = decode::<Claims>(token, key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            ApiError::unauthorized(match e.kind() {
+                K::ExpiredSignature => "token expired",
+                K::ImmatureSignature => "token not valid yet (nbf)",
+                K::InvalidSignature => "invalid token signature",
+                K::InvalidIssuer => "token issuer not accepted",
+                K::InvalidAudience => "token audience not accepted",
+                K::MissingRequiredClaim(_) => "token lacks a required claim (sub, exp)",
+                _ => "invalid token",
+            })
+        })?;
+        let claims = data.claims;
+        let user = UserId::parse(&claims.sub)
+            .map_err(|e| ApiError::unauthorized(format!("token sub: {e}")))?;
+        let can_publish = claims
+            .scope
+            .as_deref()
+            .is_some_and(|s| s.split_whitespace().any(|s| s == "publish"));
+        Ok(Identity {
+            user,
+            expires_at: claims.exp,
+            can_publish,
+        })
+    }
+
+    /// Finds the token: `Authorization: Bearer`, then `?access_token=`
+    /// (EventSource cannot set headers), then the configured cookie.
+    fn token_from(&self, req: &HttpRequest) -> Option<String> {
+        if let Some(value) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))?;
+            return Some(token.trim().to_owned());
+        }
+        if let Some(token) = query_param(req.query_string(), "access_token") {
+            return Some(token);
+        }
+        req.cookie(&self.cookie_name).map(|c| c.value().to_owned())
+    }
+
+    pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, ApiError> {
+        let token = self.token_from(req).ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing token: send Authorization: Bearer, ?access_token= or the auth cookie",
+            )
+        })?;
+        self.verify(&token)
+    }
+}
+
+/// One query parameter, percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+fn public_key_from_pem(pem: &[u8], algorithms: &[Algorithm]) -> anyhow::Result<DecodingKey> {
+    let family = algorithms
+        .iter()
+        .find(|a| !is_hmac(**a))
+        .copied()
+        .unwrap_or(Algorithm::RS256);
+    Ok(match family {
+        Algorithm::ES256 => DecodingKey::from_ec_pem(pem)?,
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem)?,
+        _ => DecodingKey::from_rsa_pem(pem)?,
+    })
+}
+
+/// Mints an HS256 token (the `herald token` command, the demo, tests and the
+/// load tool).
+pub fn mint_token(
+    secret: &str,
+    user: &str,
+    ttl: Duration,
+    publisher: bool,
+) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = Claims {
+        sub: user.to_owned(),
+        exp: now + ttl.as_secs(),
+        nbf: None,
+        iss: None,
+        aud: None,
+        scope: publisher.then(|| "publish".to_owned()),
+        topics: None,
+    };
+    Ok(encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// An authenticated user (any valid token).
+pub struct User(pub Identity);
+
+/// An authenticated publisher (a token whose `scope` holds `publish`).
+pub struct Publisher(pub Identity);
+
+fn authenticator(req: &HttpRequest) -> Arc<Authenticator> {
+    req.app_data::<web::Data<Authenticator>>()
+        .expect("Authenticator is registered as app data")
+        .clone()
+        .into_inner()
+}
+
+impl FromRequest for User {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(authenticator(req).authenticate(req).map(User))
+    }
+}
+
+impl FromRequest for Publisher {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = authenticator(req).authenticate(req).and_then(|identity| {
+            if identity.can_publish {
+                Ok(Publisher(identity))
+            } else {
+                Err(ApiError::forbidden(
+                    "this token may not publish (its scope lacks `publish`)",
+                ))
+            }
+        });
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_found_and_decoded() {
+        assert_eq!(
+            query_param("a=1&access_token=x.y.z", "access_token").as_deref(),
+            Some("x.y.z")
+        );
+        assert_eq!(
+            query_param("last_event_id=1-0%2B", "last_event_id").as_deref(),
+            Some("1-0+")
+        );
+        assert_eq!(query_param("a=1", "access_token"), None);
+    }
+}

@@ -1,0 +1,117 @@
+//! The `herald` command line: `serve` and `token`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    app::Application,
+    auth::mint_token,
+    config::{Secret, Settings},
+    telemetry,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Real-time notification gateway (SSE over Redis pub/sub and Streams)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// A config file layered over the built-in defaults (also HERALD_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Demo mode: generates a secret if none is set and prints
+        /// ready-to-paste commands to try a stream and a publish.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Mint an HS256 token with the configured secret, for trying things out.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Add `scope: publish`, for POST /v1/publish.
+        #[arg(long)]
+        publisher: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, demo } => serve(config, demo).await,
+        Command::Token {
+            sub,
+            ttl,
+            publisher,
+            config,
+        } => {
+            let settings = Settings::load(config.as_deref())?;
+            let secret = settings.auth.secret.ok_or_else(|| {
+                anyhow::anyhow!("auth.secret: not set (HERALD__AUTH__SECRET or a config file)")
+            })?;
+            println!("{}", mint_token(secret.expose(), &sub, ttl, publisher)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
+    let mut settings = Settings::load(config.as_deref())?;
+    telemetry::init(&settings.log);
+    settings.demo.enabled |= demo;
+    if settings.demo.enabled && settings.auth.secret.is_none() {
+        let bytes: [u8; 24] = rand::random();
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        tracing::warn!("demo mode: no auth.secret configured, generated a random one for this run");
+        settings.auth.secret = Some(Secret::new(secret));
+    }
+    let app = Application::build(settings.clone()).await?;
+    if settings.demo.enabled {
+        print_demo_commands(&settings, app.local_addr())?;
+    }
+    app.run_until_stopped().await
+}
+
+fn print_demo_commands(settings: &Settings, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let secret = settings
+        .auth
+        .secret
+        .as_ref()
+        .expect("demo mode always has a secret")
+        .expose();
+    let day = Duration::from_secs(86_400);
+    let user = mint_token(secret, "demo", day, false)?;
+    let publisher = mint_token(secret, "backend", day, true)?;
+    println!(
+        r#"
+Herald demo is running on http://{addr}
+
+1. In one terminal, open the stream of user "demo":
+
+   curl -N -H 'Accept: text/event-stream' 'http://{addr}/v1/events?access_token={user}'
+
+2. In another, publish a notification to "demo":
+
+   curl -sS -X POST http://{addr}/v1/publish \
+     -H 'Authorization: Bearer {publisher}' -H 'Content-Type: application/json' \
+     -d '{{"to":{{"users":["demo"]}},"notification":{{"type":"comment.mention","title":"Mina mentioned you","body":"in Q4 plan"}}}}'
+
+Tokens are valid for 24 hours and signed with this run's secret.
+"#
+    );
+    Ok(())
+}

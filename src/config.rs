@@ -1,0 +1,422 @@
+//! Layered settings: the embedded `config/default.toml`, then an optional file,
+//! then `HERALD__SECTION__KEY` environment variables. Every value is checked
+//! here, once, and an invalid one stops start-up with a message naming its key.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Deserializer};
+
+/// The defaults, compiled in so the binary runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub engine: EngineSettings,
+    pub auth: AuthSettings,
+    pub stream: StreamSettings,
+    pub history: HistorySettings,
+    pub limits: LimitSettings,
+    pub publish: PublishSettings,
+    pub log: LogSettings,
+    pub demo: DemoSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub max_streams: usize,
+    pub max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub node_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    Memory,
+    Redis,
+    RedisCluster,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    pub kind: EngineKind,
+    pub redis_url: String,
+    #[serde(with = "humantime_serde")]
+    pub pubsub_ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub subscribe_timeout: Duration,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub secret: Option<Secret>,
+    #[serde(deserialize_with = "algorithms_from_list_or_csv")]
+    pub algorithms: Vec<Algorithm>,
+    pub public_key_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    pub cookie_name: String,
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("algorithms", &self.algorithms)
+            .field("public_key_file", &self.public_key_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A secret that never prints: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    pub queue_capacity: usize,
+    pub replay_page: usize,
+    #[serde(with = "humantime_serde")]
+    pub token_expiring_before: Duration,
+    pub max_per_user: usize,
+    pub heartbeat_events: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySettings {
+    pub max_len: u64,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_payload_bytes: usize,
+    pub max_title_chars: usize,
+    pub max_body_chars: usize,
+    pub max_recipients: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    pub enabled: bool,
+}
+
+impl Settings {
+    /// Loads the layers in order and validates the result.
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let file = file
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HERALD_CONFIG").map(PathBuf::from));
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = &file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            builder = builder.add_source(config::File::from(path.clone()));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("HERALD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        Self::from_config(builder.build().context("invalid configuration")?)
+    }
+
+    /// Builds settings from the defaults plus `overrides` (`("stream.retry", "1s")`):
+    /// for tests and tools that configure a gateway in code.
+    pub fn with_overrides(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, *value)?;
+        }
+        Self::from_config(builder.build().context("invalid configuration")?)
+    }
+
+    fn from_config(raw: config::Config) -> anyhow::Result<Self> {
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        fn require(ok: bool, key: &str, why: &str) -> anyhow::Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                bail!("invalid configuration: `{key}` {why}")
+            }
+        }
+        require(
+            self.server.max_streams > 0,
+            "server.max_streams",
+            "must be at least 1",
+        )?;
+        require(
+            self.server.max_body_bytes >= 1024,
+            "server.max_body_bytes",
+            "must be at least 1024",
+        )?;
+        require(
+            self.history.max_len > 0,
+            "history.max_len",
+            "must be at least 1",
+        )?;
+        require(
+            self.history.max_age >= Duration::from_secs(1),
+            "history.max_age",
+            "must be at least 1s",
+        )?;
+        require(
+            self.stream.queue_capacity >= 8,
+            "stream.queue_capacity",
+            "must be at least 8",
+        )?;
+        require(
+            (1..=10_000).contains(&self.stream.replay_page),
+            "stream.replay_page",
+            "must be between 1 and 10000",
+        )?;
+        require(
+            !self.stream.keep_alive.is_zero(),
+            "stream.keep_alive",
+            "must be above 0",
+        )?;
+        require(
+            self.stream.max_per_user > 0,
+            "stream.max_per_user",
+            "must be at least 1",
+        )?;
+        require(
+            self.limits.max_payload_bytes >= 256,
+            "limits.max_payload_bytes",
+            "must be at least 256",
+        )?;
+        require(
+            self.limits.max_title_chars > 0,
+            "limits.max_title_chars",
+            "must be at least 1",
+        )?;
+        require(
+            self.limits.max_recipients > 0,
+            "limits.max_recipients",
+            "must be at least 1",
+        )?;
+        require(
+            !self.auth.algorithms.is_empty(),
+            "auth.algorithms",
+            "must name at least one algorithm",
+        )?;
+        require(
+            !self.auth.cookie_name.is_empty(),
+            "auth.cookie_name",
+            "must not be empty",
+        )?;
+        require(
+            self.engine.kind != EngineKind::RedisCluster,
+            "engine.kind",
+            "`redis-cluster` is not available in this build yet (use `memory` or `redis`)",
+        )?;
+        require(
+            self.auth.jwks_url.is_none(),
+            "auth.jwks_url",
+            "is not supported yet (use auth.secret or auth.public_key_file)",
+        )?;
+        if matches!(self.engine.kind, EngineKind::Redis) {
+            require(
+                self.engine.redis_url.starts_with("redis://")
+                    || self.engine.redis_url.starts_with("rediss://"),
+                "engine.redis_url",
+                "must be a redis:// or rediss:// URL",
+            )?;
+        }
+        let wants_hmac = self.auth.algorithms.iter().any(|a| is_hmac(*a));
+        let wants_public_key = self.auth.algorithms.iter().any(|a| !is_hmac(*a));
+        if wants_public_key {
+            require(
+                self.auth.public_key_file.is_some(),
+                "auth.public_key_file",
+                "is required when auth.algorithms lists RS256, ES256 or EdDSA",
+            )?;
+        }
+        if let Some(secret) = &self.auth.secret {
+            require(
+                wants_hmac,
+                "auth.algorithms",
+                "must list an HS algorithm when auth.secret is set",
+            )?;
+            require(
+                secret.expose().len() >= 16,
+                "auth.secret",
+                "must be at least 16 bytes long",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The node id from config, or a random one for this process.
+    pub fn node_id(&self) -> String {
+        if self.server.node_id.is_empty() {
+            format!("node-{:08x}", rand::random::<u32>())
+        } else {
+            self.server.node_id.clone()
+        }
+    }
+}
+
+pub fn is_hmac(algorithm: Algorithm) -> bool {
+    matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    )
+}
+
+const SUPPORTED_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+];
+
+/// `auth.algorithms` comes as a TOML list or, from the environment, as "HS256,RS256".
+fn algorithms_from_list_or_csv<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Algorithm>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Csv(String),
+    }
+    let names: Vec<String> = match Raw::deserialize(d)? {
+        Raw::List(list) => list,
+        Raw::Csv(csv) => csv
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    };
+    names
+        .iter()
+        .map(|name| {
+            name.parse::<Algorithm>()
+                .ok()
+                .filter(|a| SUPPORTED_ALGORITHMS.contains(a))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "auth.algorithms: `{name}` is not one of HS256, HS384, HS512, RS256, ES256, EdDSA"
+                    ))
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_load_and_match_the_spec() {
+        let s = Settings::with_overrides(&[]).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.engine.kind, EngineKind::Memory);
+        assert_eq!(s.engine.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(s.auth.algorithms, vec![Algorithm::HS256]);
+        assert_eq!(s.history.max_len, 1000);
+        assert_eq!(s.history.max_age, Duration::from_secs(30 * 86400));
+        assert!(!s.demo.enabled);
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_key() {
+        let err = Settings::with_overrides(&[("history.max_len", "0")]).unwrap_err();
+        assert!(err.to_string().contains("history.max_len"), "{err}");
+        let err = Settings::with_overrides(&[("auth.algorithms", "HS256,none")]).unwrap_err();
+        assert!(format!("{err:#}").contains("auth.algorithms"), "{err:#}");
+        let err = Settings::with_overrides(&[("auth.secret", "short")]).unwrap_err();
+        assert!(err.to_string().contains("auth.secret"), "{err}");
+    }
+
+    #[test]
+    fn algorithms_accept_a_comma_separated_string() {
+        let s = Settings::with_overrides(&[("auth.algorithms", "HS256, HS512")]).unwrap();
+        assert_eq!(s.auth.algorithms, vec![Algorithm::HS256, Algorithm::HS512]);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::with_overrides(&[("auth.secret", "a-very-secret-value-123")]).unwrap();
+        assert!(!format!("{s:?}").contains("a-very-secret"));
+    }
+}

@@ -1,0 +1,11 @@
+//! Domain values, parsed once at the edge and valid everywhere after.
+
+mod entry_id;
+mod notification;
+mod user;
+
+pub use entry_id::{BadEntryId as BadEntryIdError, EntryId};
+pub use notification::{
+    NewNotification, NotificationLimits, Priority, ValidationError, render_notification, rfc3339,
+};
+pub use user::{IdempotencyKey, UserId};

@@ -1,0 +1,275 @@
+//! A notification as publishers send it, validated once, and its rendering
+//! for clients.
+//!
+//! What is stored in history is the publisher's notification as compact JSON,
+//! `priority` filled in. The fields only history knows (`id`, `created_at`,
+//! `read`, `clicked`) are added when it is rendered, by splicing them in front
+//! of the stored object: no parse and re-encode per event. `functions.lua`
+//! applies the same rules to notifications published with `FCALL`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use super::EntryId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+/// A notification in a publish request. Unknown fields are refused: a typo
+/// (`titel`) should fail loudly, not vanish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewNotification {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+}
+
+/// The size limits from config (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationLimits {
+    pub max_payload_bytes: usize,
+    pub max_title_chars: usize,
+    pub max_body_chars: usize,
+}
+
+pub const MAX_TYPE_LEN: usize = 64;
+pub const MAX_URL_LEN: usize = 2048;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// A field breaks a rule (HTTP 422).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The whole notification is over `limits.max_payload_bytes` (HTTP 413).
+    #[error("notification is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ValidationError {
+    ValidationError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+impl NewNotification {
+    /// Checks every rule and returns the JSON to store.
+    pub fn validate(&self, limits: &NotificationLimits) -> Result<String, ValidationError> {
+        if !is_valid_type(&self.kind) {
+            return Err(invalid(
+                "notification.type",
+                format!(
+                    "must be 1-{MAX_TYPE_LEN} characters of a-z 0-9 _ - in dot-separated parts, like `comment.mention`"
+                ),
+            ));
+        }
+        let title_chars = self.title.chars().count();
+        if title_chars == 0 || title_chars > limits.max_title_chars {
+            return Err(invalid(
+                "notification.title",
+                format!("must be 1-{} characters", limits.max_title_chars),
+            ));
+        }
+        if let Some(body) = &self.body
+            && body.chars().count() > limits.max_body_chars
+        {
+            return Err(invalid(
+                "notification.body",
+                format!("must be at most {} characters", limits.max_body_chars),
+            ));
+        }
+        for (field, value) in [
+            ("notification.url", &self.url),
+            ("notification.icon", &self.icon),
+        ] {
+            if value.as_ref().is_some_and(|v| v.len() > MAX_URL_LEN) {
+                return Err(invalid(
+                    field,
+                    format!("must be at most {MAX_URL_LEN} bytes"),
+                ));
+            }
+        }
+        let json = serde_json::to_string(self).expect("a notification always serializes");
+        if json.len() > limits.max_payload_bytes {
+            return Err(ValidationError::TooLarge {
+                size: json.len(),
+                limit: limits.max_payload_bytes,
+            });
+        }
+        Ok(json)
+    }
+}
+
+/// `type` is `category(.part)*`, lowercase; its category drives preferences.
+fn is_valid_type(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= MAX_TYPE_LEN
+        && kind.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        })
+}
+
+/// Renders a stored notification as clients see it, appending to `out`.
+///
+/// `stored` is a JSON object as written by `validate` or `functions.lua`
+/// (starts with `{`, holds at least `type`), so the history fields can be
+/// spliced in front of its first member.
+pub fn render_notification(
+    out: &mut Vec<u8>,
+    id: EntryId,
+    stored: &[u8],
+    read: bool,
+    clicked: bool,
+) {
+    out.extend_from_slice(b"{\"id\":\"");
+    id.write_to(out);
+    out.extend_from_slice(b"\",\"created_at\":\"");
+    write_created_at(out, id.ms);
+    out.extend_from_slice(b"\",\"read\":");
+    out.extend_from_slice(if read { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"clicked\":");
+    out.extend_from_slice(if clicked { b"true" } else { b"false" });
+    match stored.iter().position(|&b| b == b'{') {
+        Some(open)
+            if stored[open + 1..]
+                .iter()
+                .any(|b| !b.is_ascii_whitespace() && *b != b'}') =>
+        {
+            out.push(b',');
+            out.extend_from_slice(&stored[open + 1..]);
+        }
+        _ => out.push(b'}'),
+    }
+}
+
+/// `created_at` is the entry id's millisecond timestamp, as RFC 3339 UTC.
+fn write_created_at(out: &mut Vec<u8>, ms: u64) {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let d = at.date();
+    let t = at.time();
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+}
+
+/// RFC 3339 for events that carry a time (`heartbeat`, `token_expiring`).
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: NotificationLimits = NotificationLimits {
+        max_payload_bytes: 8192,
+        max_title_chars: 20,
+        max_body_chars: 50,
+    };
+
+    fn parse(json: &str) -> Result<NewNotification, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn valid_notifications_are_stored_compact_with_priority() {
+        let n = parse(r#"{"type":"comment.mention","title":"Hi","data": {"doc": 42}}"#).unwrap();
+        let stored = n.validate(&LIMITS).unwrap();
+        assert_eq!(
+            stored,
+            r#"{"type":"comment.mention","title":"Hi","priority":"normal","data":{"doc": 42}}"#
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(parse(r#"{"type":"a","title":"t","titel":"x"}"#).is_err());
+        assert!(parse(r#"{"type":"a","title":"t","priority":"urgent"}"#).is_err());
+        let check = |json: &str| parse(json).unwrap().validate(&LIMITS).unwrap_err();
+        assert!(matches!(
+            check(r#"{"type":"Bad Type","title":"t"}"#),
+            ValidationError::Invalid {
+                field: "notification.type",
+                ..
+            }
+        ));
+        assert!(matches!(
+            check(r#"{"type":"a..b","title":"t"}"#),
+            ValidationError::Invalid {
+                field: "notification.type",
+                ..
+            }
+        ));
+        assert!(matches!(
+            check(r#"{"type":"a","title":""}"#),
+            ValidationError::Invalid {
+                field: "notification.title",
+                ..
+            }
+        ));
+        assert!(matches!(
+            check(&format!(r#"{{"type":"a","title":"{}"}}"#, "é".repeat(21))),
+            ValidationError::Invalid {
+                field: "notification.title",
+                ..
+            }
+        ));
+        let big = format!(
+            r#"{{"type":"a","title":"t","data":"{}"}}"#,
+            "x".repeat(9000)
+        );
+        assert!(matches!(check(&big), ValidationError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn rendering_splices_history_fields() {
+        let mut out = Vec::new();
+        render_notification(
+            &mut out,
+            EntryId::new(1732473600000, 3),
+            br#"{"type":"a","title":"t"}"#,
+            true,
+            false,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], "1732473600000-3");
+        assert_eq!(v["created_at"], "2024-11-24T18:40:00.000Z");
+        assert_eq!(v["read"], true);
+        assert_eq!(v["clicked"], false);
+        assert_eq!(v["type"], "a");
+    }
+}

@@ -1,0 +1,242 @@
+//! The Redis engine: history in Redis Streams, fan-out over pub/sub.
+//!
+//! * Commands go over one multiplexed [`ConnectionManager`]: every call here
+//!   is a short `FCALL`, so pipelining them on one socket beats a pool (no
+//!   checkout, no idle sockets), and the manager reconnects by itself. A pool
+//!   earns its place only for blocking commands (push workers' `XREADGROUP
+//!   BLOCK`), which the gateway does not issue.
+//! * Live traffic comes over one dedicated pub/sub connection per node
+//!   ([`pubsub`]), subscribed only to the users this node holds streams of.
+//! * All writes go through the function library in `functions.lua`.
+
+mod keys;
+mod pubsub;
+
+use std::{sync::Arc, time::Duration};
+
+use redis::{Client, aio::ConnectionManager};
+use tokio::sync::mpsc;
+
+pub use self::keys::user_base;
+use self::pubsub::PubSubHealth;
+use super::{Engine, EngineError, HistoryPage, Published, Retention, StoredEntry, StreamStart};
+use crate::{
+    config::Settings,
+    domain::{EntryId, IdempotencyKey, UserId},
+    hub::{Hub, SubscriptionCommand},
+};
+
+const LIBRARY_TEMPLATE: &str = include_str!("functions.lua");
+
+#[derive(Clone)]
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: ConnectionManager,
+    /// The library source with this node's limits filled in.
+    library: String,
+    version: String,
+    pubsub: Arc<PubSubHealth>,
+}
+
+/// Fills the function library's placeholders from config.
+pub fn library_source(settings: &Settings) -> (String, String) {
+    let retention = Retention::from_settings(settings);
+    let numbers = [
+        ("MAX_LEN", retention.max_len.to_string()),
+        ("MAX_AGE_MS", retention.max_age_ms.to_string()),
+        ("MAX_PAYLOAD", settings.limits.max_payload_bytes.to_string()),
+        ("MAX_TITLE", settings.limits.max_title_chars.to_string()),
+        ("MAX_BODY", settings.limits.max_body_chars.to_string()),
+        ("IDEM_TTL_MS", retention.idempotency_window_ms.to_string()),
+    ];
+    let version = format!(
+        "{}:{}",
+        env!("CARGO_PKG_VERSION"),
+        numbers
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut source = LIBRARY_TEMPLATE.replace("{{VERSION}}", &version);
+    for (name, value) in &numbers {
+        source = source.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    (source, version)
+}
+
+impl Retention {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Retention {
+            max_len: settings.history.max_len,
+            max_age_ms: settings.history.max_age.as_millis() as u64,
+            idempotency_window_ms: settings.publish.idempotency_window.as_millis() as u64,
+        }
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}
+
+/// Maps a function's error reply to the engine's errors.
+fn from_redis(e: redis::RedisError) -> EngineError {
+    match e.code() {
+        Some("HERALD_INVALID") => {
+            EngineError::Rejected(e.detail().unwrap_or("invalid notification").to_owned())
+        }
+        Some("HERALD_TOO_LARGE") => {
+            EngineError::TooLarge(e.detail().unwrap_or("notification too large").to_owned())
+        }
+        _ => unavailable(e),
+    }
+}
+
+fn is_missing_function(e: &redis::RedisError) -> bool {
+    e.detail().is_some_and(|d| d.contains("Function not found"))
+}
+
+impl RedisEngine {
+    /// Connects, loads the function library, and starts the pub/sub task that
+    /// feeds `hub` with the channels it asks for through `subscriptions`.
+    pub async fn connect(
+        settings: &Settings,
+        hub: Arc<Hub>,
+        subscriptions: mpsc::UnboundedReceiver<SubscriptionCommand>,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let url = &settings.engine.redis_url;
+        let client = Client::open(url.as_str())
+            .with_context(|| format!("engine.redis_url: cannot parse `{url}`"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let commands = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {url}"))?;
+        let (library, version) = library_source(settings);
+        let engine = Self {
+            inner: Arc::new(Inner {
+                commands,
+                library,
+                version,
+                pubsub: Arc::new(PubSubHealth::new(settings.engine.pubsub_ping_interval)),
+            }),
+        };
+        engine
+            .load_library()
+            .await
+            .context("cannot load the Redis function library `herald` (Redis >= 7 is required)")?;
+        pubsub::spawn(client, hub, subscriptions, engine.inner.pubsub.clone());
+        Ok(engine)
+    }
+
+    async fn load_library(&self) -> redis::RedisResult<()> {
+        let mut conn = self.inner.commands.clone();
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&self.inner.library)
+            .query_async::<String>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a function call; if Redis lost the library (a restart without
+    /// persistence, a FLUSHALL), loads it again and retries once.
+    async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
+        let mut conn = self.inner.commands.clone();
+        match cmd.query_async::<T>(&mut conn).await {
+            Err(e) if is_missing_function(&e) => {
+                tracing::warn!("the herald function library is missing in Redis; loading it again");
+                self.load_library().await.map_err(unavailable)?;
+                cmd.query_async::<T>(&mut conn).await.map_err(from_redis)
+            }
+            other => other.map_err(from_redis),
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<EntryId, EngineError> {
+    raw.parse()
+        .map_err(|_| EngineError::Unavailable(format!("Redis returned a malformed id `{raw}`")))
+}
+
+impl Engine for RedisEngine {
+    async fn publish(
+        &self,
+        user: &UserId,
+        stored: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Published, EngineError> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("herald_publish_detail")
+            .arg(1)
+            .arg(user_base(user))
+            .arg(stored);
+        if let Some(key) = key {
+            cmd.arg(key.as_str());
+        }
+        let (id, subscribers, duplicate): (String, i64, i64) = self.call(&cmd).await?;
+        Ok(Published {
+            id: parse_id(&id)?,
+            online: subscribers > 0,
+            duplicate: duplicate == 1,
+        })
+    }
+
+    async fn read_after(
+        &self,
+        user: &UserId,
+        after: EntryId,
+        limit: usize,
+    ) -> Result<HistoryPage, EngineError> {
+        let mut cmd = redis::cmd("FCALL_RO");
+        cmd.arg("herald_read_page")
+            .arg(1)
+            .arg(user_base(user))
+            .arg(after.to_string())
+            .arg(limit);
+        let (reset, rows): (i64, Vec<(String, String, i64, i64)>) = self.call(&cmd).await?;
+        let entries = rows
+            .into_iter()
+            .map(|(id, body, read, clicked)| {
+                Ok(StoredEntry {
+                    id: parse_id(&id)?,
+                    body,
+                    read: read == 1,
+                    clicked: clicked == 1,
+                })
+            })
+            .collect::<Result<_, EngineError>>()?;
+        Ok(HistoryPage {
+            reset: reset == 1,
+            entries,
+        })
+    }
+
+    async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
+        let mut cmd = redis::cmd("FCALL_RO");
+        cmd.arg("herald_stream_start").arg(1).arg(user_base(user));
+        let (last_id, unread): (String, i64) = self.call(&cmd).await?;
+        Ok(StreamStart {
+            last_id: parse_id(&last_id)?,
+            unread: unread.max(0) as u64,
+        })
+    }
+
+    async fn check_ready(&self) -> Result<(), EngineError> {
+        let version: String = self
+            .call(redis::cmd("FCALL_RO").arg("herald_version").arg(0))
+            .await?;
+        if version != self.inner.version {
+            tracing::warn!(loaded = %version, ours = %self.inner.version, "another node loaded a different function library");
+        }
+        self.inner.pubsub.check()
+    }
+}

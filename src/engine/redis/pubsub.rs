@@ -1,0 +1,328 @@
+//! The node's one pub/sub connection to Redis.
+//!
+//! It subscribes to the channel of every user the hub holds streams of, and
+//! hands each message to the hub, which encodes it once and queues it for
+//! the user's streams. Subscription changes are batched: a burst of new
+//! streams (a reconnect storm) becomes a few `SUBSCRIBE` calls with many
+//! channels, not one round trip each.
+//!
+//! The connection does not reconnect by itself. When it drops, this task
+//! reconnects with backoff, subscribes every wanted channel again, and asks
+//! the hub to resync every stream from its last delivered id: messages
+//! published during the outage are gone from pub/sub, but not from history.
+
+use std::{
+    collections::HashSet,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{Future, StreamExt};
+use redis::{Client, Msg, RedisResult, aio::PubSubSink};
+use tokio::sync::{mpsc, watch};
+
+use super::keys::{user_base, user_of_channel};
+use crate::{
+    domain::{EntryId, UserId},
+    engine::EngineError,
+    hub::{Hub, SubscriptionCommand},
+    stream::frame,
+};
+
+/// Most channels per SUBSCRIBE / UNSUBSCRIBE call.
+const BATCH: usize = 1000;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Whether the pub/sub connection is proven alive, for `/readyz`: connected,
+/// and its last PING answered within three ping intervals.
+pub struct PubSubHealth {
+    started: Instant,
+    last_pong_ms: AtomicU64,
+    connected: AtomicBool,
+    ping_interval: Duration,
+}
+
+impl PubSubHealth {
+    pub fn new(ping_interval: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            last_pong_ms: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            ping_interval,
+        }
+    }
+
+    fn mark_alive(&self) {
+        self.last_pong_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
+        self.connected.store(true, Ordering::Release);
+    }
+
+    pub fn check(&self) -> Result<(), EngineError> {
+        if !self.connected.load(Ordering::Acquire) {
+            return Err(EngineError::Unavailable(
+                "the pub/sub connection is down".into(),
+            ));
+        }
+        let age =
+            self.started.elapsed().as_millis() as u64 - self.last_pong_ms.load(Ordering::Acquire);
+        if age > 3 * self.ping_interval.as_millis() as u64 {
+            return Err(EngineError::Unavailable(format!(
+                "the pub/sub connection has not answered a PING for {age} ms"
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub fn spawn(
+    client: Client,
+    hub: Arc<Hub>,
+    commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
+    health: Arc<PubSubHealth>,
+) {
+    tokio::spawn(run(client, hub, commands, health));
+}
+
+/// Channels this node wants, and `ready` senders waiting for a subscription.
+#[derive(Default)]
+struct Wanted {
+    users: HashSet<UserId>,
+    waiting: Vec<(UserId, watch::Sender<bool>)>,
+}
+
+impl Wanted {
+    fn apply(&mut self, command: SubscriptionCommand) {
+        match command {
+            SubscriptionCommand::Subscribe { user, ready } => {
+                self.users.insert(user.clone());
+                self.waiting.push((user, ready));
+            }
+            SubscriptionCommand::Unsubscribe { user } => {
+                self.users.remove(&user);
+            }
+        }
+    }
+
+    /// Tells every waiting stream whose channel is now subscribed.
+    fn confirm(&mut self, subscribed: &HashSet<UserId>) {
+        self.waiting.retain(|(user, ready)| {
+            if subscribed.contains(user) {
+                let _ = ready.send(true);
+                false
+            } else {
+                // Kept until confirmed, unless its streams are all gone.
+                !ready.is_closed()
+            }
+        });
+    }
+}
+
+async fn run(
+    client: Client,
+    hub: Arc<Hub>,
+    mut commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
+    health: Arc<PubSubHealth>,
+) {
+    let mut wanted = Wanted::default();
+    let mut backoff = Duration::from_millis(100);
+    let mut first_connection = true;
+    loop {
+        match connect_and_serve(
+            &client,
+            &hub,
+            &mut commands,
+            &health,
+            &mut wanted,
+            &mut first_connection,
+        )
+        .await
+        {
+            Served::CommandsClosed => return,
+            Served::Lost(reason) => {
+                health.connected.store(false, Ordering::Release);
+                tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "pub/sub connection lost; reconnecting");
+            }
+        }
+        // Commands that arrive meanwhile wait in the channel: applied after
+        // the reconnect, in order.
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        if health.connected.load(Ordering::Acquire) {
+            backoff = Duration::from_millis(100);
+        }
+    }
+}
+
+enum Served {
+    Lost(String),
+    CommandsClosed,
+}
+
+type Inflight =
+    Pin<Box<dyn Future<Output = (RedisResult<()>, HashSet<UserId>, HashSet<UserId>)> + Send>>;
+
+async fn connect_and_serve(
+    client: &Client,
+    hub: &Hub,
+    commands: &mut mpsc::UnboundedReceiver<SubscriptionCommand>,
+    health: &PubSubHealth,
+    wanted: &mut Wanted,
+    first_connection: &mut bool,
+) -> Served {
+    let (mut sink, mut messages) = match client.get_async_pubsub().await {
+        Ok(pubsub) => pubsub.split(),
+        Err(e) => return Served::Lost(format!("connect: {e}")),
+    };
+    // Whatever arrived while disconnected is applied before resubscribing.
+    while let Ok(command) = commands.try_recv() {
+        wanted.apply(command);
+    }
+    let mut subscribed: HashSet<UserId> = HashSet::new();
+    let all: Vec<UserId> = wanted.users.iter().cloned().collect();
+    for chunk in all.chunks(BATCH) {
+        if let Err(e) = sink
+            .subscribe(chunk.iter().map(user_base).collect::<Vec<_>>())
+            .await
+        {
+            return Served::Lost(format!("resubscribe: {e}"));
+        }
+        subscribed.extend(chunk.iter().cloned());
+    }
+    health.mark_alive();
+    wanted.confirm(&subscribed);
+    if !std::mem::replace(first_connection, false) {
+        tracing::info!(
+            channels = subscribed.len(),
+            "pub/sub reconnected; resyncing streams from history"
+        );
+        hub.resync_all();
+    }
+
+    let mut ping = tokio::time::interval(health.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending_pong: Option<Pin<Box<dyn Future<Output = RedisResult<String>> + Send>>> = None;
+    // One subscription change in flight at a time keeps them in order, while
+    // messages keep flowing to the hub.
+    let mut inflight: Option<Inflight> = None;
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(message) => deliver(hub, &message),
+                None => return Served::Lost("stream closed".into()),
+            },
+            command = commands.recv(), if inflight.is_none() => {
+                let Some(command) = command else { return Served::CommandsClosed };
+                wanted.apply(command);
+                while let Ok(command) = commands.try_recv() {
+                    wanted.apply(command);
+                }
+                let to_subscribe: HashSet<UserId> = wanted.users.difference(&subscribed).take(BATCH).cloned().collect();
+                let to_unsubscribe: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
+                if to_subscribe.is_empty() && to_unsubscribe.is_empty() {
+                    wanted.confirm(&subscribed);
+                } else {
+                    inflight = Some(Box::pin(change_subscriptions(sink.clone(), to_subscribe, to_unsubscribe)));
+                }
+            },
+            done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                inflight = None;
+                let (result, added, removed) = done;
+                if let Err(e) = result {
+                    return Served::Lost(format!("subscribe: {e}"));
+                }
+                subscribed.extend(added);
+                subscribed.retain(|u| !removed.contains(u));
+                wanted.confirm(&subscribed);
+                // More may have changed meanwhile, or exceeded one batch.
+                let more_sub: HashSet<UserId> = wanted.users.difference(&subscribed).take(BATCH).cloned().collect();
+                let more_unsub: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
+                if !more_sub.is_empty() || !more_unsub.is_empty() {
+                    inflight = Some(Box::pin(change_subscriptions(sink.clone(), more_sub, more_unsub)));
+                }
+            },
+            _ = ping.tick(), if pending_pong.is_none() => {
+                let mut sink = sink.clone();
+                let timeout = health.ping_interval * 3;
+                pending_pong = Some(Box::pin(async move {
+                    match tokio::time::timeout(timeout, sink.ping::<String>()).await {
+                        Ok(result) => result,
+                        Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "PING timed out"))),
+                    }
+                }));
+            },
+            pong = async { pending_pong.as_mut().expect("guarded").await }, if pending_pong.is_some() => {
+                pending_pong = None;
+                match pong {
+                    Ok(_) => health.mark_alive(),
+                    Err(e) => return Served::Lost(format!("ping: {e}")),
+                }
+            },
+        }
+    }
+}
+
+async fn change_subscriptions(
+    mut sink: PubSubSink,
+    subscribe: HashSet<UserId>,
+    unsubscribe: HashSet<UserId>,
+) -> (RedisResult<()>, HashSet<UserId>, HashSet<UserId>) {
+    let result = async {
+        if !unsubscribe.is_empty() {
+            sink.unsubscribe(unsubscribe.iter().map(user_base).collect::<Vec<_>>())
+                .await?;
+        }
+        if !subscribe.is_empty() {
+            sink.subscribe(subscribe.iter().map(user_base).collect::<Vec<_>>())
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    (result, subscribe, unsubscribe)
+}
+
+/// A message is `n <id> <unread> <notification json>` (see `functions.lua`).
+fn deliver(hub: &Hub, message: &Msg) {
+    let Some(user) = user_of_channel(message.get_channel_name()) else {
+        return;
+    };
+    let payload = message.get_payload_bytes();
+    let Some((id, unread, stored)) = parse_live(payload) else {
+        tracing::warn!(
+            channel = message.get_channel_name(),
+            "ignored a malformed pub/sub message"
+        );
+        return;
+    };
+    hub.deliver(user, || frame::live_notification(id, stored, unread));
+}
+
+fn parse_live(payload: &[u8]) -> Option<(EntryId, u64, &[u8])> {
+    let rest = payload.strip_prefix(b"n ")?;
+    let mut parts = rest.splitn(3, |b| *b == b' ');
+    let id = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let unread = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    Some((id, unread, parts.next()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_live_messages() {
+        let (id, unread, json) = parse_live(br#"n 5-1 3 {"type":"a b"}"#).unwrap();
+        assert_eq!(
+            (id, unread, json),
+            (EntryId::new(5, 1), 3, &br#"{"type":"a b"}"#[..])
+        );
+        assert!(parse_live(b"x 5-1 3 {}").is_none());
+        assert!(parse_live(b"n bad 3 {}").is_none());
+    }
+}

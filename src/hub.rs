@@ -1,0 +1,353 @@
+//! This node's registry: which users have open streams here, and their queues.
+//!
+//! The hub tells the engine what to subscribe to (a user's channel on their
+//! first stream here, unsubscribe after their last), and the engine hands it
+//! live events to fan out. It never waits on a client: delivery is a
+//! `try`-style push into each stream's bounded queue.
+//!
+//! The map is sharded so that delivery for one user and registration of
+//! another rarely contend. Locks are std mutexes held for map operations
+//! only, never across an `.await`.
+
+use std::{
+    collections::HashMap,
+    hash::BuildHasher,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    domain::UserId,
+    stream::{ByeReason, Connection, Frame, frame},
+};
+
+const SHARDS: usize = 16;
+
+/// What the hub asks of the engine's pub/sub connection. Sent in the order
+/// the registry changed (under the shard lock), so a quick leave-and-return
+/// can never end unsubscribed.
+#[derive(Debug)]
+pub enum SubscriptionCommand {
+    /// Subscribe to the user's channel; set `ready` once Redis confirmed it.
+    Subscribe {
+        user: UserId,
+        ready: watch::Sender<bool>,
+    },
+    Unsubscribe {
+        user: UserId,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    pub max_streams: usize,
+    pub max_per_user: usize,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("this node holds its maximum number of streams")]
+    NodeFull,
+    #[error("this user has too many open streams on this node")]
+    UserFull,
+    #[error("this node is shutting down")]
+    ShuttingDown,
+}
+
+struct UserSlot {
+    streams: Vec<Arc<Connection>>,
+    /// Becomes true once the user's channel subscription is confirmed. Every
+    /// stream waits for it before replaying, or an entry published between
+    /// replay and subscription would be lost.
+    subscribed: watch::Receiver<bool>,
+}
+
+pub struct Hub {
+    shards: Box<[Mutex<HashMap<UserId, UserSlot>>]>,
+    hasher: std::collections::hash_map::RandomState,
+    /// `None` for engines that deliver every event to the hub anyway (memory).
+    subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>,
+    limits: HubLimits,
+    streams: AtomicUsize,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl Hub {
+    pub fn new(
+        limits: HubLimits,
+        subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>,
+    ) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            subscriptions,
+            limits,
+            streams: AtomicUsize::new(0),
+            shutting_down: Default::default(),
+        }
+    }
+
+    fn shard(&self, user: &str) -> std::sync::MutexGuard<'_, HashMap<UserId, UserSlot>> {
+        let i = (self.hasher.hash_one(user) as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a stream. The registration removes it again when dropped; the
+    /// receiver turns true when the user's live channel is subscribed.
+    pub fn register(
+        self: &Arc<Self>,
+        conn: Arc<Connection>,
+    ) -> Result<(Registration, watch::Receiver<bool>), RegisterError> {
+        let subscribed = self.insert(&conn)?;
+        Ok((
+            Registration {
+                hub: self.clone(),
+                conn,
+            },
+            subscribed,
+        ))
+    }
+
+    fn insert(&self, conn: &Arc<Connection>) -> Result<watch::Receiver<bool>, RegisterError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(RegisterError::ShuttingDown);
+        }
+        let mut shard = self.shard(conn.user.as_str());
+        if let Some(slot) = shard.get_mut(conn.user.as_str()) {
+            if slot.streams.len() >= self.limits.max_per_user {
+                return Err(RegisterError::UserFull);
+            }
+            self.reserve()?;
+            slot.streams.push(conn.clone());
+            return Ok(slot.subscribed.clone());
+        }
+        self.reserve()?;
+        let (ready_tx, ready_rx) = watch::channel(false);
+        match &self.subscriptions {
+            Some(commands) => {
+                let _ = commands.send(SubscriptionCommand::Subscribe {
+                    user: conn.user.clone(),
+                    ready: ready_tx,
+                });
+            }
+            None => {
+                let _ = ready_tx.send(true);
+            }
+        }
+        shard.insert(
+            conn.user.clone(),
+            UserSlot {
+                streams: vec![conn.clone()],
+                subscribed: ready_rx.clone(),
+            },
+        );
+        Ok(ready_rx)
+    }
+
+    fn reserve(&self) -> Result<(), RegisterError> {
+        let before = self.streams.fetch_add(1, Ordering::AcqRel);
+        if before >= self.limits.max_streams {
+            self.streams.fetch_sub(1, Ordering::AcqRel);
+            return Err(RegisterError::NodeFull);
+        }
+        Ok(())
+    }
+
+    /// Removes a stream; the user's entry (and subscription) goes with the last.
+    fn unregister(&self, conn: &Arc<Connection>) {
+        let mut shard = self.shard(conn.user.as_str());
+        let Some(slot) = shard.get_mut(conn.user.as_str()) else {
+            return;
+        };
+        let Some(pos) = slot.streams.iter().position(|c| Arc::ptr_eq(c, conn)) else {
+            return;
+        };
+        slot.streams.swap_remove(pos);
+        self.streams.fetch_sub(1, Ordering::AcqRel);
+        if slot.streams.is_empty() {
+            shard.remove(conn.user.as_str());
+            if let Some(commands) = &self.subscriptions {
+                let _ = commands.send(SubscriptionCommand::Unsubscribe {
+                    user: conn.user.clone(),
+                });
+            }
+        }
+    }
+
+    /// Fans a live event out to every local stream of `user`. The frame is
+    /// built only if the user has a stream here, and built once for all.
+    /// Returns how many streams took it.
+    pub fn deliver(&self, user: &str, build: impl FnOnce() -> Frame) -> usize {
+        let shard = self.shard(user);
+        let Some(slot) = shard.get(user) else {
+            return 0;
+        };
+        let frame = build();
+        slot.streams
+            .iter()
+            .filter(|c| c.push(frame.clone()))
+            .count()
+    }
+
+    pub fn is_online(&self, user: &str) -> bool {
+        self.shard(user).contains_key(user)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&Arc<Connection>)) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard
+                .values()
+                .flat_map(|slot| slot.streams.iter())
+                .for_each(&mut f);
+        }
+    }
+
+    /// Every local stream replays from its last delivered id: live traffic
+    /// may have been lost while the pub/sub connection was down.
+    pub fn resync_all(&self) {
+        self.for_each(|c| c.request_resync());
+    }
+
+    /// Ends every stream with `bye`; `retry` gives each its reconnect delay
+    /// (jittered on shutdown so clients do not all return at once).
+    pub fn close_all(&self, reason: ByeReason, mut retry: impl FnMut() -> Option<Duration>) {
+        if reason == ByeReason::Shutdown {
+            self.shutting_down.store(true, Ordering::Relaxed);
+        }
+        self.for_each(|c| c.close(reason, retry()));
+    }
+
+    /// The node-wide tick (one timer for all streams, not one per stream):
+    /// token expiry and the `token_expiring` warning, and keep-alives.
+    pub fn tick(&self, now_unix: u64, warn_before: Duration, keep_alive: Option<&bytes::Bytes>) {
+        self.for_each(|c| {
+            if now_unix >= c.expires_at {
+                c.close(ByeReason::TokenExpired, None);
+                return;
+            }
+            if now_unix + warn_before.as_secs() >= c.expires_at && c.take_expiry_warning() {
+                c.push(frame::token_expiring(c.expires_at));
+            }
+            if let Some(bytes) = keep_alive {
+                c.push(Frame {
+                    id: None,
+                    bytes: bytes.clone(),
+                });
+            }
+        });
+    }
+}
+
+/// A stream's place in the hub, held by its response body: dropping it (the
+/// client went away, or the stream ended) removes the stream.
+pub struct Registration {
+    hub: Arc<Hub>,
+    conn: Arc<Connection>,
+}
+
+impl Registration {
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(commands: Option<mpsc::UnboundedSender<SubscriptionCommand>>) -> Arc<Hub> {
+        Arc::new(Hub::new(
+            HubLimits {
+                max_streams: 3,
+                max_per_user: 2,
+            },
+            commands,
+        ))
+    }
+
+    fn conn(user: &str) -> Arc<Connection> {
+        Arc::new(Connection::new(UserId::parse(user).unwrap(), u64::MAX, 8))
+    }
+
+    #[test]
+    fn subscribes_on_first_stream_and_unsubscribes_after_last() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hub = hub(Some(tx));
+        let (a1, _) = hub.register(conn("a")).unwrap();
+        let (a2, _) = hub.register(conn("a")).unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(SubscriptionCommand::Subscribe { .. })
+        ));
+        assert!(
+            rx.try_recv().is_err(),
+            "second stream must not subscribe again"
+        );
+        drop(a1);
+        assert!(rx.try_recv().is_err());
+        drop(a2);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(SubscriptionCommand::Unsubscribe { .. })
+        ));
+        assert!(
+            !hub.is_online("a"),
+            "the user's entry must go with its last stream"
+        );
+        assert_eq!(hub.stream_count(), 0);
+    }
+
+    #[test]
+    fn enforces_node_and_user_limits() {
+        let hub = hub(None);
+        let _a1 = hub.register(conn("a")).unwrap();
+        let _a2 = hub.register(conn("a")).unwrap();
+        assert_eq!(hub.register(conn("a")).err(), Some(RegisterError::UserFull));
+        let _b = hub.register(conn("b")).unwrap();
+        assert_eq!(hub.register(conn("c")).err(), Some(RegisterError::NodeFull));
+        assert_eq!(hub.stream_count(), 3);
+    }
+
+    #[test]
+    fn delivers_one_frame_to_every_stream_of_the_user_only() {
+        let hub = hub(None);
+        let _streams: Vec<_> = ["a", "a", "b"]
+            .map(|u| hub.register(conn(u)).unwrap())
+            .into();
+        let mut built = 0;
+        let n = hub.deliver("a", || {
+            built += 1;
+            Frame {
+                id: None,
+                bytes: bytes::Bytes::from_static(b"x"),
+            }
+        });
+        assert_eq!((n, built), (2, 1));
+        assert_eq!(
+            hub.deliver("nobody", || unreachable!(
+                "no frame is built for absent users"
+            )),
+            0
+        );
+    }
+}

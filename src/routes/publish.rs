@@ -1,0 +1,101 @@
+//! `POST /v1/publish`: a publisher sends one notification to users.
+
+use std::collections::HashSet;
+
+use actix_web::{HttpResponse, web};
+use futures_util::future::try_join_all;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    app::AppState,
+    auth::Publisher,
+    domain::{IdempotencyKey, NewNotification, UserId},
+    engine::Engine,
+    error::ApiError,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    to: Recipients,
+    notification: NewNotification,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipients {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Delivery {
+    user: String,
+    id: String,
+    online: bool,
+    /// Web Push is not wired yet: always "none".
+    push: &'static str,
+}
+
+#[tracing::instrument(name = "publish", skip_all, fields(publisher = %publisher.0.user, recipients))]
+pub async fn publish(
+    publisher: Publisher,
+    state: web::Data<AppState>,
+    request: web::Json<PublishRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = request.into_inner();
+    if request.to.topic.is_some() {
+        return Err(ApiError::unprocessable(
+            "to.topic: topics are not available yet; address users with to.users",
+        ));
+    }
+    let max = state.settings.limits.max_recipients;
+    if request.to.users.is_empty() || request.to.users.len() > max {
+        return Err(ApiError::unprocessable(format!(
+            "to.users: must list 1 to {max} users"
+        )));
+    }
+    let mut seen = HashSet::new();
+    let users = request
+        .to
+        .users
+        .iter()
+        .filter(|u| seen.insert(u.as_str()))
+        .map(|u| {
+            UserId::parse(u).map_err(|e| ApiError::unprocessable(format!("to.users: `{u}`: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = request
+        .idempotency_key
+        .as_deref()
+        .map(IdempotencyKey::parse)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable(e))?;
+    let stored = request.notification.validate(&state.limits)?;
+    tracing::Span::current().record("recipients", users.len());
+
+    // Concurrent calls pipeline on the engine's one connection. Each user's
+    // publish is atomic on its own; a retry with the same idempotency_key
+    // completes a partly failed call without storing anything twice.
+    let published = try_join_all(
+        users
+            .iter()
+            .map(|user| state.engine.publish(user, &stored, key.as_ref())),
+    )
+    .await?;
+    let results: Vec<Delivery> = users
+        .iter()
+        .zip(published)
+        .map(|(user, p)| Delivery {
+            user: user.to_string(),
+            id: p.id.to_string(),
+            online: p.online,
+            push: "none",
+        })
+        .collect();
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "results": results })))
+}

@@ -1,0 +1,162 @@
+//! The response body of one SSE stream.
+//!
+//! It sends the prelude (`retry:` and `unread`), replays history after the
+//! cursor page by page, then takes live frames from the connection's queue.
+//! The hub queues live frames from the moment the stream registered (before
+//! any replay), so the seam has no gap; frames at or before the last id
+//! already sent are dropped, so it has no duplicate either. The same replay
+//! runs again whenever the node asks for a resync (after a pub/sub outage).
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use actix_web::body::{BodySize, MessageBody};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use super::{Next, frame};
+use crate::{
+    domain::EntryId,
+    engine::{AnyEngine, Engine, EngineError, HistoryPage},
+    hub::Registration,
+};
+
+pub struct EventStream {
+    /// Keeps the stream in the hub; dropped with the body when the client
+    /// goes away.
+    registration: Registration,
+    engine: AnyEngine,
+    prelude: Option<Bytes>,
+    /// The page being read, while replaying. Boxed so that an idle live
+    /// stream carries no replay state.
+    replay: Option<BoxFuture<'static, Result<HistoryPage, EngineError>>>,
+    /// The newest history id this stream has sent (or its starting cursor).
+    last_id: EntryId,
+    page_size: usize,
+    done: bool,
+}
+
+impl EventStream {
+    /// The registration's subscription must be confirmed already. With `replay`, history after `last_id` is sent first.
+    pub fn new(
+        registration: Registration,
+        engine: AnyEngine,
+        prelude: Bytes,
+        last_id: EntryId,
+        replay: bool,
+        page_size: usize,
+    ) -> Self {
+        let mut stream = Self {
+            registration,
+            engine,
+            prelude: Some(prelude),
+            replay: None,
+            last_id,
+            page_size,
+            done: false,
+        };
+        if replay {
+            stream.start_replay();
+        }
+        stream
+    }
+
+    fn start_replay(&mut self) {
+        let engine = self.engine.clone();
+        let user = self.registration.connection().user.clone();
+        let (after, limit) = (self.last_id, self.page_size);
+        self.replay = Some(Box::pin(async move {
+            engine.read_after(&user, after, limit).await
+        }));
+    }
+
+    /// Encodes a page (per stream: read state is the user's), remembering
+    /// the last id sent. Starts the next page if this one was full.
+    fn take_page(&mut self, page: HistoryPage) -> Option<Bytes> {
+        let mut out = Vec::new();
+        if page.reset {
+            frame::write_reset(&mut out);
+        }
+        let full = page.entries.len() >= self.page_size;
+        for entry in &page.entries {
+            // After a reset every kept entry is newer than the cursor too.
+            if entry.id > self.last_id {
+                frame::write_notification(
+                    &mut out,
+                    entry.id,
+                    entry.body.as_bytes(),
+                    entry.read,
+                    entry.clicked,
+                );
+                self.last_id = entry.id;
+            }
+        }
+        if full {
+            self.start_replay();
+        }
+        (!out.is_empty()).then(|| out.into())
+    }
+}
+
+impl MessageBody for EventStream {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(prelude) = this.prelude.take() {
+                return Poll::Ready(Some(Ok(prelude)));
+            }
+            if let Some(page) = this.replay.as_mut() {
+                // Live frames wait in the queue meanwhile.
+                match page.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => {
+                        // End the stream: the client reconnects with its
+                        // cursor and the replay starts again elsewhere.
+                        tracing::warn!(user = %this.registration.connection().user, error = %e, "replay failed; ending the stream");
+                        this.done = true;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Ok(page)) => {
+                        this.replay = None;
+                        if let Some(bytes) = this.take_page(page) {
+                            return Poll::Ready(Some(Ok(bytes)));
+                        }
+                        continue;
+                    }
+                }
+            }
+            match this.registration.connection().poll_next(cx) {
+                Next::Frame(frame) => {
+                    if let Some(id) = frame.id {
+                        if id <= this.last_id {
+                            continue; // already sent by replay
+                        }
+                        this.last_id = id;
+                    }
+                    return Poll::Ready(Some(Ok(frame.bytes)));
+                }
+                Next::Resync => this.start_replay(),
+                Next::Bye(bytes) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Ok(bytes)));
+                }
+                Next::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The `text/event-stream` wire format, encoded once per event.
+//!
+//! A live notification is encoded once per node and the same `Bytes` is queued
+//! for every open tab of its user (a refcount, not a copy). Replayed entries
+//! are encoded per stream, since replay is per stream.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use super::ByeReason;
+use crate::domain::{EntryId, render_notification, rfc3339};
+
+/// An encoded SSE message, with the history id it carries (if any) so a
+/// stream can drop what it already delivered.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: Option<EntryId>,
+    pub bytes: Bytes,
+}
+
+/// `:` comment: keeps proxies and load balancers from closing an idle stream.
+pub static KEEP_ALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
+
+/// Appends one `notification` event. With `unread`, an `unread` event follows
+/// in the same frame, so the badge and the item arrive together.
+pub fn write_notification(
+    out: &mut Vec<u8>,
+    id: EntryId,
+    stored: &[u8],
+    read: bool,
+    clicked: bool,
+) {
+    out.extend_from_slice(b"id: ");
+    id.write_to(out);
+    out.extend_from_slice(b"\nevent: notification\ndata: ");
+    render_notification(out, id, stored, read, clicked);
+    out.extend_from_slice(b"\n\n");
+}
+
+pub fn write_unread(out: &mut Vec<u8>, count: u64) {
+    out.extend_from_slice(b"event: unread\ndata: {\"count\":");
+    out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
+    out.extend_from_slice(b"}\n\n");
+}
+
+/// A live notification as every local tab of its user receives it.
+pub fn live_notification(id: EntryId, stored: &[u8], unread: u64) -> Frame {
+    let mut out = Vec::with_capacity(stored.len() + 200);
+    write_notification(&mut out, id, stored, false, false);
+    write_unread(&mut out, unread);
+    Frame {
+        id: Some(id),
+        bytes: out.into(),
+    }
+}
+
+pub fn retry(out: &mut Vec<u8>, retry: Duration) {
+    out.extend_from_slice(b"retry: ");
+    out.extend_from_slice(itoa::Buffer::new().format(retry.as_millis()).as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+pub fn write_reset(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"event: reset\ndata: {\"reason\":\"history_trimmed\"}\n\n");
+}
+
+pub fn bye(reason: ByeReason, retry_after: Option<Duration>) -> Bytes {
+    let mut out = Vec::with_capacity(80);
+    if let Some(d) = retry_after {
+        retry(&mut out, d);
+    }
+    out.extend_from_slice(b"event: bye\ndata: {\"reason\":\"");
+    out.extend_from_slice(reason.as_str().as_bytes());
+    out.extend_from_slice(b"\"}\n\n");
+    out.into()
+}
+
+pub fn token_expiring(expires_at: u64) -> Frame {
+    let at = OffsetDateTime::from_unix_timestamp(expires_at as i64)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let text = format!(
+        "event: token_expiring\ndata: {{\"expires_at\":\"{}\"}}\n\n",
+        rfc3339(at)
+    );
+    Frame {
+        id: None,
+        bytes: text.into(),
+    }
+}
+
+pub fn heartbeat(now: OffsetDateTime) -> Bytes {
+    format!(
+        "event: heartbeat\ndata: {{\"ts\":\"{}\"}}\n\n",
+        rfc3339(now)
+    )
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_frame_carries_the_notification_then_the_count() {
+        let f = live_notification(EntryId::new(1, 2), br#"{"type":"a","title":"t"}"#, 7);
+        assert_eq!(f.id, Some(EntryId::new(1, 2)));
+        let text = std::str::from_utf8(&f.bytes).unwrap();
+        assert!(
+            text.starts_with("id: 1-2\nevent: notification\ndata: {\"id\":\"1-2\""),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n\nevent: unread\ndata: {\"count\":7}\n\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("\n\n").count(), 2);
+    }
+
+    #[test]
+    fn bye_may_carry_a_retry() {
+        let b = bye(ByeReason::Shutdown, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            &b[..],
+            b"retry: 1500\n\nevent: bye\ndata: {\"reason\":\"shutdown\"}\n\n"
+        );
+    }
+}
