@@ -206,7 +206,8 @@ async fn connect_and_serve(
 
     let mut ping = tokio::time::interval(health.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending_pong: Option<Pin<Box<dyn Future<Output = RedisResult<String>> + Send>>> = None;
+    let mut pending_pong: Option<Pin<Box<dyn Future<Output = RedisResult<redis::Value>> + Send>>> =
+        None;
     // One subscription change in flight at a time keeps them in order, while
     // messages keep flowing to the hub.
     let mut inflight: Option<Inflight> = None;
@@ -250,7 +251,7 @@ async fn connect_and_serve(
                 let mut sink = sink.clone();
                 let timeout = health.ping_interval * 3;
                 pending_pong = Some(Box::pin(async move {
-                    match tokio::time::timeout(timeout, sink.ping::<String>()).await {
+                    match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
                         Ok(result) => result,
                         Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "PING timed out"))),
                     }
