@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+#
+# Herald gateway image.
+#
+#   docker build -t herald .
+#   docker run --rm -p 8080:8080 \
+#     -e HERALD__ENGINE__KIND=redis -e HERALD__ENGINE__REDIS_URL=redis://redis:6379 \
+#     -e HERALD__AUTH__SECRET=change-me-at-least-16-chars herald
+#
+# Settings come from environment variables HERALD__SECTION__KEY over the
+# defaults built into the binary; for a file, mount it and pass
+# `serve --config /etc/herald/herald.toml` (or set HERALD_CONFIG).
+# /etc/herald/default.toml is the documented list of every setting.
+
+# ---- build ---------------------------------------------------------------
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+# The whole context (see .dockerignore): Cargo.toml may name targets outside
+# src/ (tests, benches), and cargo needs them all to read the manifest.
+COPY . .
+# The same build step as CI. The caches keep the registry and target/ between
+# builds; the binary is copied out of the cache mount before the step ends.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin herald \
+    && install -D -m 0755 target/release/herald /out/herald
+
+# ---- runtime -------------------------------------------------------------
+FROM debian:bookworm-slim
+# ca-certificates: TLS to Redis (rediss://) and to a JWKS URL.
+# curl: only for the HEALTHCHECK below.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/*
+# A fixed numeric id, so `runAsNonRoot` / `--user` checks can verify it.
+RUN groupadd --system --gid 10001 herald \
+    && useradd --system --uid 10001 --gid herald --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin herald
+COPY --from=builder /out/herald /usr/local/bin/herald
+COPY config/default.toml /etc/herald/default.toml
+
+# The built-in default (127.0.0.1:8080) would be unreachable from outside the
+# container.
+ENV HERALD__SERVER__LISTEN=0.0.0.0:8080
+EXPOSE 8080
+USER 10001:10001
+# /healthz: the process is up. Orchestrators should also probe /readyz
+# (engine reachable, functions loaded, pub/sub alive) before sending traffic.
+# If you change HERALD__SERVER__LISTEN's port, change it here too.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD curl -fsS -o /dev/null http://127.0.0.1:8080/healthz || exit 1
+# SIGTERM (docker stop) starts the graceful shutdown: streams get `bye` and
+# reconnect elsewhere; allow server.shutdown_timeout (10 s) plus a margin,
+# e.g. `docker stop -t 15`.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["herald"]
+CMD ["serve"]
