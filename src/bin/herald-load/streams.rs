@@ -1,0 +1,196 @@
+//! The receiving side: one task per SSE stream, opened at a steady rate.
+//!
+//! A stream is a tokio task holding a raw `TcpStream`, two small buffers
+//! (raw bytes, dechunked body) and the SSE parser's scratch: about 2 KiB
+//! once warm, so 10,000 streams fit in a few tens of MB. Every receipt is
+//! stamped on arrival (once per socket read) and written to the ledger.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    task::JoinSet,
+    time::{Instant, timeout_at},
+};
+
+use crate::{
+    clock,
+    ledger::Ledger,
+    wire::{Chunked, SseParser, parse_head},
+};
+
+/// What every stream shares.
+pub struct StreamPlan {
+    pub addr: SocketAddr,
+    pub secret: String,
+    pub user_prefix: String,
+    pub token_ttl: Duration,
+    pub run_id: u32,
+    /// Connect, send the request and read the head within this.
+    pub open_timeout: Duration,
+    /// No stream task outlives this, whatever happens.
+    pub deadline: Instant,
+}
+
+/// The load data every notification of a run carries (see `publish.rs`).
+#[derive(Deserialize)]
+struct LoadData {
+    run: u32,
+    u: u32,
+    seq: u32,
+    sent_us: u64,
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    data: Option<LoadData>,
+}
+
+/// Opens `count` streams at `per_second`, stream `i` for user `user_of(i)`.
+/// Returns once all are spawned (they open in the background).
+pub async fn ramp(
+    tasks: &mut JoinSet<()>,
+    plan: &Arc<StreamPlan>,
+    ledger: &Arc<Mutex<Ledger>>,
+    count: usize,
+    per_second: u32,
+    user_of: impl Fn(usize) -> u32,
+) {
+    let start = Instant::now();
+    let step = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
+    for stream in 0..count {
+        let due = start + step.mul_f64(stream as f64);
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
+        if Instant::now() >= plan.deadline {
+            break;
+        }
+        tasks.spawn(hold(plan.clone(), ledger.clone(), stream, user_of(stream)));
+    }
+}
+
+/// Runs one stream until it ends, the deadline passes or the task is
+/// aborted, and records how it went.
+async fn hold(plan: Arc<StreamPlan>, ledger: Arc<Mutex<Ledger>>, stream: usize, user: u32) {
+    let reason = match timeout_at(plan.deadline, read_stream(&plan, &ledger, stream, user)).await {
+        Ok(reason) => reason,
+        Err(_) => "deadline".to_owned(),
+    };
+    lock(&ledger).ended(stream, reason);
+}
+
+fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Opens the stream and reads it; returns why it ended.
+async fn read_stream(
+    plan: &StreamPlan,
+    ledger: &Mutex<Ledger>,
+    stream: usize,
+    user: u32,
+) -> String {
+    let open_by = Instant::now() + plan.open_timeout;
+    let (mut socket, mut raw, chunked) = match timeout_at(open_by, open(plan, user)).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(reason)) => return reason,
+        Err(_) => return "open timed out".to_owned(),
+    };
+    lock(ledger).opened(stream);
+
+    let mut chunks = chunked.then(Chunked::default);
+    let mut body = Vec::new();
+    let mut parser = SseParser::default();
+    let mut bye = None;
+    loop {
+        let received_us = clock::now_us();
+        let mut on_event = |name: &[u8], data: &[u8]| match name {
+            b"notification" => record(ledger, stream, plan.run_id, data, received_us),
+            b"bye" => bye = Some(String::from_utf8_lossy(data).into_owned()),
+            _ => {}
+        };
+        let parsed = match chunks.as_mut() {
+            Some(chunks) => chunks
+                .decode(&mut raw, &mut body)
+                .and_then(|()| parser.feed(&mut body, &mut on_event)),
+            None => parser.feed(&mut raw, &mut on_event),
+        };
+        if let Err(e) = parsed {
+            return format!("protocol: {e}");
+        }
+        if let Some(bye) = bye {
+            return format!("bye {bye}");
+        }
+        if chunks.as_ref().is_some_and(Chunked::is_done) {
+            return "server ended the body".to_owned();
+        }
+        if raw.capacity() - raw.len() < 512 {
+            raw.reserve(1024);
+        }
+        match socket.read_buf(&mut raw).await {
+            Ok(0) => return "eof".to_owned(),
+            Ok(_) => {}
+            Err(e) => return format!("read: {}", e.kind()),
+        }
+    }
+}
+
+/// Connects, asks for the stream, and reads the response head. Returns the
+/// socket, bytes already read past the head, and whether the body is chunked.
+async fn open(plan: &StreamPlan, user: u32) -> Result<(TcpStream, Vec<u8>, bool), String> {
+    let user_id = format!("{}{user}", plan.user_prefix);
+    let token = herald::auth::mint_token(&plan.secret, &user_id, plan.token_ttl, false)
+        .map_err(|e| format!("mint token: {e}"))?;
+    let request = format!(
+        "GET /v1/events?access_token={token} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: herald-load\r\n\r\n",
+        plan.addr
+    );
+    let mut socket = TcpStream::connect(plan.addr)
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    socket
+        .set_nodelay(true)
+        .map_err(|e| format!("nodelay: {}", e.kind()))?;
+    socket
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {}", e.kind()))?;
+    let mut raw = Vec::with_capacity(1024);
+    loop {
+        if let Some(head) = parse_head(&raw).map_err(|e| format!("protocol: {e}"))? {
+            if head.status != 200 {
+                return Err(format!("http {}", head.status));
+            }
+            raw.drain(..head.len);
+            return Ok((socket, raw, head.chunked));
+        }
+        if raw.capacity() - raw.len() < 512 {
+            raw.reserve(1024);
+        }
+        match socket.read_buf(&mut raw).await {
+            Ok(0) => return Err("eof before the response head".to_owned()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {}", e.kind())),
+        }
+    }
+}
+
+/// Matches a received notification against the ledger.
+fn record(ledger: &Mutex<Ledger>, stream: usize, run_id: u32, data: &[u8], received_us: u64) {
+    let load = serde_json::from_slice::<Notification>(data)
+        .ok()
+        .and_then(|n| n.data)
+        .filter(|d| d.run == run_id);
+    let mut ledger = lock(ledger);
+    match load {
+        Some(d) => ledger.received(stream, d.u, d.seq, received_us.saturating_sub(d.sent_us)),
+        None => ledger.foreign(),
+    }
+}
