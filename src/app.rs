@@ -105,6 +105,7 @@ impl Application {
                 .unwrap_or(1),
             n => n,
         };
+        let write_timeout = settings.server.write_timeout;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -120,6 +121,19 @@ impl Application {
                 // A panicking handler answers 500 instead of dropping the connection.
                 .wrap(actix_web_lab::middleware::CatchPanic::default())
                 .configure(routes::configure)
+        })
+        .on_connect(move |conn, _| {
+            // A stream whose client stopped reading stalls in actix's write
+            // buffer, where its body is no longer polled and cannot end
+            // itself. The kernel ends it instead: data unacknowledged this
+            // long (zero-window probes included) aborts the connection, and
+            // the client resumes from history.
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
+                && let Err(e) =
+                    socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(write_timeout))
+            {
+                tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+            }
         })
         .workers(workers)
         .backlog(4096)
@@ -161,8 +175,10 @@ impl Application {
             result = &mut server => return Ok(result?),
             _ = shutdown_signal() => tracing::info!("shutdown requested"),
         }
-        handle.shutdown().await;
-        Ok(server.await?)
+        // `stop` waits for the server future to acknowledge, so both must be
+        // polled together.
+        let (_, result) = tokio::join!(handle.shutdown(), server);
+        Ok(result?)
     }
 }
 

@@ -34,6 +34,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     pub node_id: String,
 }
 
@@ -225,6 +227,11 @@ impl Settings {
             self.server.max_body_bytes >= 1024,
             "server.max_body_bytes",
             "must be at least 1024",
+        )?;
+        require(
+            self.server.write_timeout >= Duration::from_millis(500),
+            "server.write_timeout",
+            "must be at least 500ms",
         )?;
         require(
             self.history.max_len > 0,

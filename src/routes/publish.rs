@@ -74,7 +74,7 @@ pub async fn publish(
         .as_deref()
         .map(IdempotencyKey::parse)
         .transpose()
-        .map_err(|e| ApiError::unprocessable(e))?;
+        .map_err(ApiError::unprocessable)?;
     let stored = request.notification.validate(&state.limits)?;
     tracing::Span::current().record("recipients", users.len());
 

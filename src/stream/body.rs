@@ -11,6 +11,7 @@ use std::{
     convert::Infallible,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use actix_web::body::{BodySize, MessageBody};
@@ -23,6 +24,9 @@ use crate::{
     engine::{AnyEngine, Engine, EngineError, HistoryPage},
     hub::Registration,
 };
+
+/// Attempts after the first before a failed replay ends the stream.
+const REPLAY_RETRIES: u64 = 4;
 
 pub struct EventStream {
     /// Keeps the stream in the hub; dropped with the body when the client
@@ -69,7 +73,18 @@ impl EventStream {
         let user = self.registration.connection().user.clone();
         let (after, limit) = (self.last_id, self.page_size);
         self.replay = Some(Box::pin(async move {
-            engine.read_after(&user, after, limit).await
+            // A replay right after a Redis restart may meet a command
+            // connection still reconnecting: retry briefly before giving up.
+            let mut attempt = 0;
+            loop {
+                match engine.read_after(&user, after, limit).await {
+                    Err(EngineError::Unavailable(_)) if attempt < REPLAY_RETRIES => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    }
+                    result => return result,
+                }
+            }
         }));
     }
 

@@ -69,7 +69,10 @@ pub fn write_reset(out: &mut Vec<u8>) {
 pub fn bye(reason: ByeReason, retry_after: Option<Duration>) -> Bytes {
     let mut out = Vec::with_capacity(80);
     if let Some(d) = retry_after {
-        retry(&mut out, d);
+        // In the same block as the event: one message tells the client both.
+        out.extend_from_slice(b"retry: ");
+        out.extend_from_slice(itoa::Buffer::new().format(d.as_millis()).as_bytes());
+        out.push(b'\n');
     }
     out.extend_from_slice(b"event: bye\ndata: {\"reason\":\"");
     out.extend_from_slice(reason.as_str().as_bytes());
@@ -123,7 +126,7 @@ mod tests {
         let b = bye(ByeReason::Shutdown, Some(Duration::from_millis(1500)));
         assert_eq!(
             &b[..],
-            b"retry: 1500\n\nevent: bye\ndata: {\"reason\":\"shutdown\"}\n\n"
+            b"retry: 1500\nevent: bye\ndata: {\"reason\":\"shutdown\"}\n\n"
         );
     }
 }

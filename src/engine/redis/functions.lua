@@ -50,12 +50,23 @@ local function chars(s)
   return n
 end
 
+-- Same rules as UserId::parse: 1-128 bytes, no braces, spaces or controls.
 local function user_base(keys)
   local base = keys[1]
-  if type(base) ~= 'string' or not string.match(base, '^herald:{u:[^{}%s]+}$') then
+  if type(base) ~= 'string' or #base > 128 + 11 or not string.match(base, '^herald:{u:[^{}%s%c]+}$') then
     return nil
   end
   return base
+end
+
+-- Strips surrounding whitespace in linear time (a `^%s*(.-)%s*$` pattern
+-- backtracks quadratically on long runs of spaces).
+local function strip(s)
+  local first = string.find(s, '%S')
+  if not first then return '' end
+  local last = #s
+  while string.find(string.sub(s, last, last), '%s') do last = last - 1 end
+  return string.sub(s, first, last)
 end
 
 local function valid_type(t)
@@ -78,8 +89,7 @@ local function validate(json)
   end
   -- Raw newlines can only be whitespace between JSON tokens, and an SSE
   -- data line must not hold one.
-  json = string.gsub(json, '[\r\n]', ' ')
-  json = string.match(json, '^%s*(.-)%s*$')
+  json = strip((string.gsub(json, '[\r\n]', ' ')))
   if string.sub(json, 1, 1) ~= '{' then return nil, invalid('notification must be a JSON object') end
   local ok, n = pcall(cjson.decode, json)
   if not ok or type(n) ~= 'table' then return nil, invalid('notification is not valid JSON') end
@@ -100,7 +110,7 @@ local function validate(json)
       return nil, invalid('notification.' .. f .. ': must be a string of at most ' .. MAX_URL .. ' bytes')
     end
   end
-  if absent(n.priority) then
+  if n.priority == nil then
     json = '{"priority":"normal",' .. string.sub(json, 2)
   elseif not PRIORITIES[n.priority] then
     return nil, invalid('notification.priority: must be low, normal or high')
@@ -164,8 +174,8 @@ local function publish(keys, args)
   if not json then return err end
   local idem
   if args[2] and args[2] ~= '' then
-    if #args[2] > 200 or string.find(args[2], '[%s%c]') then
-      return invalid('idempotency_key: must be 1 to 200 visible characters')
+    if #args[2] > 200 or string.find(args[2], '[^\33-\126]') then
+      return invalid('idempotency_key: must be 1 to 200 visible ASCII characters')
     end
     idem = base .. ':idem:' .. args[2]
     local first = redis.call('GET', idem)

@@ -132,7 +132,22 @@ impl RedisEngine {
             .load_library()
             .await
             .context("cannot load the Redis function library `herald` (Redis >= 7 is required)")?;
-        pubsub::spawn(client, hub, subscriptions, engine.inner.pubsub.clone());
+        let reloader = engine.clone();
+        let on_reconnect: pubsub::OnReconnect = Box::new(move || {
+            let engine = reloader.clone();
+            Box::pin(async move {
+                if let Err(e) = engine.load_library().await {
+                    tracing::warn!(error = %e, "could not reload the function library after a reconnect");
+                }
+            })
+        });
+        pubsub::spawn(
+            client,
+            hub,
+            subscriptions,
+            engine.inner.pubsub.clone(),
+            on_reconnect,
+        );
         Ok(engine)
     }
 

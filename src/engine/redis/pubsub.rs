@@ -79,13 +79,27 @@ impl PubSubHealth {
     }
 }
 
+/// Called after each reconnect, before streams resync (the engine reloads
+/// its function library: a Redis restarted without persistence lost it).
+pub type OnReconnect = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
 pub fn spawn(
     client: Client,
     hub: Arc<Hub>,
     commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
     health: Arc<PubSubHealth>,
+    on_reconnect: OnReconnect,
 ) {
-    tokio::spawn(run(client, hub, commands, health));
+    let task = PubSubTask {
+        client,
+        hub,
+        commands,
+        health,
+        on_reconnect,
+        wanted: Wanted::default(),
+        connected_before: false,
+    };
+    tokio::spawn(task.run());
 }
 
 /// Channels this node wants, and `ready` senders waiting for a subscription.
@@ -122,41 +136,16 @@ impl Wanted {
     }
 }
 
-async fn run(
+/// The task's state across connections.
+struct PubSubTask {
     client: Client,
     hub: Arc<Hub>,
-    mut commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
+    commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
     health: Arc<PubSubHealth>,
-) {
-    let mut wanted = Wanted::default();
-    let mut backoff = Duration::from_millis(100);
-    let mut first_connection = true;
-    loop {
-        match connect_and_serve(
-            &client,
-            &hub,
-            &mut commands,
-            &health,
-            &mut wanted,
-            &mut first_connection,
-        )
-        .await
-        {
-            Served::CommandsClosed => return,
-            Served::Lost(reason) => {
-                health.connected.store(false, Ordering::Release);
-                tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "pub/sub connection lost; reconnecting");
-            }
-        }
-        // Commands that arrive meanwhile wait in the channel: applied after
-        // the reconnect, in order.
-        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        if health.connected.load(Ordering::Acquire) {
-            backoff = Duration::from_millis(100);
-        }
-    }
+    on_reconnect: OnReconnect,
+    wanted: Wanted,
+    /// After the first connection, every new one must resync the streams.
+    connected_before: bool,
 }
 
 enum Served {
@@ -167,103 +156,130 @@ enum Served {
 type Inflight =
     Pin<Box<dyn Future<Output = (RedisResult<()>, HashSet<UserId>, HashSet<UserId>)> + Send>>;
 
-async fn connect_and_serve(
-    client: &Client,
-    hub: &Hub,
-    commands: &mut mpsc::UnboundedReceiver<SubscriptionCommand>,
-    health: &PubSubHealth,
-    wanted: &mut Wanted,
-    first_connection: &mut bool,
-) -> Served {
-    let (mut sink, mut messages) = match client.get_async_pubsub().await {
-        Ok(pubsub) => pubsub.split(),
-        Err(e) => return Served::Lost(format!("connect: {e}")),
-    };
-    // Whatever arrived while disconnected is applied before resubscribing.
-    while let Ok(command) = commands.try_recv() {
-        wanted.apply(command);
-    }
-    let mut subscribed: HashSet<UserId> = HashSet::new();
-    let all: Vec<UserId> = wanted.users.iter().cloned().collect();
-    for chunk in all.chunks(BATCH) {
-        if let Err(e) = sink
-            .subscribe(chunk.iter().map(user_base).collect::<Vec<_>>())
-            .await
-        {
-            return Served::Lost(format!("resubscribe: {e}"));
+impl PubSubTask {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.connect_and_serve().await {
+                Served::CommandsClosed => return,
+                Served::Lost(reason) => {
+                    self.health.connected.store(false, Ordering::Release);
+                    tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "pub/sub connection lost; reconnecting");
+                }
+            }
+            // Commands that arrive meanwhile wait in the channel: applied
+            // after the reconnect, in order.
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            if self.health.connected.load(Ordering::Acquire) {
+                backoff = Duration::from_millis(100);
+            }
         }
-        subscribed.extend(chunk.iter().cloned());
-    }
-    health.mark_alive();
-    wanted.confirm(&subscribed);
-    if !std::mem::replace(first_connection, false) {
-        tracing::info!(
-            channels = subscribed.len(),
-            "pub/sub reconnected; resyncing streams from history"
-        );
-        hub.resync_all();
     }
 
-    let mut ping = tokio::time::interval(health.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending_pong: Option<Pin<Box<dyn Future<Output = RedisResult<redis::Value>> + Send>>> =
-        None;
-    // One subscription change in flight at a time keeps them in order, while
-    // messages keep flowing to the hub.
-    let mut inflight: Option<Inflight> = None;
-    loop {
-        tokio::select! {
-            message = messages.next() => match message {
-                Some(message) => deliver(hub, &message),
-                None => return Served::Lost("stream closed".into()),
-            },
-            command = commands.recv(), if inflight.is_none() => {
-                let Some(command) = command else { return Served::CommandsClosed };
-                wanted.apply(command);
-                while let Ok(command) = commands.try_recv() {
+    async fn connect_and_serve(&mut self) -> Served {
+        let Self {
+            client,
+            hub,
+            commands,
+            health,
+            on_reconnect,
+            wanted,
+            connected_before,
+        } = self;
+        let (mut sink, mut messages) = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub.split(),
+            Err(e) => return Served::Lost(format!("connect: {e}")),
+        };
+        // Whatever arrived while disconnected is applied before resubscribing.
+        while let Ok(command) = commands.try_recv() {
+            wanted.apply(command);
+        }
+        let mut subscribed: HashSet<UserId> = HashSet::new();
+        let all: Vec<UserId> = wanted.users.iter().cloned().collect();
+        for chunk in all.chunks(BATCH) {
+            if let Err(e) = sink
+                .subscribe(chunk.iter().map(user_base).collect::<Vec<_>>())
+                .await
+            {
+                return Served::Lost(format!("resubscribe: {e}"));
+            }
+            subscribed.extend(chunk.iter().cloned());
+        }
+        health.mark_alive();
+        wanted.confirm(&subscribed);
+        if std::mem::replace(connected_before, true) {
+            tracing::info!(
+                channels = subscribed.len(),
+                "pub/sub reconnected; resyncing streams from history"
+            );
+            on_reconnect().await;
+            hub.resync_all();
+        }
+
+        let mut ping = tokio::time::interval(health.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending_pong: Option<
+            Pin<Box<dyn Future<Output = RedisResult<redis::Value>> + Send>>,
+        > = None;
+        // One subscription change in flight at a time keeps them in order, while
+        // messages keep flowing to the hub.
+        let mut inflight: Option<Inflight> = None;
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(message) => deliver(hub, &message),
+                    None => return Served::Lost("stream closed".into()),
+                },
+                command = commands.recv(), if inflight.is_none() => {
+                    let Some(command) = command else { return Served::CommandsClosed };
                     wanted.apply(command);
-                }
-                let to_subscribe: HashSet<UserId> = wanted.users.difference(&subscribed).take(BATCH).cloned().collect();
-                let to_unsubscribe: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
-                if to_subscribe.is_empty() && to_unsubscribe.is_empty() {
-                    wanted.confirm(&subscribed);
-                } else {
-                    inflight = Some(Box::pin(change_subscriptions(sink.clone(), to_subscribe, to_unsubscribe)));
-                }
-            },
-            done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
-                inflight = None;
-                let (result, added, removed) = done;
-                if let Err(e) = result {
-                    return Served::Lost(format!("subscribe: {e}"));
-                }
-                subscribed.extend(added);
-                subscribed.retain(|u| !removed.contains(u));
-                wanted.confirm(&subscribed);
-                // More may have changed meanwhile, or exceeded one batch.
-                let more_sub: HashSet<UserId> = wanted.users.difference(&subscribed).take(BATCH).cloned().collect();
-                let more_unsub: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
-                if !more_sub.is_empty() || !more_unsub.is_empty() {
-                    inflight = Some(Box::pin(change_subscriptions(sink.clone(), more_sub, more_unsub)));
-                }
-            },
-            _ = ping.tick(), if pending_pong.is_none() => {
-                let mut sink = sink.clone();
-                let timeout = health.ping_interval * 3;
-                pending_pong = Some(Box::pin(async move {
-                    match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
-                        Ok(result) => result,
-                        Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "PING timed out"))),
+                    while let Ok(command) = commands.try_recv() {
+                        wanted.apply(command);
                     }
-                }));
-            },
-            pong = async { pending_pong.as_mut().expect("guarded").await }, if pending_pong.is_some() => {
-                pending_pong = None;
-                match pong {
-                    Ok(_) => health.mark_alive(),
-                    Err(e) => return Served::Lost(format!("ping: {e}")),
-                }
-            },
+                    let to_subscribe: HashSet<UserId> = wanted.users.difference(&subscribed).take(BATCH).cloned().collect();
+                    let to_unsubscribe: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
+                    if to_subscribe.is_empty() && to_unsubscribe.is_empty() {
+                        wanted.confirm(&subscribed);
+                    } else {
+                        inflight = Some(Box::pin(change_subscriptions(sink.clone(), to_subscribe, to_unsubscribe)));
+                    }
+                },
+                done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                    inflight = None;
+                    let (result, added, removed) = done;
+                    if let Err(e) = result {
+                        return Served::Lost(format!("subscribe: {e}"));
+                    }
+                    subscribed.extend(added);
+                    subscribed.retain(|u| !removed.contains(u));
+                    wanted.confirm(&subscribed);
+                    // More may have changed meanwhile, or exceeded one batch.
+                    let more_sub: HashSet<UserId> = wanted.users.difference(&subscribed).take(BATCH).cloned().collect();
+                    let more_unsub: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
+                    if !more_sub.is_empty() || !more_unsub.is_empty() {
+                        inflight = Some(Box::pin(change_subscriptions(sink.clone(), more_sub, more_unsub)));
+                    }
+                },
+                _ = ping.tick(), if pending_pong.is_none() => {
+                    let mut sink = sink.clone();
+                    let timeout = health.ping_interval * 3;
+                    pending_pong = Some(Box::pin(async move {
+                        match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                            Ok(result) => result,
+                            Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "PING timed out"))),
+                        }
+                    }));
+                },
+                pong = async { pending_pong.as_mut().expect("guarded").await }, if pending_pong.is_some() => {
+                    pending_pong = None;
+                    match pong {
+                        Ok(_) => health.mark_alive(),
+                        Err(e) => return Served::Lost(format!("ping: {e}")),
+                    }
+                },
+            }
         }
     }
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every test Herald has. On a fresh Debian machine it first installs what
+# the tests need (redis-server, and cargo-nextest if missing), then:
+#   1. cargo fmt --check and cargo clippy -D warnings
+#   2. the unit tests and the integration suite (real redis-server processes)
+#   3. the publishing examples (redis-cli, Python, Node) against a real gateway
+#   4. the load-tool smoke run (fails only on loss or duplication)
+# Usage: scripts/test.sh            (CI: .ci/run calls exactly this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The tests start their own redis-server processes; a system one is not needed.
+if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then :; fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+log "format and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+
+log "build (once, for every step below)"
+cargo build --locked --bins --tests
+
+log "unit and integration tests"
+profile=default; [ "${CI:-}" = "true" ] && profile=ci
+cargo nextest run --locked --profile "$profile" --no-fail-fast
+
+if [ -x tests/examples/run.sh ] || [ -f tests/examples/run.sh ]; then
+  log "publishing examples (docs/PUBLISHING.md)"
+  HERALD_BIN=target/debug/herald bash tests/examples/run.sh
+fi
+
+if [ -f bench/run.sh ]; then
+  log "load smoke run (loss and duplication only, never timing)"
+  bash bench/run.sh smoke
+fi
+
+log "all tests passed"

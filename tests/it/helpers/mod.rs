@@ -1,0 +1,122 @@
+//! Test helpers: real processes on loopback, cleaned up on drop.
+
+mod app;
+mod redis_server;
+mod sse;
+
+use std::time::Duration;
+
+pub use app::{Engine, HeraldProcess, Node, TestApp, publisher_token, settings, user_token};
+
+pub use redis_server::RedisServer;
+pub use sse::{SseStream, read_raw_events};
+
+/// A secret long enough for `auth.secret`'s validation.
+pub const SECRET: &str = "integration-test-secret-0123456789";
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A user name unique to this test run.
+pub fn unique_user(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+pub fn notification(title: &str) -> serde_json::Value {
+    serde_json::json!({"type": "test.event", "title": title})
+}
+
+/// A client that behaves like `EventSource`: it keeps a user's stream open,
+/// and when the stream ends or the node dies, reconnects (to the next URL in
+/// its list) with `Last-Event-ID`. It records every notification id it gets.
+pub struct Follower {
+    pub ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub reconnects: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Follower {
+    pub fn start(user: &str, bases: Vec<String>) -> Self {
+        let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let token = user_token(user);
+        let (ids2, reconnects2) = (ids.clone(), reconnects.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut cursor: Option<String> = None;
+            let mut nodes = bases.iter().cycle();
+            let mut base = nodes.next().expect("at least one node");
+            // Bounded: a test never loops forever on a dead cluster.
+            for attempt in 0..400 {
+                if attempt > 0 {
+                    reconnects2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let mut request = http.get(format!("{base}/v1/events")).bearer_auth(&token);
+                if let Some(c) = &cursor {
+                    request = request.header("Last-Event-ID", c);
+                }
+                let Ok(mut stream) = SseStream::open(request).await else {
+                    base = nodes.next().expect("cycle");
+                    continue;
+                };
+                loop {
+                    match tokio::time::timeout(
+                        Duration::from_secs(30),
+                        stream.next(Duration::from_secs(3600)),
+                    )
+                    .await
+                    {
+                        Ok(Some(event)) if event.event == "notification" => {
+                            let id = event.id.unwrap();
+                            ids2.lock().unwrap().push(id.clone());
+                            cursor = Some(id);
+                        }
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+        });
+        Self {
+            ids,
+            reconnects,
+            task,
+        }
+    }
+
+    pub fn received(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` notifications have arrived.
+    pub async fn wait_for_count(&self, n: usize, timeout: Duration) -> Vec<String> {
+        wait_for(&format!("{n} notifications"), timeout, async || {
+            let ids = self.received();
+            (ids.len() >= n).then_some(ids)
+        })
+        .await
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,35 @@
+//! Herald's integration tests: one binary, real `redis-server` processes on
+//! free loopback ports, the real HTTP server on port 0.
+
+mod helpers;
+
+mod auth;
+mod backpressure;
+mod conformance;
+mod nodes;
+mod streams;
+
+/// Generates one test per engine for each listed `async fn name(engine)`.
+/// The Redis variant starts its own `redis-server` and stops it afterwards.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Engine::Memory).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = $crate::helpers::RedisServer::start();
+                    super::$name($crate::helpers::Engine::Redis(server.url())).await
+                }
+            )*
+        }
+    };
+}
