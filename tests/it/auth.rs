@@ -218,3 +218,40 @@ async fn bad_publish_bodies_are_refused_and_store_nothing(engine: Engine) {
     assert_eq!(first.json()["title"], "good");
     assert_eq!(first.id.as_deref(), good[0]["id"].as_str());
 }
+
+/// Tokens never reach the logs, even at debug level with access logs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_never_logged() {
+    let mut node = crate::helpers::HeraldProcess::start(&Engine::Memory).await;
+    let alice = unique_user("alice");
+    let token = user_token(&alice);
+    let http = reqwest::Client::new();
+    let stream = http
+        .get(node.url("/v1/events"))
+        .query(&[("access_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    let bad = http
+        .get(node.url("/v1/events"))
+        .bearer_auth(format!("{token}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let publisher = publisher_token();
+    node.publish(&[&alice], notification("hi")).await;
+    crate::helpers::wait_for("the access log lines", Duration::from_secs(5), async || {
+        let logs = node.logs.lock().unwrap();
+        (logs.iter().filter(|l| l.contains("/v1/events")).count() >= 2).then_some(())
+    })
+    .await;
+    node.kill();
+    let logs = node.logs.lock().unwrap().join("\n");
+    let signature = |t: &str| t.rsplit('.').next().unwrap().to_owned();
+    for secret in [signature(&token), signature(&publisher)] {
+        assert!(!logs.contains(&secret), "a token leaked into the logs");
+    }
+}

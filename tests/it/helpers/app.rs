@@ -183,6 +183,8 @@ pub fn publisher_token() -> String {
 pub struct HeraldProcess {
     pub addr: SocketAddr,
     child: Child,
+    /// Every line the process logged (JSON).
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl HeraldProcess {
@@ -198,36 +200,36 @@ impl HeraldProcess {
                 value,
             );
         }
-        // The start-up line is logged at info.
+        // The start-up line is logged at info; debug shows what a verbose
+        // operator would see (tests check that no token is in it).
         cmd.env(
             "HERALD__LOG__LEVEL",
-            "info,herald::access=warn,actix_server=warn",
+            "debug,actix_server=warn,actix_http=warn,mio=warn",
         );
         let mut child = cmd.spawn().expect("herald binary starts");
         let stderr = child.stderr.take().unwrap();
-        // The start-up line names the bound address (port 0 was asked for).
-        let addr = tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::task::spawn_blocking(move || {
-                let mut lines = BufReader::new(stderr).lines();
-                let addr = lines
-                    .by_ref()
-                    .map_while(Result::ok)
-                    .find_map(|line| {
-                        let v: Value = serde_json::from_str(&line).ok()?;
-                        (v["message"] == "herald serving")
-                            .then(|| v["listen"].as_str().unwrap().parse().unwrap())
-                    })
-                    .expect("herald logs its listen address");
-                // Keep draining so the child never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines {});
-                addr
-            }),
-        )
-        .await
-        .expect("herald logs its listen address within 20 s")
-        .unwrap();
-        let process = Self { addr, child };
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        // Every line is kept; the start-up line names the bound address
+        // (port 0 was asked for).
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "herald serving"
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(v["listen"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+            .await
+            .expect("herald logs its listen address within 20 s")
+            .expect("herald exited before serving");
+        let process = Self { addr, child, logs };
         let url = process.url("/readyz");
         wait_for(
             "the child node to be ready",
