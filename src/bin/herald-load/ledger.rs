@@ -40,6 +40,46 @@ impl SeqSet {
     }
 }
 
+/// One notification of this run as a stream received it. Times are
+/// microseconds on the run's clock (`clock::now_us`).
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt {
+    pub user: u32,
+    pub seq: u32,
+    /// When the schedule wanted it sent.
+    pub due_us: u64,
+    /// When it was actually written to the server.
+    pub sent_us: u64,
+    pub received_us: u64,
+}
+
+/// Receipts in one second of the run (counted from the start of publishing).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Second {
+    pub receipts: u64,
+    /// Worst publish-to-receipt latency in that second.
+    pub max_us: u32,
+}
+
+/// Most seconds the timeline keeps (later receipts are not bucketed).
+const MAX_TIMELINE: usize = 3600;
+
+/// The latency samples of a run.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    /// Receipt minus actual send, per first receipt.
+    pub from_send: Vec<u32>,
+    /// Receipt minus scheduled send: also counts time a publish waited in
+    /// the tool because the server (or the tool) was behind, which
+    /// `from_send` hides (coordinated omission).
+    pub from_schedule: Vec<u32>,
+    pub timeline: Vec<Second>,
+}
+
+fn micros(us: u64) -> u32 {
+    us.min(u64::from(u32::MAX)) as u32
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamState {
     Connecting,
@@ -92,8 +132,9 @@ pub struct Tally {
 pub struct Ledger {
     users: Vec<UserBook>,
     streams: Vec<StreamBook>,
-    /// Publish-to-receipt latency of every first receipt, in microseconds.
-    latencies_us: Vec<u32>,
+    latencies: Latencies,
+    /// When publishing started, on the run's clock.
+    tracking_start_us: u64,
     duplicated: u64,
     out_of_order: u64,
     misrouted: u64,
@@ -167,9 +208,10 @@ impl Ledger {
         (self.opened, self.failed, total - self.opened - self.failed)
     }
 
-    /// Publishing starts: every open stream is held to account from here on;
-    /// streams still connecting are given up on.
-    pub fn start_tracking(&mut self) {
+    /// Publishing starts (at `now_us`): every open stream is held to account
+    /// from here on; streams still connecting are given up on.
+    pub fn start_tracking(&mut self, now_us: u64) {
+        self.tracking_start_us = now_us;
         let mut late = 0;
         for book in &mut self.streams {
             match book.state {
@@ -205,26 +247,38 @@ impl Ledger {
     }
 
     /// A notification of this run arrived on `stream`.
-    pub fn received(&mut self, stream: usize, user: u32, seq: u32, latency_us: u64) {
+    pub fn received(&mut self, stream: usize, r: Receipt) {
         let book = &mut self.streams[stream];
         if !book.tracked {
             return;
         }
-        if user != book.user {
+        if r.user != book.user {
             self.misrouted += 1;
             return;
         }
-        if !book.received.insert(seq) {
+        if !book.received.insert(r.seq) {
             self.duplicated += 1;
             return;
         }
-        if seq < book.max_seq {
+        if r.seq < book.max_seq {
             self.out_of_order += 1;
         } else {
-            book.max_seq = seq;
+            book.max_seq = r.seq;
         }
-        self.latencies_us
-            .push(latency_us.min(u64::from(u32::MAX)) as u32);
+        let latency = micros(r.received_us.saturating_sub(r.sent_us));
+        let l = &mut self.latencies;
+        l.from_send.push(latency);
+        l.from_schedule
+            .push(micros(r.received_us.saturating_sub(r.due_us)));
+        let second = (r.received_us.saturating_sub(self.tracking_start_us) / 1_000_000) as usize;
+        if second < MAX_TIMELINE {
+            if second >= l.timeline.len() {
+                l.timeline.resize(second + 1, Second::default());
+            }
+            let bucket = &mut l.timeline[second];
+            bucket.receipts += 1;
+            bucket.max_us = bucket.max_us.max(latency);
+        }
     }
 
     /// Deliveries still missing on streams that are open: what the grace
@@ -265,9 +319,8 @@ impl Ledger {
         t
     }
 
-    /// Takes the recorded latencies (sorting them for percentiles).
-    pub fn take_latencies(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.latencies_us)
+    pub fn take_latencies(&mut self) -> Latencies {
+        std::mem::take(&mut self.latencies)
     }
 }
 
@@ -315,8 +368,19 @@ mod tests {
     fn ledger() -> Ledger {
         let mut l = Ledger::new(2, [0, 0, 1]);
         (0..3).for_each(|s| l.opened(s));
-        l.start_tracking();
+        l.start_tracking(0);
         l
+    }
+
+    /// Due at 1 s, sent 10 µs late, received `latency_us` after sending.
+    fn receipt(user: u32, seq: u32, latency_us: u64) -> Receipt {
+        Receipt {
+            user,
+            seq,
+            due_us: 1_000_000,
+            sent_us: 1_000_010,
+            received_us: 1_000_010 + latency_us,
+        }
     }
 
     #[test]
@@ -325,11 +389,11 @@ mod tests {
         l.acked(0, 1);
         l.acked(0, 2);
         l.acked(1, 1);
-        l.received(0, 0, 1, 100);
-        l.received(0, 0, 2, 100);
-        l.received(1, 0, 2, 100);
+        l.received(0, receipt(0, 1, 100));
+        l.received(0, receipt(0, 2, 100));
+        l.received(1, receipt(0, 2, 100));
         assert_eq!(l.outstanding(), 2, "stream 1 misses seq 1, stream 2 seq 1");
-        l.received(2, 1, 1, 100);
+        l.received(2, receipt(1, 1, 100));
         let t = l.tally();
         assert_eq!((t.expected, t.delivered, t.lost), (5, 4, 1));
         assert_eq!(t.out_of_order, 0);
@@ -341,11 +405,11 @@ mod tests {
         for seq in 1..=3 {
             l.acked(1, seq);
         }
-        l.received(2, 1, 2, 10);
-        l.received(2, 1, 1, 10);
-        l.received(2, 1, 1, 10);
-        l.received(2, 1, 3, 10);
-        l.received(2, 0, 9, 10);
+        l.received(2, receipt(1, 2, 10));
+        l.received(2, receipt(1, 1, 10));
+        l.received(2, receipt(1, 1, 10));
+        l.received(2, receipt(1, 3, 10));
+        l.received(2, receipt(0, 9, 10));
         let t = l.tally();
         assert_eq!(
             (
@@ -357,13 +421,25 @@ mod tests {
             ),
             (3, 0, 1, 1, 1)
         );
-        assert_eq!(l.take_latencies().len(), 3);
+        let latencies = l.take_latencies();
+        assert_eq!(latencies.from_send, [10, 10, 10]);
+        assert_eq!(latencies.from_schedule, [20, 20, 20]);
+        assert_eq!(
+            latencies.timeline,
+            [
+                Second::default(),
+                Second {
+                    receipts: 3,
+                    max_us: 10
+                }
+            ]
+        );
     }
 
     #[test]
     fn a_receipt_before_its_ack_still_counts() {
         let mut l = ledger();
-        l.received(2, 1, 1, 10);
+        l.received(2, receipt(1, 1, 10));
         assert_eq!(l.tally().unexpected, 1);
         l.acked(1, 1);
         let t = l.tally();

@@ -35,6 +35,14 @@ use crate::{
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Publishes a lane may have queued before the scheduler waits for it.
 const LANE_QUEUE: usize = 256;
+/// How long past its duration a schedule that fell behind may go on.
+const OVERRUN: Duration = Duration::from_secs(1);
+
+/// One publish for a lane: the user, and when the schedule wanted it sent.
+struct Job {
+    user: u32,
+    due_us: u64,
+}
 
 /// Where publishes go.
 pub enum Sink {
@@ -58,7 +66,7 @@ pub struct PublishPlan {
 pub struct PublishReport {
     /// rate × duration.
     pub target: u64,
-    /// Handed to a lane within the duration.
+    /// Handed to a lane within the duration (and a short overrun).
     pub scheduled: u64,
     /// From the first publish to the last answer.
     pub elapsed: Duration,
@@ -98,23 +106,26 @@ pub async fn run(plan: &PublishPlan, sink: Sink, ledger: &Arc<Mutex<Ledger>>) ->
     let step = Duration::from_secs_f64(1.0 / f64::from(plan.rate.max(1)));
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let start = Instant::now();
-    let end = start + plan.duration;
+    let start_us = clock::now_us();
+    let stop = start + plan.duration + OVERRUN;
     let mut scheduled = 0;
     // Open loop: publish `i` is due at start + i/rate. When behind, the due
-    // ones go out at once; at `end` the schedule stops, sent or not.
+    // ones go out at once, each carrying its due time; a schedule still
+    // behind at `stop` ends there, and the shortfall shows in the report.
     while scheduled < target {
-        let due = start + step.mul_f64(scheduled as f64);
+        let offset = step.mul_f64(scheduled as f64);
+        let due = start + offset;
         if due > Instant::now() {
             tokio::time::sleep_until(due).await;
         }
         let user = rng.random_range(0..plan.users);
-        let lane = &senders[user as usize % lanes];
-        match timeout_at(end, lane.send(user)).await {
+        let job = Job {
+            user,
+            due_us: start_us + offset.as_micros() as u64,
+        };
+        match timeout_at(stop, senders[user as usize % lanes].send(job)).await {
             Ok(Ok(())) => scheduled += 1,
             Ok(Err(_)) | Err(_) => break,
-        }
-        if Instant::now() >= end {
-            break;
         }
     }
     drop(senders);
@@ -158,12 +169,14 @@ impl Lane {
         seq
     }
 
-    /// The notification, stamped now: the stamp is taken as late as
+    /// The notification, stamped now: the send stamp is taken as late as
     /// possible, just before the bytes are written.
-    fn notification(&self, user: u32, seq: u32) -> String {
+    fn notification(&self, job: &Job, seq: u32) -> String {
         format!(
-            r#"{{"type":"load.test","title":"t","data":{{"run":{},"u":{user},"seq":{seq},"sent_us":{}}}}}"#,
+            r#"{{"type":"load.test","title":"t","data":{{"run":{},"u":{},"seq":{seq},"due_us":{},"sent_us":{}}}}}"#,
             self.shared.run_id,
+            job.user,
+            job.due_us,
             clock::now_us()
         )
     }
@@ -176,10 +189,10 @@ impl Lane {
         }
     }
 
-    async fn http(mut self, mut jobs: mpsc::Receiver<u32>, addr: SocketAddr, token: String) {
+    async fn http(mut self, mut jobs: mpsc::Receiver<Job>, addr: SocketAddr, token: String) {
         let mut conn: Option<HttpConn> = None;
-        while let Some(user) = jobs.recv().await {
-            let seq = self.take_seq(user);
+        while let Some(job) = jobs.recv().await {
+            let (user, seq) = (job.user, self.take_seq(job.user));
             let result = async {
                 if conn.is_none() {
                     conn = Some(HttpConn::connect(addr).await?);
@@ -188,7 +201,7 @@ impl Lane {
                 let body = format!(
                     r#"{{"to":{{"users":["{}{user}"]}},"notification":{}}}"#,
                     self.shared.user_prefix,
-                    self.notification(user, seq)
+                    self.notification(&job, seq)
                 );
                 match timeout(PUBLISH_TIMEOUT, c.post(addr, &token, &body)).await {
                     Ok(Ok(202)) => Ok(()),
@@ -207,17 +220,17 @@ impl Lane {
 
     async fn redis(
         mut self,
-        mut jobs: mpsc::Receiver<u32>,
+        mut jobs: mpsc::Receiver<Job>,
         mut conn: redis::aio::MultiplexedConnection,
     ) {
-        while let Some(user) = jobs.recv().await {
-            let seq = self.take_seq(user);
+        while let Some(job) = jobs.recv().await {
+            let (user, seq) = (job.user, self.take_seq(job.user));
             let key = format!("herald:{{u:{}{user}}}", self.shared.user_prefix);
             let mut cmd = redis::cmd("FCALL");
             cmd.arg("herald_publish")
                 .arg(1)
                 .arg(key)
-                .arg(self.notification(user, seq));
+                .arg(self.notification(&job, seq));
             let result = match timeout(PUBLISH_TIMEOUT, cmd.query_async::<String>(&mut conn)).await
             {
                 Ok(Ok(_id)) => Ok(()),

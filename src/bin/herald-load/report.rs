@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Via,
-    ledger::{Percentiles, Tally},
+    ledger::{Percentiles, Second, Tally},
 };
 
 /// Memory and CPU figures of one process (`None` where not sampled).
@@ -47,7 +47,11 @@ pub struct Measures {
     pub grace: Duration,
     pub grace_used: Duration,
     pub tally: Tally,
+    /// From the actual send.
     pub latency: Percentiles,
+    /// From the scheduled send (see `Latencies::from_schedule`).
+    pub latency_from_schedule: Percentiles,
+    pub timeline: Vec<Second>,
 }
 
 pub struct Summary {
@@ -170,6 +174,23 @@ impl Summary {
             ms(l.max),
             l.count
         );
+        let s = &m.latency_from_schedule;
+        println!(
+            "           from the scheduled send: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            ms(s.p50),
+            ms(s.p90),
+            ms(s.p99),
+            ms(s.p999),
+            ms(s.max)
+        );
+        println!(
+            "timeline:  worst latency per second of publishing (ms): {}",
+            m.timeline
+                .iter()
+                .map(|s| format!("{:.1}", ms(s.max_us)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         if let Some(s) = self.server {
             println!(
                 "server:    RSS {} idle, {} with streams open, {} at the end; {} per stream; CPU {} while opening, {} while publishing",
@@ -211,7 +232,17 @@ impl Summary {
     pub fn json(&self) -> Value {
         let m = &self.measures;
         let t = &m.tally;
-        let l = &m.latency;
+        let percentiles = |l: &Percentiles| {
+            json!({
+                "receipts": l.count,
+                "p50": ms(l.p50),
+                "p90": ms(l.p90),
+                "p99": ms(l.p99),
+                "p999": ms(l.p999),
+                "max": ms(l.max),
+                "mean": round(l.mean / 1000.0, 3),
+            })
+        };
         let process = |p: Option<ProcessFigures>| {
             p.map(|p| {
                 json!({
@@ -269,14 +300,11 @@ impl Summary {
                 "grace_s": m.grace.as_secs_f64(),
                 "grace_used_s": round(m.grace_used.as_secs_f64(), 3),
             },
-            "latency_ms": {
-                "receipts": l.count,
-                "p50": ms(l.p50),
-                "p90": ms(l.p90),
-                "p99": ms(l.p99),
-                "p999": ms(l.p999),
-                "max": ms(l.max),
-                "mean": round(l.mean / 1000.0, 3),
+            "latency_ms": percentiles(&m.latency),
+            "latency_from_schedule_ms": percentiles(&m.latency_from_schedule),
+            "timeline": {
+                "receipts": m.timeline.iter().map(|s| s.receipts).collect::<Vec<_>>(),
+                "max_ms": m.timeline.iter().map(|s| ms(s.max_us)).collect::<Vec<_>>(),
             },
             "server": server,
             "redis": process(self.redis),
@@ -307,6 +335,10 @@ const SUMMARY_ROWS: &[(&str, &str)] = &[
     ("latency_ms.p99", "latency p99 (ms)"),
     ("latency_ms.p999", "latency p99.9 (ms)"),
     ("latency_ms.max", "latency max (ms)"),
+    ("latency_from_schedule_ms.p50", "from schedule: p50 (ms)"),
+    ("latency_from_schedule_ms.p99", "from schedule: p99 (ms)"),
+    ("latency_from_schedule_ms.p999", "from schedule: p99.9 (ms)"),
+    ("latency_from_schedule_ms.max", "from schedule: max (ms)"),
     ("server.rss_idle_kib", "server RSS idle (KiB)"),
     ("server.rss_open_kib", "server RSS, streams open (KiB)"),
     ("server.rss_per_stream_bytes", "server RSS per stream (B)"),

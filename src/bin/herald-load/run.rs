@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    RunArgs, Via,
+    RunArgs, Via, clock,
     ledger::{Ledger, Percentiles},
     procstat::{self, Process, Sample},
     publish::{self, PublishPlan, Sink},
@@ -150,7 +150,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let this_open = this.sample()?;
 
     // Phase 3: publish.
-    lock(&ledger).start_tracking();
+    lock(&ledger).start_tracking(clock::now_us());
     let before = (sample(&server)?, sample(&redis_process)?, this.sample()?);
     let publish_plan = PublishPlan {
         rate: args.rate,
@@ -190,7 +190,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             l.stream_closes.clone(),
             l.publish_failures.clone(),
         );
-        (l.tally(), Percentiles::of(l.take_latencies()), failures)
+        (l.tally(), l.take_latencies(), failures)
     };
     let (acked, publish_failed) = {
         let l = lock(&ledger);
@@ -220,7 +220,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             grace: args.grace,
             grace_used,
             tally,
-            latency: latencies,
+            latency: Percentiles::of(latencies.from_send),
+            latency_from_schedule: Percentiles::of(latencies.from_schedule),
+            timeline: latencies.timeline,
         },
         server: server.as_ref().map(|_| ProcessFigures {
             rss_idle_kib: server_idle.map(|s| s.rss_kib),

@@ -21,7 +21,7 @@ use tokio::{
 
 use crate::{
     clock,
-    ledger::Ledger,
+    ledger::{Ledger, Receipt},
     wire::{Chunked, SseParser, parse_head},
 };
 
@@ -44,6 +44,7 @@ struct LoadData {
     run: u32,
     u: u32,
     seq: u32,
+    due_us: u64,
     sent_us: u64,
 }
 
@@ -190,7 +191,16 @@ fn record(ledger: &Mutex<Ledger>, stream: usize, run_id: u32, data: &[u8], recei
         .filter(|d| d.run == run_id);
     let mut ledger = lock(ledger);
     match load {
-        Some(d) => ledger.received(stream, d.u, d.seq, received_us.saturating_sub(d.sent_us)),
+        Some(d) => ledger.received(
+            stream,
+            Receipt {
+                user: d.u,
+                seq: d.seq,
+                due_us: d.due_us,
+                sent_us: d.sent_us,
+                received_us,
+            },
+        ),
         None => ledger.foreign(),
     }
 }
