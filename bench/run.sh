@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Herald's load benchmark: one node on the redis engine, loaded by herald-load,
+# everything on loopback. See docs/BENCHMARKS.md for what it measures.
+#
+#   bench/run.sh [full]   issue #2's floor: 10,000 streams, 5,000 notifications/s
+#                         to random users for 30 s, via HTTP and via FCALL,
+#                         3 runs each; prints the medians
+#   bench/run.sh smoke    200 streams, 500/s for 3 s, each path once, with
+#                         --fail-on-loss: a few seconds, for CI
+#
+# Each run gets a fresh redis-server and a fresh `herald serve` (pinned to
+# SERVER_CPUS), and herald-load runs pinned to LOAD_CPUS. Everything started
+# here is stopped on exit. Knobs (environment variables), defaults per mode:
+#   RUNS STREAMS STREAMS_PER_USER RATE DURATION RAMP_RATE LANES GRACE
+#   VIAS ("http redis")  SERVER_CPUS (0)  REDIS_CPUS (0)  LOAD_CPUS (1)
+#   OUT (bench/out/<mode>-<timestamp>)  NO_BUILD=1 skips `cargo build`
+#   REV=<commit>  benchmarks that commit, exported with `git archive` and built
+#                 in target/bench-src (the working tree may hold unfinished work)
+set -euo pipefail
+
+mode=${1:-full}
+case "$mode" in
+full)
+    : "${RUNS:=3}" "${STREAMS:=10000}" "${RATE:=5000}" "${DURATION:=30s}"
+    fail_on_loss=()
+    ;;
+smoke)
+    : "${RUNS:=1}" "${STREAMS:=200}" "${RATE:=500}" "${DURATION:=3s}"
+    fail_on_loss=(--fail-on-loss)
+    ;;
+*)
+    echo "usage: $0 [full|smoke]" >&2
+    exit 64
+    ;;
+esac
+: "${STREAMS_PER_USER:=1}" "${RAMP_RATE:=2000}" "${LANES:=8}" "${GRACE:=2s}"
+: "${VIAS:=http redis}" "${SERVER_CPUS:=0}" "${REDIS_CPUS:=0}" "${LOAD_CPUS:=1}"
+
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out/$mode-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+# Each stream is an open file in herald and in herald-load (separate
+# processes, so each needs about STREAMS of them).
+ulimit -n "$(ulimit -Hn)"
+
+root=$PWD
+if [[ -n ${REV:-} ]]; then
+    rev=$(git rev-parse --short "$REV")
+    src=target/bench-src/$rev
+    if [[ -z ${NO_BUILD:-} ]]; then
+        rm -rf "$src"
+        mkdir -p "$src"
+        git archive "$rev" | tar -x -C "$src"
+        (cd "$src" && CARGO_TARGET_DIR="$root/target/bench-src/target" cargo build --release --bins)
+    fi
+    bin=target/bench-src/target/release
+    revision="$rev (clean export)"
+else
+    if [[ -z ${NO_BUILD:-} ]]; then
+        cargo build --release --bins
+    fi
+    bin=target/release
+    revision="working tree at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+        revision="$revision, with uncommitted changes"
+    fi
+fi
+herald=$bin/herald
+load=$bin/herald-load
+
+HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export HERALD__AUTH__SECRET
+
+server_pid=
+redis_pid=
+stop() {
+    # Only what this script started, by pid.
+    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
+        # herald-load has closed its streams by now, so a graceful shutdown
+        # has nothing to wait for: give it 5 s, then kill it.
+        kill -TERM "$server_pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$server_pid" 2>/dev/null; then
+            echo "herald (pid $server_pid) did not exit within 5 s of SIGTERM; killing it" >&2
+            kill -KILL "$server_pid" 2>/dev/null || true
+        fi
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    if [[ -n $redis_pid ]] && kill -0 "$redis_pid" 2>/dev/null; then
+        kill -TERM "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+    fi
+    server_pid=
+    redis_pid=
+}
+trap stop EXIT
+trap 'stop; exit 130' INT TERM
+
+# A free port below the ephemeral range (32768+), which herald-load's
+# thousands of client sockets use.
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+# Waits (bounded) until `$@` succeeds.
+wait_for() {
+    local what=$1
+    shift
+    for _ in $(seq 1 100); do
+        if "$@" >/dev/null 2>&1; then
+            return
+        fi
+        sleep 0.1
+    done
+    echo "$what did not come up; see $OUT" >&2
+    return 1
+}
+
+{
+    echo "date: $(date)"
+    echo "revision: $revision"
+    echo "nproc: $(nproc)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
+        "(family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')," \
+        "model $(grep -m1 '^model[[:space:]]*:' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')," \
+        "$(grep -m1 'cpu MHz' /proc/cpuinfo | cut -d: -f2 | tr -d ' ') MHz)"
+    echo "kernel: $(uname -r)"
+    echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "open files: $(ulimit -n)"
+    echo "rustc: $(rustc --version 2>/dev/null || echo unknown)"
+    echo "redis: $(redis-server --version)"
+    echo "mode: $mode; runs $RUNS; streams $STREAMS ($STREAMS_PER_USER per user); rate $RATE/s for $DURATION; ramp $RAMP_RATE/s; lanes $LANES; grace $GRACE"
+    echo "cpus: herald $SERVER_CPUS, redis $REDIS_CPUS, herald-load $LOAD_CPUS"
+} | tee "$OUT/machine.txt"
+
+failures=0
+for via in $VIAS; do
+    for run in $(seq 1 "$RUNS"); do
+        label="$via-$run"
+        redis_port=$(free_port)
+        taskset -c "$REDIS_CPUS" redis-server --port "$redis_port" --bind 127.0.0.1 \
+            --save '' --appendonly no --logfile "$OUT/redis-$label.log" &
+        redis_pid=$!
+        wait_for redis redis-cli -p "$redis_port" ping
+
+        herald_port=$(free_port)
+        HERALD__ENGINE__KIND=redis \
+            HERALD__ENGINE__REDIS_URL="redis://127.0.0.1:$redis_port" \
+            HERALD__SERVER__LISTEN="127.0.0.1:$herald_port" \
+            HERALD__LOG__LEVEL=warn \
+            taskset -c "$SERVER_CPUS" "$herald" serve >"$OUT/herald-$label.log" 2>&1 &
+        server_pid=$!
+        wait_for herald curl -sf "http://127.0.0.1:$herald_port/readyz"
+
+        echo "== $label"
+        status=0
+        taskset -c "$LOAD_CPUS" "$load" run \
+            --target "127.0.0.1:$herald_port" \
+            --via "$via" \
+            --redis-url "redis://127.0.0.1:$redis_port" \
+            --streams "$STREAMS" --streams-per-user "$STREAMS_PER_USER" \
+            --ramp-rate "$RAMP_RATE" \
+            --rate "$RATE" --duration "$DURATION" --lanes "$LANES" --grace "$GRACE" \
+            --server-pid "$server_pid" --redis-pid "$redis_pid" \
+            --label "$label" "${fail_on_loss[@]}" \
+            >"$OUT/$label.txt" || status=$?
+        cat "$OUT/$label.txt"
+        if [[ $status -ne 0 ]]; then
+            echo "== $label: herald-load exited $status" >&2
+            failures=$((failures + 1))
+        fi
+        stop
+    done
+done
+
+"$load" summarize "$OUT"/*-[0-9]*.txt | tee "$OUT/summary.md"
+echo "results in $OUT"
+if [[ $failures -gt 0 ]]; then
+    echo "$failures run(s) failed" >&2
+    exit 1
+fi
