@@ -57,15 +57,10 @@ impl Application {
     /// read it back with [`Application::local_addr`]).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
-        let authenticator = web::Data::new(Authenticator::from_settings(
-            &settings.auth,
-            settings.auth.secret.as_ref(),
-        )?);
+        let authenticator =
+            web::Data::new(Authenticator::from_settings(&settings.auth, settings.auth.secret.as_ref())?);
         let node_id = settings.node_id();
-        let limits = HubLimits {
-            max_streams: settings.server.max_streams,
-            max_per_user: settings.stream.max_per_user,
-        };
+        let limits = HubLimits { max_streams: settings.server.max_streams, max_per_user: settings.stream.max_per_user };
         let (hub, engine) = match settings.engine.kind {
             EngineKind::Memory => {
                 let hub = Arc::new(Hub::new(limits, None));
@@ -100,9 +95,7 @@ impl Application {
         });
         let max_body = settings.server.max_body_bytes;
         let workers = match settings.server.workers {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
         let write_timeout = settings.server.write_timeout;
@@ -110,11 +103,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(authenticator.clone())
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(max_body)
-                        .error_handler(error::json_error),
-                )
+                .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PayloadConfig::new(max_body))
                 .wrap(from_fn(access_log))
@@ -129,8 +118,7 @@ impl Application {
             // long (zero-window probes included) aborts the connection, and
             // the client resumes from history.
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
-                && let Err(e) =
-                    socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(write_timeout))
+                && let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(write_timeout))
             {
                 tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
             }
@@ -152,11 +140,7 @@ impl Application {
             shutdown_timeout: settings.server.shutdown_timeout,
             retry: settings.stream.retry,
         };
-        Ok(Self {
-            addr,
-            server,
-            handle,
-        })
+        Ok(Self { addr, server, handle })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -188,9 +172,7 @@ impl AppHandle {
     pub async fn shutdown(&self) {
         let base = self.retry.as_millis() as u64;
         self.hub.close_all(ByeReason::Shutdown, || {
-            Some(Duration::from_millis(
-                base / 2 + rand::random::<u64>() % (base + 1),
-            ))
+            Some(Duration::from_millis(base / 2 + rand::random::<u64>() % (base + 1)))
         });
         let deadline = Instant::now() + self.shutdown_timeout;
         while self.hub.stream_count() > 0 && Instant::now() < deadline {
@@ -231,10 +213,7 @@ fn spawn_ticker(hub: Weak<Hub>, settings: &Settings) {
         loop {
             tick.tick().await;
             let Some(hub) = hub.upgrade() else { return };
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let keep_alive_bytes = (last_keep_alive.elapsed() >= keep_alive).then(|| {
                 last_keep_alive = Instant::now();
                 if heartbeat_events {

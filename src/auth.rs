@@ -9,9 +9,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use anyhow::Context;
-use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
-};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -63,28 +61,20 @@ impl Authenticator {
         let public_key = match &settings.public_key_file {
             None => None,
             Some(path) => {
-                let pem = std::fs::read(path).with_context(|| {
-                    format!("auth.public_key_file: cannot read {}", path.display())
-                })?;
-                Some(
-                    public_key_from_pem(&pem, &settings.algorithms).with_context(|| {
-                        format!(
-                            "auth.public_key_file: {} is not a PEM public key for {:?}",
-                            path.display(),
-                            settings.algorithms
-                        )
-                    })?,
-                )
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("auth.public_key_file: cannot read {}", path.display()))?;
+                Some(public_key_from_pem(&pem, &settings.algorithms).with_context(|| {
+                    format!(
+                        "auth.public_key_file: {} is not a PEM public key for {:?}",
+                        path.display(),
+                        settings.algorithms
+                    )
+                })?)
             }
         };
         let hmac_key = secret.map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
-        if settings.algorithms.iter().any(|a| is_hmac(*a))
-            && hmac_key.is_none()
-            && public_key.is_none()
-        {
-            anyhow::bail!(
-                "auth.secret: no secret configured (set HERALD__AUTH__SECRET, or run with --demo)"
-            );
+        if settings.algorithms.iter().any(|a| is_hmac(*a)) && hmac_key.is_none() && public_key.is_none() {
+            anyhow::bail!("auth.secret: no secret configured (set HERALD__AUTH__SECRET, or run with --demo)");
         }
         Ok(Self {
             hmac_key,
@@ -101,17 +91,10 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
         let header = decode_header(token).map_err(|_| ApiError::unauthorized("malformed token"))?;
         if !self.allowed.contains(&header.alg) {
-            return Err(ApiError::unauthorized(format!(
-                "token algorithm {:?} is not accepted",
-                header.alg
-            )));
+            return Err(ApiError::unauthorized(format!("token algorithm {:?} is not accepted", header.alg)));
         }
-        let key = if is_hmac(header.alg) {
-            self.hmac_key.as_ref()
-        } else {
-            self.public_key.as_ref()
-        }
-        .ok_or_else(|| ApiError::unauthorized(format!("no key configured for {:?}", header.alg)))?;
+        let key = if is_hmac(header.alg) { self.hmac_key.as_ref() } else { self.public_key.as_ref() }
+            .ok_or_else(|| ApiError::unauthorized(format!("no key configured for {:?}", header.alg)))?;
         let mut validation = Validation::new(header.alg);
         validation.algorithms = vec![header.alg];
         validation.leeway = self.leeway;
@@ -138,30 +121,16 @@ impl Authenticator {
             })
         })?;
         let claims = data.claims;
-        let user = UserId::parse(&claims.sub)
-            .map_err(|e| ApiError::unauthorized(format!("token sub: {e}")))?;
-        let can_publish = claims
-            .scope
-            .as_deref()
-            .is_some_and(|s| s.split_whitespace().any(|s| s == "publish"));
-        Ok(Identity {
-            user,
-            expires_at: claims.exp,
-            can_publish,
-        })
+        let user = UserId::parse(&claims.sub).map_err(|e| ApiError::unauthorized(format!("token sub: {e}")))?;
+        let can_publish = claims.scope.as_deref().is_some_and(|s| s.split_whitespace().any(|s| s == "publish"));
+        Ok(Identity { user, expires_at: claims.exp, can_publish })
     }
 
     /// Finds the token: `Authorization: Bearer`, then `?access_token=`
     /// (EventSource cannot set headers), then the configured cookie.
     fn token_from(&self, req: &HttpRequest) -> Option<String> {
-        if let Some(value) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))?;
+        if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
             return Some(token.trim().to_owned());
         }
         if let Some(token) = query_param(req.query_string(), "access_token") {
@@ -172,9 +141,7 @@ impl Authenticator {
 
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, ApiError> {
         let token = self.token_from(req).ok_or_else(|| {
-            ApiError::unauthorized(
-                "missing token: send Authorization: Bearer, ?access_token= or the auth cookie",
-            )
+            ApiError::unauthorized("missing token: send Authorization: Bearer, ?access_token= or the auth cookie")
         })?;
         self.verify(&token)
     }
@@ -189,11 +156,7 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 fn public_key_from_pem(pem: &[u8], algorithms: &[Algorithm]) -> anyhow::Result<DecodingKey> {
-    let family = algorithms
-        .iter()
-        .find(|a| !is_hmac(**a))
-        .copied()
-        .unwrap_or(Algorithm::RS256);
+    let family = algorithms.iter().find(|a| !is_hmac(**a)).copied().unwrap_or(Algorithm::RS256);
     Ok(match family {
         Algorithm::ES256 => DecodingKey::from_ec_pem(pem)?,
         Algorithm::EdDSA => DecodingKey::from_ed_pem(pem)?,
@@ -203,15 +166,8 @@ fn public_key_from_pem(pem: &[u8], algorithms: &[Algorithm]) -> anyhow::Result<D
 
 /// Mints an HS256 token (the `herald token` command, the demo, tests and the
 /// load tool).
-pub fn mint_token(
-    secret: &str,
-    user: &str,
-    ttl: Duration,
-    publisher: bool,
-) -> anyhow::Result<String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+pub fn mint_token(secret: &str, user: &str, ttl: Duration, publisher: bool) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let claims = Claims {
         sub: user.to_owned(),
         exp: now + ttl.as_secs(),
@@ -221,11 +177,7 @@ pub fn mint_token(
         scope: publisher.then(|| "publish".to_owned()),
         topics: None,
     };
-    Ok(encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )?)
+    Ok(encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?)
 }
 
 /// An authenticated user (any valid token).
@@ -235,10 +187,7 @@ pub struct User(pub Identity);
 pub struct Publisher(pub Identity);
 
 fn authenticator(req: &HttpRequest) -> Arc<Authenticator> {
-    req.app_data::<web::Data<Authenticator>>()
-        .expect("Authenticator is registered as app data")
-        .clone()
-        .into_inner()
+    req.app_data::<web::Data<Authenticator>>().expect("Authenticator is registered as app data").clone().into_inner()
 }
 
 impl FromRequest for User {
@@ -259,9 +208,7 @@ impl FromRequest for Publisher {
             if identity.can_publish {
                 Ok(Publisher(identity))
             } else {
-                Err(ApiError::forbidden(
-                    "this token may not publish (its scope lacks `publish`)",
-                ))
+                Err(ApiError::forbidden("this token may not publish (its scope lacks `publish`)"))
             }
         });
         Box::pin(std::future::ready(result))
@@ -274,14 +221,8 @@ mod tests {
 
     #[test]
     fn query_params_are_found_and_decoded() {
-        assert_eq!(
-            query_param("a=1&access_token=x.y.z", "access_token").as_deref(),
-            Some("x.y.z")
-        );
-        assert_eq!(
-            query_param("last_event_id=1-0%2B", "last_event_id").as_deref(),
-            Some("1-0+")
-        );
+        assert_eq!(query_param("a=1&access_token=x.y.z", "access_token").as_deref(), Some("x.y.z"));
+        assert_eq!(query_param("last_event_id=1-0%2B", "last_event_id").as_deref(), Some("1-0+"));
         assert_eq!(query_param("a=1", "access_token"), None);
     }
 }

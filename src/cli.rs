@@ -12,11 +12,7 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "herald",
-    version,
-    about = "Real-time notification gateway (SSE over Redis pub/sub and Streams)"
-)]
+#[command(name = "herald", version, about = "Real-time notification gateway (SSE over Redis pub/sub and Streams)")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -53,16 +49,12 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, demo } => serve(config, demo).await,
-        Command::Token {
-            sub,
-            ttl,
-            publisher,
-            config,
-        } => {
+        Command::Token { sub, ttl, publisher, config } => {
             let settings = Settings::load(config.as_deref())?;
-            let secret = settings.auth.secret.ok_or_else(|| {
-                anyhow::anyhow!("auth.secret: not set (HERALD__AUTH__SECRET or a config file)")
-            })?;
+            let secret = settings
+                .auth
+                .secret
+                .ok_or_else(|| anyhow::anyhow!("auth.secret: not set (HERALD__AUTH__SECRET or a config file)"))?;
             println!("{}", mint_token(secret.expose(), &sub, ttl, publisher)?);
             Ok(())
         }
@@ -87,12 +79,7 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
 }
 
 fn print_demo_commands(settings: &Settings, addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let secret = settings
-        .auth
-        .secret
-        .as_ref()
-        .expect("demo mode always has a secret")
-        .expose();
+    let secret = settings.auth.secret.as_ref().expect("demo mode always has a secret").expose();
     let day = Duration::from_secs(86_400);
     let user = mint_token(secret, "demo", day, false)?;
     let publisher = mint_token(secret, "backend", day, true)?;

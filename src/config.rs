@@ -167,13 +167,9 @@ pub struct DemoSettings {
 impl Settings {
     /// Loads the layers in order and validates the result.
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        let file = file
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HERALD_CONFIG").map(PathBuf::from));
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULT_TOML,
-            config::FileFormat::Toml,
-        ));
+        let file = file.map(PathBuf::from).or_else(|| std::env::var_os("HERALD_CONFIG").map(PathBuf::from));
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
         if let Some(path) = &file {
             if !path.is_file() {
                 bail!("config file {} does not exist", path.display());
@@ -181,10 +177,7 @@ impl Settings {
             builder = builder.add_source(config::File::from(path.clone()));
         }
         builder = builder.add_source(
-            config::Environment::with_prefix("HERALD")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+            config::Environment::with_prefix("HERALD").prefix_separator("__").separator("__").try_parsing(true),
         );
         Self::from_config(builder.build().context("invalid configuration")?)
     }
@@ -192,10 +185,8 @@ impl Settings {
     /// Builds settings from the defaults plus `overrides` (`("stream.retry", "1s")`):
     /// for tests and tools that configure a gateway in code.
     pub fn with_overrides(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULT_TOML,
-            config::FileFormat::Toml,
-        ));
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
         for (key, value) in overrides {
             builder = builder.set_override(*key, *value)?;
         }
@@ -203,91 +194,33 @@ impl Settings {
     }
 
     fn from_config(raw: config::Config) -> anyhow::Result<Self> {
-        let settings: Settings = raw
-            .try_deserialize()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let settings: Settings = raw.try_deserialize().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
         fn require(ok: bool, key: &str, why: &str) -> anyhow::Result<()> {
-            if ok {
-                Ok(())
-            } else {
-                bail!("invalid configuration: `{key}` {why}")
-            }
+            if ok { Ok(()) } else { bail!("invalid configuration: `{key}` {why}") }
         }
-        require(
-            self.server.max_streams > 0,
-            "server.max_streams",
-            "must be at least 1",
-        )?;
-        require(
-            self.server.max_body_bytes >= 1024,
-            "server.max_body_bytes",
-            "must be at least 1024",
-        )?;
+        require(self.server.max_streams > 0, "server.max_streams", "must be at least 1")?;
+        require(self.server.max_body_bytes >= 1024, "server.max_body_bytes", "must be at least 1024")?;
         require(
             self.server.write_timeout >= Duration::from_millis(500),
             "server.write_timeout",
             "must be at least 500ms",
         )?;
-        require(
-            self.history.max_len > 0,
-            "history.max_len",
-            "must be at least 1",
-        )?;
-        require(
-            self.history.max_age >= Duration::from_secs(1),
-            "history.max_age",
-            "must be at least 1s",
-        )?;
-        require(
-            self.stream.queue_capacity >= 8,
-            "stream.queue_capacity",
-            "must be at least 8",
-        )?;
-        require(
-            (1..=10_000).contains(&self.stream.replay_page),
-            "stream.replay_page",
-            "must be between 1 and 10000",
-        )?;
-        require(
-            !self.stream.keep_alive.is_zero(),
-            "stream.keep_alive",
-            "must be above 0",
-        )?;
-        require(
-            self.stream.max_per_user > 0,
-            "stream.max_per_user",
-            "must be at least 1",
-        )?;
-        require(
-            self.limits.max_payload_bytes >= 256,
-            "limits.max_payload_bytes",
-            "must be at least 256",
-        )?;
-        require(
-            self.limits.max_title_chars > 0,
-            "limits.max_title_chars",
-            "must be at least 1",
-        )?;
-        require(
-            self.limits.max_recipients > 0,
-            "limits.max_recipients",
-            "must be at least 1",
-        )?;
-        require(
-            !self.auth.algorithms.is_empty(),
-            "auth.algorithms",
-            "must name at least one algorithm",
-        )?;
-        require(
-            !self.auth.cookie_name.is_empty(),
-            "auth.cookie_name",
-            "must not be empty",
-        )?;
+        require(self.history.max_len > 0, "history.max_len", "must be at least 1")?;
+        require(self.history.max_age >= Duration::from_secs(1), "history.max_age", "must be at least 1s")?;
+        require(self.stream.queue_capacity >= 8, "stream.queue_capacity", "must be at least 8")?;
+        require((1..=10_000).contains(&self.stream.replay_page), "stream.replay_page", "must be between 1 and 10000")?;
+        require(!self.stream.keep_alive.is_zero(), "stream.keep_alive", "must be above 0")?;
+        require(self.stream.max_per_user > 0, "stream.max_per_user", "must be at least 1")?;
+        require(self.limits.max_payload_bytes >= 256, "limits.max_payload_bytes", "must be at least 256")?;
+        require(self.limits.max_title_chars > 0, "limits.max_title_chars", "must be at least 1")?;
+        require(self.limits.max_recipients > 0, "limits.max_recipients", "must be at least 1")?;
+        require(!self.auth.algorithms.is_empty(), "auth.algorithms", "must name at least one algorithm")?;
+        require(!self.auth.cookie_name.is_empty(), "auth.cookie_name", "must not be empty")?;
         require(
             self.engine.kind != EngineKind::RedisCluster,
             "engine.kind",
@@ -300,8 +233,7 @@ impl Settings {
         )?;
         if matches!(self.engine.kind, EngineKind::Redis) {
             require(
-                self.engine.redis_url.starts_with("redis://")
-                    || self.engine.redis_url.starts_with("rediss://"),
+                self.engine.redis_url.starts_with("redis://") || self.engine.redis_url.starts_with("rediss://"),
                 "engine.redis_url",
                 "must be a redis:// or rediss:// URL",
             )?;
@@ -316,16 +248,8 @@ impl Settings {
             )?;
         }
         if let Some(secret) = &self.auth.secret {
-            require(
-                wants_hmac,
-                "auth.algorithms",
-                "must list an HS algorithm when auth.secret is set",
-            )?;
-            require(
-                secret.expose().len() >= 16,
-                "auth.secret",
-                "must be at least 16 bytes long",
-            )?;
+            require(wants_hmac, "auth.algorithms", "must list an HS algorithm when auth.secret is set")?;
+            require(secret.expose().len() >= 16, "auth.secret", "must be at least 16 bytes long")?;
         }
         Ok(())
     }
@@ -341,25 +265,14 @@ impl Settings {
 }
 
 pub fn is_hmac(algorithm: Algorithm) -> bool {
-    matches!(
-        algorithm,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-    )
+    matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-const SUPPORTED_ALGORITHMS: &[Algorithm] = &[
-    Algorithm::HS256,
-    Algorithm::HS384,
-    Algorithm::HS512,
-    Algorithm::RS256,
-    Algorithm::ES256,
-    Algorithm::EdDSA,
-];
+const SUPPORTED_ALGORITHMS: &[Algorithm] =
+    &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512, Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
 
 /// `auth.algorithms` comes as a TOML list or, from the environment, as "HS256,RS256".
-fn algorithms_from_list_or_csv<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<Algorithm>, D::Error> {
+fn algorithms_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Algorithm>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -368,23 +281,16 @@ fn algorithms_from_list_or_csv<'de, D: Deserializer<'de>>(
     }
     let names: Vec<String> = match Raw::deserialize(d)? {
         Raw::List(list) => list,
-        Raw::Csv(csv) => csv
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect(),
+        Raw::Csv(csv) => csv.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
     };
     names
         .iter()
         .map(|name| {
-            name.parse::<Algorithm>()
-                .ok()
-                .filter(|a| SUPPORTED_ALGORITHMS.contains(a))
-                .ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "auth.algorithms: `{name}` is not one of HS256, HS384, HS512, RS256, ES256, EdDSA"
-                    ))
-                })
+            name.parse::<Algorithm>().ok().filter(|a| SUPPORTED_ALGORITHMS.contains(a)).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "auth.algorithms: `{name}` is not one of HS256, HS384, HS512, RS256, ES256, EdDSA"
+                ))
+            })
         })
         .collect()
 }

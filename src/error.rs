@@ -23,12 +23,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        Self { status, code, message: message.into(), retry_after: None }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -49,26 +44,16 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            message,
-        )
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
     }
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
     pub fn too_many(message: impl Into<String>, retry_after: u32) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many", message)
-        }
+        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many", message) }
     }
     pub fn unavailable(message: impl Into<String>, retry_after: u32) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-        }
+        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message) }
     }
 }
 
@@ -92,12 +77,7 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-            },
-        })
+        response.json(Body { error: Inner { code: self.code, message: &self.message } })
     }
 }
 
@@ -115,6 +95,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Rejected(message) => ApiError::unprocessable(message),
             EngineError::TooLarge(message) => ApiError::payload_too_large(message),
+            EngineError::NotFound(id) => ApiError::not_found(format!("no notification `{id}`")),
             EngineError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "engine unavailable");
                 ApiError::unavailable("the storage engine is unavailable, retry shortly", 1)
@@ -125,21 +106,14 @@ impl From<EngineError> for ApiError {
 
 /// Maps actix's JSON extractor failures to our error body: 413 for an
 /// oversized body, 415 for a wrong content type, 400 for malformed JSON.
-pub fn json_error(
-    err: actix_web::error::JsonPayloadError,
-    _req: &actix_web::HttpRequest,
-) -> actix_web::Error {
+pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let api = match &err {
         E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => {
             ApiError::payload_too_large(format!("request body is over the limit of {limit} bytes"))
         }
-        E::ContentType => {
-            ApiError::unsupported_media_type("expected Content-Type: application/json")
-        }
-        E::Deserialize(e) if e.is_data() => {
-            ApiError::bad_request("bad_request", format!("invalid request: {e}"))
-        }
+        E::ContentType => ApiError::unsupported_media_type("expected Content-Type: application/json"),
+        E::Deserialize(e) if e.is_data() => ApiError::bad_request("bad_request", format!("invalid request: {e}")),
         E::Deserialize(e) => ApiError::bad_request("bad_json", format!("malformed JSON: {e}")),
         other => ApiError::bad_request("bad_request", other.to_string()),
     };
@@ -147,9 +121,6 @@ pub fn json_error(
 }
 
 /// Maps query-string failures to our error body.
-pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
-    _req: &actix_web::HttpRequest,
-) -> actix_web::Error {
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::bad_request("bad_query", err.to_string()).into()
 }

@@ -78,10 +78,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(
-        limits: HubLimits,
-        subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>,
-    ) -> Self {
+    pub fn new(limits: HubLimits, subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
@@ -104,13 +101,7 @@ impl Hub {
         conn: Arc<Connection>,
     ) -> Result<(Registration, watch::Receiver<bool>), RegisterError> {
         let subscribed = self.insert(&conn)?;
-        Ok((
-            Registration {
-                hub: self.clone(),
-                conn,
-            },
-            subscribed,
-        ))
+        Ok((Registration { hub: self.clone(), conn }, subscribed))
     }
 
     fn insert(&self, conn: &Arc<Connection>) -> Result<watch::Receiver<bool>, RegisterError> {
@@ -130,22 +121,13 @@ impl Hub {
         let (ready_tx, ready_rx) = watch::channel(false);
         match &self.subscriptions {
             Some(commands) => {
-                let _ = commands.send(SubscriptionCommand::Subscribe {
-                    user: conn.user.clone(),
-                    ready: ready_tx,
-                });
+                let _ = commands.send(SubscriptionCommand::Subscribe { user: conn.user.clone(), ready: ready_tx });
             }
             None => {
                 let _ = ready_tx.send(true);
             }
         }
-        shard.insert(
-            conn.user.clone(),
-            UserSlot {
-                streams: vec![conn.clone()],
-                subscribed: ready_rx.clone(),
-            },
-        );
+        shard.insert(conn.user.clone(), UserSlot { streams: vec![conn.clone()], subscribed: ready_rx.clone() });
         Ok(ready_rx)
     }
 
@@ -172,9 +154,7 @@ impl Hub {
         if slot.streams.is_empty() {
             shard.remove(conn.user.as_str());
             if let Some(commands) = &self.subscriptions {
-                let _ = commands.send(SubscriptionCommand::Unsubscribe {
-                    user: conn.user.clone(),
-                });
+                let _ = commands.send(SubscriptionCommand::Unsubscribe { user: conn.user.clone() });
             }
         }
     }
@@ -188,10 +168,7 @@ impl Hub {
             return 0;
         };
         let frame = build();
-        slot.streams
-            .iter()
-            .filter(|c| c.push(frame.clone()))
-            .count()
+        slot.streams.iter().filter(|c| c.push(frame.clone())).count()
     }
 
     pub fn is_online(&self, user: &str) -> bool {
@@ -209,10 +186,7 @@ impl Hub {
     fn for_each(&self, mut f: impl FnMut(&Arc<Connection>)) {
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            shard
-                .values()
-                .flat_map(|slot| slot.streams.iter())
-                .for_each(&mut f);
+            shard.values().flat_map(|slot| slot.streams.iter()).for_each(&mut f);
         }
     }
 
@@ -243,10 +217,7 @@ impl Hub {
                 c.push(frame::token_expiring(c.expires_at));
             }
             if let Some(bytes) = keep_alive {
-                c.push(Frame {
-                    id: None,
-                    bytes: bytes.clone(),
-                });
+                c.push(Frame { id: None, bytes: bytes.clone() });
             }
         });
     }
@@ -276,13 +247,7 @@ mod tests {
     use super::*;
 
     fn hub(commands: Option<mpsc::UnboundedSender<SubscriptionCommand>>) -> Arc<Hub> {
-        Arc::new(Hub::new(
-            HubLimits {
-                max_streams: 3,
-                max_per_user: 2,
-            },
-            commands,
-        ))
+        Arc::new(Hub::new(HubLimits { max_streams: 3, max_per_user: 2 }, commands))
     }
 
     fn conn(user: &str) -> Arc<Connection> {
@@ -295,25 +260,13 @@ mod tests {
         let hub = hub(Some(tx));
         let (a1, _) = hub.register(conn("a")).unwrap();
         let (a2, _) = hub.register(conn("a")).unwrap();
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(SubscriptionCommand::Subscribe { .. })
-        ));
-        assert!(
-            rx.try_recv().is_err(),
-            "second stream must not subscribe again"
-        );
+        assert!(matches!(rx.try_recv(), Ok(SubscriptionCommand::Subscribe { .. })));
+        assert!(rx.try_recv().is_err(), "second stream must not subscribe again");
         drop(a1);
         assert!(rx.try_recv().is_err());
         drop(a2);
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(SubscriptionCommand::Unsubscribe { .. })
-        ));
-        assert!(
-            !hub.is_online("a"),
-            "the user's entry must go with its last stream"
-        );
+        assert!(matches!(rx.try_recv(), Ok(SubscriptionCommand::Unsubscribe { .. })));
+        assert!(!hub.is_online("a"), "the user's entry must go with its last stream");
         assert_eq!(hub.stream_count(), 0);
     }
 
@@ -331,23 +284,13 @@ mod tests {
     #[test]
     fn delivers_one_frame_to_every_stream_of_the_user_only() {
         let hub = hub(None);
-        let _streams: Vec<_> = ["a", "a", "b"]
-            .map(|u| hub.register(conn(u)).unwrap())
-            .into();
+        let _streams: Vec<_> = ["a", "a", "b"].map(|u| hub.register(conn(u)).unwrap()).into();
         let mut built = 0;
         let n = hub.deliver("a", || {
             built += 1;
-            Frame {
-                id: None,
-                bytes: bytes::Bytes::from_static(b"x"),
-            }
+            Frame { id: None, bytes: bytes::Bytes::from_static(b"x") }
         });
         assert_eq!((n, built), (2, 1));
-        assert_eq!(
-            hub.deliver("nobody", || unreachable!(
-                "no frame is built for absent users"
-            )),
-            0
-        );
+        assert_eq!(hub.deliver("nobody", || unreachable!("no frame is built for absent users")), 0);
     }
 }

@@ -57,20 +57,14 @@ pub const MAX_URL_LEN: usize = 2048;
 pub enum ValidationError {
     /// A field breaks a rule (HTTP 422).
     #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: &'static str, message: String },
     /// The whole notification is over `limits.max_payload_bytes` (HTTP 413).
     #[error("notification is {size} bytes, over the limit of {limit}")]
     TooLarge { size: usize, limit: usize },
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ValidationError {
-    ValidationError::Invalid {
-        field,
-        message: message.into(),
-    }
+    ValidationError::Invalid { field, message: message.into() }
 }
 
 impl NewNotification {
@@ -86,36 +80,21 @@ impl NewNotification {
         }
         let title_chars = self.title.chars().count();
         if title_chars == 0 || title_chars > limits.max_title_chars {
-            return Err(invalid(
-                "notification.title",
-                format!("must be 1-{} characters", limits.max_title_chars),
-            ));
+            return Err(invalid("notification.title", format!("must be 1-{} characters", limits.max_title_chars)));
         }
         if let Some(body) = &self.body
             && body.chars().count() > limits.max_body_chars
         {
-            return Err(invalid(
-                "notification.body",
-                format!("must be at most {} characters", limits.max_body_chars),
-            ));
+            return Err(invalid("notification.body", format!("must be at most {} characters", limits.max_body_chars)));
         }
-        for (field, value) in [
-            ("notification.url", &self.url),
-            ("notification.icon", &self.icon),
-        ] {
+        for (field, value) in [("notification.url", &self.url), ("notification.icon", &self.icon)] {
             if value.as_ref().is_some_and(|v| v.len() > MAX_URL_LEN) {
-                return Err(invalid(
-                    field,
-                    format!("must be at most {MAX_URL_LEN} bytes"),
-                ));
+                return Err(invalid(field, format!("must be at most {MAX_URL_LEN} bytes")));
             }
         }
         let json = serde_json::to_string(self).expect("a notification always serializes");
         if json.len() > limits.max_payload_bytes {
-            return Err(ValidationError::TooLarge {
-                size: json.len(),
-                limit: limits.max_payload_bytes,
-            });
+            return Err(ValidationError::TooLarge { size: json.len(), limit: limits.max_payload_bytes });
         }
         Ok(json)
     }
@@ -127,9 +106,7 @@ fn is_valid_type(kind: &str) -> bool {
         && kind.len() <= MAX_TYPE_LEN
         && kind.split('.').all(|part| {
             !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         })
 }
 
@@ -138,13 +115,7 @@ fn is_valid_type(kind: &str) -> bool {
 /// `stored` is a JSON object as written by `validate` or `functions.lua`
 /// (starts with `{`, holds at least `type`), so the history fields can be
 /// spliced in front of its first member.
-pub fn render_notification(
-    out: &mut Vec<u8>,
-    id: EntryId,
-    stored: &[u8],
-    read: bool,
-    clicked: bool,
-) {
+pub fn render_notification(out: &mut Vec<u8>, id: EntryId, stored: &[u8], read: bool, clicked: bool) {
     out.extend_from_slice(b"{\"id\":\"");
     id.write_to(out);
     out.extend_from_slice(b"\",\"created_at\":\"");
@@ -154,11 +125,7 @@ pub fn render_notification(
     out.extend_from_slice(b",\"clicked\":");
     out.extend_from_slice(if clicked { b"true" } else { b"false" });
     match stored.iter().position(|&b| b == b'{') {
-        Some(open)
-            if stored[open + 1..]
-                .iter()
-                .any(|b| !b.is_ascii_whitespace() && *b != b'}') =>
-        {
+        Some(open) if stored[open + 1..].iter().any(|b| !b.is_ascii_whitespace() && *b != b'}') => {
             out.push(b',');
             out.extend_from_slice(&stored[open + 1..]);
         }
@@ -168,8 +135,8 @@ pub fn render_notification(
 
 /// `created_at` is the entry id's millisecond timestamp, as RFC 3339 UTC.
 fn write_created_at(out: &mut Vec<u8>, ms: u64) {
-    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let at =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let d = at.date();
     let t = at.time();
     use std::io::Write;
@@ -195,11 +162,8 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
 mod tests {
     use super::*;
 
-    const LIMITS: NotificationLimits = NotificationLimits {
-        max_payload_bytes: 8192,
-        max_title_chars: 20,
-        max_body_chars: 50,
-    };
+    const LIMITS: NotificationLimits =
+        NotificationLimits { max_payload_bytes: 8192, max_title_chars: 20, max_body_chars: 50 };
 
     fn parse(json: &str) -> Result<NewNotification, serde_json::Error> {
         serde_json::from_str(json)
@@ -209,10 +173,7 @@ mod tests {
     fn valid_notifications_are_stored_compact_with_priority() {
         let n = parse(r#"{"type":"comment.mention","title":"Hi","data": {"doc": 42}}"#).unwrap();
         let stored = n.validate(&LIMITS).unwrap();
-        assert_eq!(
-            stored,
-            r#"{"type":"comment.mention","title":"Hi","priority":"normal","data":{"doc": 42}}"#
-        );
+        assert_eq!(stored, r#"{"type":"comment.mention","title":"Hi","priority":"normal","data":{"doc": 42}}"#);
     }
 
     #[test]
@@ -222,49 +183,28 @@ mod tests {
         let check = |json: &str| parse(json).unwrap().validate(&LIMITS).unwrap_err();
         assert!(matches!(
             check(r#"{"type":"Bad Type","title":"t"}"#),
-            ValidationError::Invalid {
-                field: "notification.type",
-                ..
-            }
+            ValidationError::Invalid { field: "notification.type", .. }
         ));
         assert!(matches!(
             check(r#"{"type":"a..b","title":"t"}"#),
-            ValidationError::Invalid {
-                field: "notification.type",
-                ..
-            }
+            ValidationError::Invalid { field: "notification.type", .. }
         ));
         assert!(matches!(
             check(r#"{"type":"a","title":""}"#),
-            ValidationError::Invalid {
-                field: "notification.title",
-                ..
-            }
+            ValidationError::Invalid { field: "notification.title", .. }
         ));
         assert!(matches!(
             check(&format!(r#"{{"type":"a","title":"{}"}}"#, "é".repeat(21))),
-            ValidationError::Invalid {
-                field: "notification.title",
-                ..
-            }
+            ValidationError::Invalid { field: "notification.title", .. }
         ));
-        let big = format!(
-            r#"{{"type":"a","title":"t","data":"{}"}}"#,
-            "x".repeat(9000)
-        );
+        let big = format!(r#"{{"type":"a","title":"t","data":"{}"}}"#, "x".repeat(9000));
         assert!(matches!(check(&big), ValidationError::TooLarge { .. }));
     }
 
     #[test]
     fn rendering_splices_history_fields() {
         let mut out = Vec::new();
-        render_notification(
-            &mut out,
-            EntryId::new(1732473600000, 3),
-            br#"{"type":"a","title":"t"}"#,
-            true,
-            false,
-        );
+        render_notification(&mut out, EntryId::new(1732473600000, 3), br#"{"type":"a","title":"t"}"#, true, false);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["id"], "1732473600000-3");
         assert_eq!(v["created_at"], "2024-11-24T18:40:00.000Z");

@@ -18,10 +18,7 @@ impl UserId {
         if raw.len() > MAX_USER_ID_LEN {
             return Err(format!("user id is longer than {MAX_USER_ID_LEN} bytes"));
         }
-        if raw
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
-        {
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}') {
             return Err("user id must not contain whitespace, control characters or braces".into());
         }
         Ok(Self(Arc::from(raw)))

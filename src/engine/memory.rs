@@ -10,11 +10,14 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{Engine, EngineError, HistoryPage, Published, Retention, StoredEntry, StreamStart};
+use super::{
+    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Retention,
+    StoredEntry, StreamStart,
+};
 use crate::{
-    domain::{EntryId, IdempotencyKey, UserId},
+    domain::{EntryId, IdempotencyKey, Preferences, UserId},
     hub::Hub,
-    stream::frame,
+    stream::frame::{self, SyncEvent},
 };
 
 #[derive(Clone)]
@@ -37,13 +40,11 @@ struct Inbox {
     trimmed_up_to: Option<EntryId>,
     unread: u64,
     idempotency: HashMap<String, (Published, Instant)>,
+    preferences: Option<Preferences>,
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Inbox {
@@ -56,6 +57,24 @@ impl Inbox {
             EntryId::new(self.last_id.ms, self.last_id.seq + 1)
         };
         self.last_id
+    }
+
+    fn position(&self, id: EntryId) -> Result<usize, EngineError> {
+        self.entries.binary_search_by_key(&id, |e| e.id).map_err(|_| EngineError::NotFound(id.to_string()))
+    }
+
+    /// Marks entries read; returns the ids that were unread.
+    fn mark_read(&mut self, positions: impl IntoIterator<Item = usize>) -> Vec<EntryId> {
+        let mut changed = Vec::new();
+        for i in positions {
+            let entry = &mut self.entries[i];
+            if !entry.read {
+                entry.read = true;
+                changed.push(entry.id);
+            }
+        }
+        self.unread -= changed.len() as u64;
+        changed
     }
 
     fn remove_front(&mut self) {
@@ -80,13 +99,7 @@ impl Inbox {
 
 impl MemoryEngine {
     pub fn new(hub: Arc<Hub>, retention: Retention) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                inboxes: Mutex::new(HashMap::new()),
-                hub,
-                retention,
-            }),
-        }
+        Self { inner: Arc::new(Inner { inboxes: Mutex::new(HashMap::new()), hub, retention }) }
     }
 
     fn inboxes(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Inbox>> {
@@ -100,90 +113,148 @@ impl Engine for MemoryEngine {
         user: &UserId,
         stored: &str,
         key: Option<&IdempotencyKey>,
-    ) -> Result<Published, EngineError> {
+    ) -> Result<PublishOutcome, EngineError> {
         let retention = &self.inner.retention;
         let now = now_ms();
         let mut inboxes = self.inboxes();
         let inbox = inboxes.entry(user.clone()).or_default();
+        if let Some(prefs) = &inbox.preferences
+            && !prefs.channels_for(stored_type(stored)).in_app
+        {
+            return Ok(PublishOutcome::Dropped);
+        }
         if let Some(key) = key {
             let window = Duration::from_millis(retention.idempotency_window_ms);
             inbox.idempotency.retain(|_, (_, at)| at.elapsed() < window);
             if let Some((first, _)) = inbox.idempotency.get(key.as_str()) {
-                return Ok(Published {
-                    duplicate: true,
-                    ..*first
-                });
+                return Ok(PublishOutcome::Stored(Published { duplicate: true, ..*first }));
             }
         }
         let id = inbox.next_id(now);
-        inbox.entries.push_back(StoredEntry {
-            id,
-            body: stored.to_owned(),
-            read: false,
-            clicked: false,
-        });
+        inbox.entries.push_back(StoredEntry { id, body: stored.to_owned(), read: false, clicked: false });
         inbox.unread += 1;
         inbox.trim(retention, now);
         let unread = inbox.unread;
         // Delivered under the lock: the next publish to this user cannot
         // overtake this one on its way to the streams.
-        let reached = self.inner.hub.deliver(user.as_str(), || {
-            frame::live_notification(id, stored.as_bytes(), unread)
-        });
-        let published = Published {
-            id,
-            online: reached > 0,
-            duplicate: false,
-        };
+        let reached = self.inner.hub.deliver(user.as_str(), || frame::live_notification(id, stored.as_bytes(), unread));
+        let published = Published { id, online: reached > 0, duplicate: false };
         if let Some(key) = key {
-            inbox
-                .idempotency
-                .insert(key.as_str().to_owned(), (published, Instant::now()));
+            inbox.idempotency.insert(key.as_str().to_owned(), (published, Instant::now()));
         }
-        Ok(published)
+        Ok(PublishOutcome::Stored(published))
     }
 
-    async fn read_after(
-        &self,
-        user: &UserId,
-        after: EntryId,
-        limit: usize,
-    ) -> Result<HistoryPage, EngineError> {
+    async fn read_after(&self, user: &UserId, after: EntryId, limit: usize) -> Result<HistoryPage, EngineError> {
         let inboxes = self.inboxes();
         let Some(inbox) = inboxes.get(user) else {
             return Ok(HistoryPage::default());
         };
         let reset = inbox.trimmed_up_to.is_some_and(|t| after < t);
-        let start = if reset {
-            0
-        } else {
-            inbox.entries.partition_point(|e| e.id <= after)
-        };
-        let entries = inbox
-            .entries
-            .iter()
-            .skip(start)
-            .take(limit)
-            .cloned()
-            .collect();
-        Ok(HistoryPage { reset, entries })
+        let start = if reset { 0 } else { inbox.entries.partition_point(|e| e.id <= after) };
+        let entries = inbox.entries.iter().skip(start).take(limit).cloned().collect();
+        Ok(HistoryPage { reset, entries, unread: inbox.unread })
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
         let inboxes = self.inboxes();
         Ok(inboxes
             .get(user)
-            .map(|i| StreamStart {
-                last_id: i.last_id,
-                unread: i.unread,
-            })
-            .unwrap_or(StreamStart {
-                last_id: EntryId::ZERO,
-                unread: 0,
-            }))
+            .map(|i| StreamStart { last_id: i.last_id, unread: i.unread })
+            .unwrap_or(StreamStart { last_id: EntryId::ZERO, unread: 0 }))
     }
 
     async fn check_ready(&self) -> Result<(), EngineError> {
         Ok(())
     }
+
+    async fn list(&self, user: &UserId, query: ListQuery) -> Result<ListPage, EngineError> {
+        let inboxes = self.inboxes();
+        let Some(inbox) = inboxes.get(user) else { return Ok(ListPage::default()) };
+        let end = match query.before {
+            Some(before) => inbox.entries.partition_point(|e| e.id < before),
+            None => inbox.entries.len(),
+        };
+        let mut matching = inbox.entries.range(..end).rev().filter(|e| !query.unread_only || !e.read);
+        let items: Vec<StoredEntry> = matching.by_ref().take(query.limit).cloned().collect();
+        let next = if matching.next().is_some() { items.last().map(|e| e.id) } else { None };
+        Ok(ListPage { items, unread: inbox.unread, next })
+    }
+
+    async fn mark_read(&self, user: &UserId, target: &ReadTarget) -> Result<u64, EngineError> {
+        let mut inboxes = self.inboxes();
+        let inbox = inboxes.entry(user.clone()).or_default();
+        let payload = match target {
+            ReadTarget::Ids(ids) => {
+                // Every id first: an unknown one changes nothing.
+                let positions = ids.iter().map(|id| inbox.position(*id)).collect::<Result<Vec<_>, _>>()?;
+                let changed = inbox.mark_read(positions);
+                if changed.is_empty() {
+                    return Ok(inbox.unread);
+                }
+                ids_json(&changed)
+            }
+            ReadTarget::All => {
+                inbox.mark_read(0..inbox.entries.len());
+                let up_to = inbox.entries.back().map(|e| e.id).unwrap_or_default();
+                format!(r#"{{"all":true,"up_to":"{up_to}"}}"#)
+            }
+        };
+        let unread = inbox.unread;
+        self.inner.hub.deliver(user.as_str(), || frame::sync_event(SyncEvent::Read, payload.as_bytes(), unread));
+        Ok(unread)
+    }
+
+    async fn mark_clicked(&self, user: &UserId, id: EntryId) -> Result<u64, EngineError> {
+        let mut inboxes = self.inboxes();
+        let inbox = inboxes.get_mut(user).ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        let i = inbox.position(id)?;
+        inbox.entries[i].clicked = true;
+        let changed = inbox.mark_read([i]);
+        let unread = inbox.unread;
+        if !changed.is_empty() {
+            let payload = ids_json(&changed);
+            self.inner.hub.deliver(user.as_str(), || frame::sync_event(SyncEvent::Read, payload.as_bytes(), unread));
+        }
+        Ok(unread)
+    }
+
+    async fn delete(&self, user: &UserId, id: EntryId) -> Result<u64, EngineError> {
+        let mut inboxes = self.inboxes();
+        let inbox = inboxes.get_mut(user).ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        let i = inbox.position(id)?;
+        let removed = inbox.entries.remove(i).expect("position is in range");
+        if !removed.read {
+            inbox.unread -= 1;
+        }
+        let unread = inbox.unread;
+        let payload = ids_json(&[id]);
+        self.inner.hub.deliver(user.as_str(), || frame::sync_event(SyncEvent::Deleted, payload.as_bytes(), unread));
+        Ok(unread)
+    }
+
+    async fn preferences(&self, user: &UserId) -> Result<Preferences, EngineError> {
+        Ok(self.inboxes().get(user).and_then(|i| i.preferences.clone()).unwrap_or_default())
+    }
+
+    async fn set_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), EngineError> {
+        self.inboxes().entry(user.clone()).or_default().preferences = Some(prefs.clone());
+        Ok(())
+    }
+}
+
+/// `{"ids":["1-0",...]}`, the payload of `read` and `deleted`.
+fn ids_json(ids: &[EntryId]) -> String {
+    let quoted: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    format!(r#"{{"ids":[{}]}}"#, quoted.join(","))
+}
+
+/// The `type` of a stored notification (validated: plain ASCII, no escapes).
+fn stored_type(stored: &str) -> &str {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+    }
+    serde_json::from_str::<Kind>(stored).map(|k| k.kind).unwrap_or("")
 }

@@ -13,7 +13,7 @@ pub mod redis;
 
 use std::future::Future;
 
-use crate::domain::{EntryId, IdempotencyKey, UserId};
+use crate::domain::{EntryId, IdempotencyKey, Preferences, UserId};
 
 /// The outcome of one publish to one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,24 @@ pub struct Published {
     /// The idempotency key was seen before: nothing was stored, this is the
     /// first publish's result.
     pub duplicate: bool,
+}
+
+/// What a publish to one user did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Stored(Published),
+    /// The user's preferences turn this category off in-app: nothing was
+    /// stored or streamed.
+    Dropped,
+}
+
+impl PublishOutcome {
+    pub fn stored(self) -> Option<Published> {
+        match self {
+            PublishOutcome::Stored(p) => Some(p),
+            PublishOutcome::Dropped => None,
+        }
+    }
 }
 
 /// One notification in history.
@@ -43,6 +61,32 @@ pub struct HistoryPage {
     /// after it, so the page starts at the oldest kept entry instead.
     pub reset: bool,
     pub entries: Vec<StoredEntry>,
+    /// The unread count when the page was read.
+    pub unread: u64,
+}
+
+/// A page of the notification list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub items: Vec<StoredEntry>,
+    pub unread: u64,
+    /// Pass as `before` for the next (older) page; `None` on the last.
+    pub next: Option<EntryId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery {
+    /// Only entries older than this (exclusive); `None` starts at the newest.
+    pub before: Option<EntryId>,
+    pub limit: usize,
+    pub unread_only: bool,
+}
+
+/// What `mark_read` marks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadTarget {
+    Ids(Vec<EntryId>),
+    All,
 }
 
 /// What a new stream needs before it goes live.
@@ -61,6 +105,9 @@ pub enum EngineError {
     Rejected(String),
     #[error("{0}")]
     TooLarge(String),
+    /// No such notification in this user's history (or not theirs).
+    #[error("no notification {0} in this user's history")]
+    NotFound(String),
     /// The backing store cannot be reached or failed; retry later.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
@@ -70,13 +117,14 @@ pub enum EngineError {
 /// push live events into the [`crate::hub::Hub`] they were built with.
 pub trait Engine: Send + Sync {
     /// Stores a validated notification (`stored` is its JSON) in `user`'s
-    /// inbox, trims history, and fans it out; all in one atomic step.
+    /// inbox, trims history, and fans it out; all in one atomic step. The
+    /// user's `in_app` preference for its category may drop it instead.
     fn publish(
         &self,
         user: &UserId,
         stored: &str,
         key: Option<&IdempotencyKey>,
-    ) -> impl Future<Output = Result<Published, EngineError>> + Send;
+    ) -> impl Future<Output = Result<PublishOutcome, EngineError>> + Send;
 
     /// Up to `limit` entries after `after` (exclusive), oldest first.
     fn read_after(
@@ -86,13 +134,32 @@ pub trait Engine: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<HistoryPage, EngineError>> + Send;
 
-    fn stream_start(
-        &self,
-        user: &UserId,
-    ) -> impl Future<Output = Result<StreamStart, EngineError>> + Send;
+    fn stream_start(&self, user: &UserId) -> impl Future<Output = Result<StreamStart, EngineError>> + Send;
 
     /// Ready to serve: store reachable, functions loaded, live connection alive.
     fn check_ready(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// The notification list, newest first.
+    fn list(&self, user: &UserId, query: ListQuery) -> impl Future<Output = Result<ListPage, EngineError>> + Send;
+
+    /// Marks notifications read; returns the unread count. An unknown id
+    /// changes nothing (`NotFound`). Every stream of the user gets `read`.
+    fn mark_read(&self, user: &UserId, target: &ReadTarget) -> impl Future<Output = Result<u64, EngineError>> + Send;
+
+    /// Marks one clicked, and so read; returns the unread count.
+    fn mark_clicked(&self, user: &UserId, id: EntryId) -> impl Future<Output = Result<u64, EngineError>> + Send;
+
+    /// Deletes one; returns the unread count. Every stream gets `deleted`.
+    fn delete(&self, user: &UserId, id: EntryId) -> impl Future<Output = Result<u64, EngineError>> + Send;
+
+    /// The stored preferences, or the defaults.
+    fn preferences(&self, user: &UserId) -> impl Future<Output = Result<Preferences, EngineError>> + Send;
+
+    fn set_preferences(
+        &self,
+        user: &UserId,
+        prefs: &Preferences,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// The engine chosen by `engine.kind`. Cheap to clone (shared inside).
@@ -111,43 +178,60 @@ impl AnyEngine {
     }
 }
 
+/// Forwards a call to whichever engine is configured.
+macro_rules! delegate {
+    ($self:ident, $e:ident => $call:expr) => {
+        match $self {
+            AnyEngine::Memory($e) => $call.await,
+            AnyEngine::Redis($e) => $call.await,
+        }
+    };
+}
+
 impl Engine for AnyEngine {
     async fn publish(
         &self,
         user: &UserId,
         stored: &str,
         key: Option<&IdempotencyKey>,
-    ) -> Result<Published, EngineError> {
-        match self {
-            AnyEngine::Memory(e) => e.publish(user, stored, key).await,
-            AnyEngine::Redis(e) => e.publish(user, stored, key).await,
-        }
+    ) -> Result<PublishOutcome, EngineError> {
+        delegate!(self, e => e.publish(user, stored, key))
     }
 
-    async fn read_after(
-        &self,
-        user: &UserId,
-        after: EntryId,
-        limit: usize,
-    ) -> Result<HistoryPage, EngineError> {
-        match self {
-            AnyEngine::Memory(e) => e.read_after(user, after, limit).await,
-            AnyEngine::Redis(e) => e.read_after(user, after, limit).await,
-        }
+    async fn read_after(&self, user: &UserId, after: EntryId, limit: usize) -> Result<HistoryPage, EngineError> {
+        delegate!(self, e => e.read_after(user, after, limit))
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
-        match self {
-            AnyEngine::Memory(e) => e.stream_start(user).await,
-            AnyEngine::Redis(e) => e.stream_start(user).await,
-        }
+        delegate!(self, e => e.stream_start(user))
     }
 
     async fn check_ready(&self) -> Result<(), EngineError> {
-        match self {
-            AnyEngine::Memory(e) => e.check_ready().await,
-            AnyEngine::Redis(e) => e.check_ready().await,
-        }
+        delegate!(self, e => e.check_ready())
+    }
+
+    async fn list(&self, user: &UserId, query: ListQuery) -> Result<ListPage, EngineError> {
+        delegate!(self, e => e.list(user, query))
+    }
+
+    async fn mark_read(&self, user: &UserId, target: &ReadTarget) -> Result<u64, EngineError> {
+        delegate!(self, e => e.mark_read(user, target))
+    }
+
+    async fn mark_clicked(&self, user: &UserId, id: EntryId) -> Result<u64, EngineError> {
+        delegate!(self, e => e.mark_clicked(user, id))
+    }
+
+    async fn delete(&self, user: &UserId, id: EntryId) -> Result<u64, EngineError> {
+        delegate!(self, e => e.delete(user, id))
+    }
+
+    async fn preferences(&self, user: &UserId) -> Result<Preferences, EngineError> {
+        delegate!(self, e => e.preferences(user))
+    }
+
+    async fn set_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), EngineError> {
+        delegate!(self, e => e.set_preferences(user, prefs))
     }
 }
 

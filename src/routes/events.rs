@@ -23,10 +23,7 @@ use crate::{
 fn cursor(req: &HttpRequest) -> Result<Option<EntryId>, ApiError> {
     let raw = match req.headers().get("last-event-id") {
         Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("bad_cursor", "Last-Event-ID is not text"))?
-                .to_owned(),
+            value.to_str().map_err(|_| ApiError::bad_request("bad_cursor", "Last-Event-ID is not text"))?.to_owned(),
         ),
         None => query_param(req.query_string(), "last_event_id"),
     };
@@ -35,28 +32,17 @@ fn cursor(req: &HttpRequest) -> Result<Option<EntryId>, ApiError> {
         Some(raw) => raw
             .parse()
             .map(Some)
-            .map_err(|e: crate::domain::BadEntryIdError| {
-                ApiError::bad_request("bad_cursor", e.to_string())
-            }),
+            .map_err(|e: crate::domain::BadEntryIdError| ApiError::bad_request("bad_cursor", e.to_string())),
     }
 }
 
 #[tracing::instrument(name = "stream", skip_all, fields(user = %user.0.user))]
-pub async fn events(
-    req: HttpRequest,
-    user: User,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn events(req: HttpRequest, user: User, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let identity = user.0;
-    if let Some(accept) = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
+    if let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok())
         && !(accept.contains("text/event-stream") || accept.contains("*/*"))
     {
-        return Err(ApiError::not_acceptable(
-            "this endpoint serves text/event-stream",
-        ));
+        return Err(ApiError::not_acceptable("this endpoint serves text/event-stream"));
     }
     if query_param(req.query_string(), "topics").is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::bad_request(
@@ -69,29 +55,15 @@ pub async fn events(
 
     // Register (and so subscribe) before reading anything: from here on every
     // live entry of this user is queued for this stream.
-    let conn = Arc::new(Connection::new(
-        identity.user.clone(),
-        identity.expires_at,
-        settings.queue_capacity,
-    ));
+    let conn = Arc::new(Connection::new(identity.user.clone(), identity.expires_at, settings.queue_capacity));
     let (registration, mut subscribed) = state.hub.register(conn).map_err(|e| match e {
         RegisterError::UserFull => ApiError::too_many(e.to_string(), 5),
-        RegisterError::NodeFull | RegisterError::ShuttingDown => {
-            ApiError::unavailable(e.to_string(), 2)
-        }
+        RegisterError::NodeFull | RegisterError::ShuttingDown => ApiError::unavailable(e.to_string(), 2),
     })?;
-    match tokio::time::timeout(
-        state.settings.engine.subscribe_timeout,
-        subscribed.wait_for(|ready| *ready),
-    )
-    .await
-    {
+    match tokio::time::timeout(state.settings.engine.subscribe_timeout, subscribed.wait_for(|ready| *ready)).await {
         Ok(Ok(_)) => {}
         _ => {
-            return Err(ApiError::unavailable(
-                "live subscription not confirmed in time; retry",
-                1,
-            ));
+            return Err(ApiError::unavailable("live subscription not confirmed in time; retry", 1));
         }
     }
     let start = state.engine.stream_start(&identity.user).await?;
@@ -106,14 +78,8 @@ pub async fn events(
         None => (start.last_id, false),
     };
     tracing::debug!(%last_id, replay, "stream opened");
-    let body = EventStream::new(
-        registration,
-        state.engine.clone(),
-        prelude.into(),
-        last_id,
-        replay,
-        settings.replay_page,
-    );
+    let body =
+        EventStream::new(registration, state.engine.clone(), prelude.into(), last_id, replay, settings.replay_page);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))

@@ -3,6 +3,8 @@
 
 mod events;
 mod health;
+mod notifications;
+mod preferences;
 mod publish;
 
 use actix_web::web;
@@ -10,6 +12,13 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/events", web::get().to(events::events))
         .route("/v1/publish", web::post().to(publish::publish))
+        .route("/v1/notifications", web::get().to(notifications::list))
+        .route("/v1/notifications/unread_count", web::get().to(notifications::unread_count))
+        .route("/v1/notifications/read", web::post().to(notifications::mark_read))
+        .route("/v1/notifications/{id}/clicked", web::post().to(notifications::mark_clicked))
+        .route("/v1/notifications/{id}", web::delete().to(notifications::delete))
+        .route("/v1/preferences", web::get().to(preferences::get))
+        .route("/v1/preferences", web::put().to(preferences::put))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz));
 }

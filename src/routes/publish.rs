@@ -10,7 +10,7 @@ use crate::{
     app::AppState,
     auth::Publisher,
     domain::{IdempotencyKey, NewNotification, UserId},
-    engine::Engine,
+    engine::{Engine, PublishOutcome},
     error::ApiError,
 };
 
@@ -32,13 +32,34 @@ struct Recipients {
     topic: Option<String>,
 }
 
+/// One user's result. `id` is null and `dropped` says why when the user's
+/// preferences turned this category off in-app.
 #[derive(Debug, Serialize)]
 struct Delivery {
     user: String,
-    id: String,
+    id: Option<String>,
     online: bool,
     /// Web Push is not wired yet: always "none".
     push: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped: Option<&'static str>,
+}
+
+impl Delivery {
+    fn new(user: &UserId, outcome: PublishOutcome) -> Self {
+        match outcome {
+            PublishOutcome::Stored(p) => Self {
+                user: user.to_string(),
+                id: Some(p.id.to_string()),
+                online: p.online,
+                push: "none",
+                dropped: None,
+            },
+            PublishOutcome::Dropped => {
+                Self { user: user.to_string(), id: None, online: false, push: "none", dropped: Some("preferences") }
+            }
+        }
+    }
 }
 
 #[tracing::instrument(name = "publish", skip_all, fields(publisher = %publisher.0.user, recipients))]
@@ -49,15 +70,11 @@ pub async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let request = request.into_inner();
     if request.to.topic.is_some() {
-        return Err(ApiError::unprocessable(
-            "to.topic: topics are not available yet; address users with to.users",
-        ));
+        return Err(ApiError::unprocessable("to.topic: topics are not available yet; address users with to.users"));
     }
     let max = state.settings.limits.max_recipients;
     if request.to.users.is_empty() || request.to.users.len() > max {
-        return Err(ApiError::unprocessable(format!(
-            "to.users: must list 1 to {max} users"
-        )));
+        return Err(ApiError::unprocessable(format!("to.users: must list 1 to {max} users")));
     }
     let mut seen = HashSet::new();
     let users = request
@@ -65,37 +82,18 @@ pub async fn publish(
         .users
         .iter()
         .filter(|u| seen.insert(u.as_str()))
-        .map(|u| {
-            UserId::parse(u).map_err(|e| ApiError::unprocessable(format!("to.users: `{u}`: {e}")))
-        })
+        .map(|u| UserId::parse(u).map_err(|e| ApiError::unprocessable(format!("to.users: `{u}`: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let key = request
-        .idempotency_key
-        .as_deref()
-        .map(IdempotencyKey::parse)
-        .transpose()
-        .map_err(ApiError::unprocessable)?;
+    let key =
+        request.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose().map_err(ApiError::unprocessable)?;
     let stored = request.notification.validate(&state.limits)?;
     tracing::Span::current().record("recipients", users.len());
 
     // Concurrent calls pipeline on the engine's one connection. Each user's
     // publish is atomic on its own; a retry with the same idempotency_key
     // completes a partly failed call without storing anything twice.
-    let published = try_join_all(
-        users
-            .iter()
-            .map(|user| state.engine.publish(user, &stored, key.as_ref())),
-    )
-    .await?;
-    let results: Vec<Delivery> = users
-        .iter()
-        .zip(published)
-        .map(|(user, p)| Delivery {
-            user: user.to_string(),
-            id: p.id.to_string(),
-            online: p.online,
-            push: "none",
-        })
-        .collect();
+    let published = try_join_all(users.iter().map(|user| state.engine.publish(user, &stored, key.as_ref()))).await?;
+    let results: Vec<Delivery> =
+        users.iter().zip(published).map(|(user, outcome)| Delivery::new(user, outcome)).collect();
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "results": results })))
 }

@@ -53,15 +53,8 @@ impl EventStream {
         replay: bool,
         page_size: usize,
     ) -> Self {
-        let mut stream = Self {
-            registration,
-            engine,
-            prelude: Some(prelude),
-            replay: None,
-            last_id,
-            page_size,
-            done: false,
-        };
+        let mut stream =
+            Self { registration, engine, prelude: Some(prelude), replay: None, last_id, page_size, done: false };
         if replay {
             stream.start_replay();
         }
@@ -99,18 +92,16 @@ impl EventStream {
         for entry in &page.entries {
             // After a reset every kept entry is newer than the cursor too.
             if entry.id > self.last_id {
-                frame::write_notification(
-                    &mut out,
-                    entry.id,
-                    entry.body.as_bytes(),
-                    entry.read,
-                    entry.clicked,
-                );
+                frame::write_notification(&mut out, entry.id, entry.body.as_bytes(), entry.read, entry.clicked);
                 self.last_id = entry.id;
             }
         }
         if full {
             self.start_replay();
+        } else {
+            // Caught up. The count may have changed while live events were
+            // lost (a pub/sub outage before a resync), so restate it.
+            frame::write_unread(&mut out, page.unread);
         }
         (!out.is_empty()).then(|| out.into())
     }
@@ -123,10 +114,7 @@ impl MessageBody for EventStream {
         BodySize::Stream
     }
 
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Infallible>>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
         let this = &mut *self;
         loop {
             if this.done {

@@ -70,12 +70,7 @@ struct State {
 
 impl Connection {
     pub fn new(user: UserId, expires_at: u64, capacity: usize) -> Self {
-        Self {
-            user,
-            expires_at,
-            capacity,
-            state: Mutex::new(State::default()),
-        }
+        Self { user, expires_at, capacity, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -168,10 +163,7 @@ mod tests {
     use crate::domain::EntryId;
 
     fn frame(n: u64) -> Frame {
-        Frame {
-            id: Some(EntryId::new(n, 0)),
-            bytes: Bytes::from_static(b"x"),
-        }
+        Frame { id: Some(EntryId::new(n, 0)), bytes: Bytes::from_static(b"x") }
     }
 
     fn next(c: &Connection) -> Next {

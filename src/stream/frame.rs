@@ -25,13 +25,7 @@ pub static KEEP_ALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
 
 /// Appends one `notification` event. With `unread`, an `unread` event follows
 /// in the same frame, so the badge and the item arrive together.
-pub fn write_notification(
-    out: &mut Vec<u8>,
-    id: EntryId,
-    stored: &[u8],
-    read: bool,
-    clicked: bool,
-) {
+pub fn write_notification(out: &mut Vec<u8>, id: EntryId, stored: &[u8], read: bool, clicked: bool) {
     out.extend_from_slice(b"id: ");
     id.write_to(out);
     out.extend_from_slice(b"\nevent: notification\ndata: ");
@@ -50,9 +44,34 @@ pub fn live_notification(id: EntryId, stored: &[u8], unread: u64) -> Frame {
     let mut out = Vec::with_capacity(stored.len() + 200);
     write_notification(&mut out, id, stored, false, false);
     write_unread(&mut out, unread);
-    Frame {
-        id: Some(id),
-        bytes: out.into(),
+    Frame { id: Some(id), bytes: out.into() }
+}
+
+/// A state change from another tab or device (`read` or `deleted`, with its
+/// JSON payload), then the new unread count. Carries no id: it is not history.
+pub fn sync_event(event: SyncEvent, payload: &[u8], unread: u64) -> Frame {
+    let mut out = Vec::with_capacity(payload.len() + 80);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.name().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+    write_unread(&mut out, unread);
+    Frame { id: None, bytes: out.into() }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncEvent {
+    Read,
+    Deleted,
+}
+
+impl SyncEvent {
+    fn name(self) -> &'static str {
+        match self {
+            SyncEvent::Read => "read",
+            SyncEvent::Deleted => "deleted",
+        }
     }
 }
 
@@ -81,24 +100,13 @@ pub fn bye(reason: ByeReason, retry_after: Option<Duration>) -> Bytes {
 }
 
 pub fn token_expiring(expires_at: u64) -> Frame {
-    let at = OffsetDateTime::from_unix_timestamp(expires_at as i64)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let text = format!(
-        "event: token_expiring\ndata: {{\"expires_at\":\"{}\"}}\n\n",
-        rfc3339(at)
-    );
-    Frame {
-        id: None,
-        bytes: text.into(),
-    }
+    let at = OffsetDateTime::from_unix_timestamp(expires_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let text = format!("event: token_expiring\ndata: {{\"expires_at\":\"{}\"}}\n\n", rfc3339(at));
+    Frame { id: None, bytes: text.into() }
 }
 
 pub fn heartbeat(now: OffsetDateTime) -> Bytes {
-    format!(
-        "event: heartbeat\ndata: {{\"ts\":\"{}\"}}\n\n",
-        rfc3339(now)
-    )
-    .into()
+    format!("event: heartbeat\ndata: {{\"ts\":\"{}\"}}\n\n", rfc3339(now)).into()
 }
 
 #[cfg(test)]
@@ -110,23 +118,14 @@ mod tests {
         let f = live_notification(EntryId::new(1, 2), br#"{"type":"a","title":"t"}"#, 7);
         assert_eq!(f.id, Some(EntryId::new(1, 2)));
         let text = std::str::from_utf8(&f.bytes).unwrap();
-        assert!(
-            text.starts_with("id: 1-2\nevent: notification\ndata: {\"id\":\"1-2\""),
-            "{text}"
-        );
-        assert!(
-            text.ends_with("\n\nevent: unread\ndata: {\"count\":7}\n\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("id: 1-2\nevent: notification\ndata: {\"id\":\"1-2\""), "{text}");
+        assert!(text.ends_with("\n\nevent: unread\ndata: {\"count\":7}\n\n"), "{text}");
         assert_eq!(text.matches("\n\n").count(), 2);
     }
 
     #[test]
     fn bye_may_carry_a_retry() {
         let b = bye(ByeReason::Shutdown, Some(Duration::from_millis(1500)));
-        assert_eq!(
-            &b[..],
-            b"retry: 1500\nevent: bye\ndata: {\"reason\":\"shutdown\"}\n\n"
-        );
+        assert_eq!(&b[..], b"retry: 1500\nevent: bye\ndata: {\"reason\":\"shutdown\"}\n\n");
     }
 }

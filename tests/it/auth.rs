@@ -5,15 +5,10 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    self, Engine, Node, TestApp, notification, publisher_token, unique_user, user_token,
-};
+use crate::helpers::{self, Engine, Node, TestApp, notification, publisher_token, unique_user, user_token};
 
 fn claims(sub: &str, exp_offset: i64) -> Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     json!({"sub": sub, "exp": now + exp_offset})
 }
 
@@ -23,10 +18,7 @@ fn b64(bytes: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             let _ = write!(out, "{}", T[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -43,12 +35,7 @@ async fn expect_401(app: &TestApp, token: Option<&str>, why: &str) {
     assert_eq!(response.status(), 401, "{why}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized", "{why}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{why}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,11 +44,8 @@ async fn bad_tokens_get_401_with_a_json_error() {
     let alice = unique_user("alice");
     expect_401(&app, None, "missing").await;
     expect_401(&app, Some("garbage"), "garbage").await;
-    let none = format!(
-        "{}.{}.",
-        b64(br#"{"alg":"none","typ":"JWT"}"#),
-        b64(claims(&alice, 3600).to_string().as_bytes())
-    );
+    let none =
+        format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(claims(&alice, 3600).to_string().as_bytes()));
     expect_401(&app, Some(&none), "alg none").await;
     let wrong_key = encode(
         &Header::new(Algorithm::HS256),
@@ -93,19 +77,10 @@ async fn the_token_may_come_as_header_query_or_cookie() {
     let alice = unique_user("alice");
     let token = user_token(&alice);
     let http = reqwest::Client::new();
-    let by_query = http
-        .get(app.url("/v1/events"))
-        .query(&[("access_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let by_query = http.get(app.url("/v1/events")).query(&[("access_token", &token)]).send().await.unwrap();
     assert_eq!(by_query.status(), 200);
-    let by_cookie = http
-        .get(app.url("/v1/events"))
-        .header("Cookie", format!("herald_token={token}"))
-        .send()
-        .await
-        .unwrap();
+    let by_cookie =
+        http.get(app.url("/v1/events")).header("Cookie", format!("herald_token={token}")).send().await.unwrap();
     assert_eq!(by_cookie.status(), 200);
 }
 
@@ -127,14 +102,8 @@ async fn publishing_needs_a_publisher_token() {
 crate::on_both_engines!(bad_publish_bodies_are_refused_and_store_nothing);
 
 async fn bad_publish_bodies_are_refused_and_store_nothing(engine: Engine) {
-    let app = TestApp::spawn_with(
-        &engine,
-        &[
-            ("server.max_body_bytes", "4096"),
-            ("limits.max_payload_bytes", "1024"),
-        ],
-    )
-    .await;
+    let app =
+        TestApp::spawn_with(&engine, &[("server.max_body_bytes", "4096"), ("limits.max_payload_bytes", "1024")]).await;
     let alice = unique_user("alice");
     let http = reqwest::Client::new();
     let post = |body: String, content_type: &'static str| {
@@ -147,48 +116,16 @@ async fn bad_publish_bodies_are_refused_and_store_nothing(engine: Engine) {
     let valid = |n: Value| json!({"to": {"users": [alice]}, "notification": n}).to_string();
     let cases: Vec<(String, &str, u16)> = vec![
         ("{not json".into(), "application/json", 400),
-        (
-            json!({"to": {"users": [alice]}}).to_string(),
-            "application/json",
-            400,
-        ),
-        (
-            valid(json!({"type": "a", "title": "t", "extra": 1})),
-            "application/json",
-            400,
-        ),
-        (
-            valid(json!({"type": "a", "title": "t", "priority": "urgent"})),
-            "application/json",
-            400,
-        ),
-        (
-            valid(json!({"type": "Not A Type", "title": "t"})),
-            "application/json",
-            422,
-        ),
-        (
-            valid(json!({"type": "a", "title": ""})),
-            "application/json",
-            422,
-        ),
+        (json!({"to": {"users": [alice]}}).to_string(), "application/json", 400),
+        (valid(json!({"type": "a", "title": "t", "extra": 1})), "application/json", 400),
+        (valid(json!({"type": "a", "title": "t", "priority": "urgent"})), "application/json", 400),
+        (valid(json!({"type": "Not A Type", "title": "t"})), "application/json", 422),
+        (valid(json!({"type": "a", "title": ""})), "application/json", 422),
         // Over the body limit, then over the notification payload limit.
-        (
-            valid(json!({"type": "a", "title": "t", "data": "x".repeat(10_000)})),
-            "application/json",
-            413,
-        ),
-        (
-            valid(json!({"type": "a", "title": "t", "data": "x".repeat(2_000)})),
-            "application/json",
-            413,
-        ),
+        (valid(json!({"type": "a", "title": "t", "data": "x".repeat(10_000)})), "application/json", 413),
+        (valid(json!({"type": "a", "title": "t", "data": "x".repeat(2_000)})), "application/json", 413),
         (valid(notification("t")), "text/plain", 415),
-        (
-            json!({"to": {"users": []}, "notification": notification("t")}).to_string(),
-            "application/json",
-            422,
-        ),
+        (json!({"to": {"users": []}, "notification": notification("t")}).to_string(), "application/json", 422),
         (
             json!({"to": {"users": ["bad user"]}, "notification": notification("t")}).to_string(),
             "application/json",
@@ -197,19 +134,9 @@ async fn bad_publish_bodies_are_refused_and_store_nothing(engine: Engine) {
     ];
     for (body, content_type, status) in cases {
         let response = post(body.clone(), content_type).await.unwrap();
-        assert_eq!(
-            response.status(),
-            status,
-            "{}",
-            &body[..body.len().min(120)]
-        );
+        assert_eq!(response.status(), status, "{}", &body[..body.len().min(120)]);
         let error: Value = response.json().await.unwrap();
-        assert!(
-            error["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{error}"
-        );
+        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
     }
     // Nothing was stored: the first entry in history is the good one below.
     let good = app.publish(&[&alice], notification("good")).await;
@@ -226,20 +153,10 @@ async fn tokens_are_never_logged() {
     let alice = unique_user("alice");
     let token = user_token(&alice);
     let http = reqwest::Client::new();
-    let stream = http
-        .get(node.url("/v1/events"))
-        .query(&[("access_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let stream = http.get(node.url("/v1/events")).query(&[("access_token", &token)]).send().await.unwrap();
     assert_eq!(stream.status(), 200);
     drop(stream);
-    let bad = http
-        .get(node.url("/v1/events"))
-        .bearer_auth(format!("{token}x"))
-        .send()
-        .await
-        .unwrap();
+    let bad = http.get(node.url("/v1/events")).bearer_auth(format!("{token}x")).send().await.unwrap();
     assert_eq!(bad.status(), 401);
     let publisher = publisher_token();
     node.publish(&[&alice], notification("hi")).await;

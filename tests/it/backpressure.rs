@@ -16,14 +16,7 @@ use crate::helpers::{Engine, Node, TestApp, read_raw_events, unique_user, user_t
 crate::on_both_engines!(a_slow_consumer_is_ended_and_resumes_without_loss);
 
 async fn a_slow_consumer_is_ended_and_resumes_without_loss(engine: Engine) {
-    let app = TestApp::spawn_with(
-        &engine,
-        &[
-            ("stream.queue_capacity", "8"),
-            ("server.write_timeout", "1s"),
-        ],
-    )
-    .await;
+    let app = TestApp::spawn_with(&engine, &[("stream.queue_capacity", "8"), ("server.write_timeout", "1s")]).await;
     let alice = unique_user("alice");
     let mut fast = app.stream(&alice, None).await;
 
@@ -41,10 +34,7 @@ async fn a_slow_consumer_is_ended_and_resumes_without_loss(engine: Engine) {
     let mut raw = Vec::new();
     let mut chunk = [0u8; 1024];
     while !String::from_utf8_lossy(&raw).contains("event: unread") {
-        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut chunk)).await.unwrap().unwrap();
         assert!(n > 0, "slow stream closed early");
         raw.extend_from_slice(&chunk[..n]);
     }
@@ -59,50 +49,28 @@ async fn a_slow_consumer_is_ended_and_resumes_without_loss(engine: Engine) {
     let mut fast_received = Vec::new();
     let mut ended = false;
     for i in 0..5000 {
-        let r = app
-            .publish(
-                &[&alice],
-                json!({"type": "test.big", "title": format!("n{i}"), "data": big}),
-            )
-            .await;
+        let r = app.publish(&[&alice], json!({"type": "test.big", "title": format!("n{i}"), "data": big})).await;
         published.push(r[0]["id"].as_str().unwrap().to_owned());
         // The fast tab keeps up all along.
-        fast_received.push(
-            fast.next_of("notification", Duration::from_secs(5))
-                .await
-                .id
-                .unwrap(),
-        );
+        fast_received.push(fast.next_of("notification", Duration::from_secs(5)).await.id.unwrap());
         if i % 25 == 24 && app.streams_open().await == Some(1) {
             ended = true;
             break;
         }
     }
     assert!(ended, "the slow consumer was never ended");
-    assert_eq!(
-        fast_received, published,
-        "the fast tab got everything, in order, while the slow one stalled"
-    );
+    assert_eq!(fast_received, published, "the fast tab got everything, in order, while the slow one stalled");
 
     // The slow tab now reads what reached it, until the connection ends.
-    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut raw))
-        .await
-        .expect("the connection ends");
+    let _ =
+        tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut raw)).await.expect("the connection ends");
     let events = read_raw_events(&raw);
     if let Some(bye) = events.iter().find(|e| e.event == "bye") {
         assert_eq!(bye.json(), json!({"reason": "slow_consumer"}));
     }
-    let got: Vec<String> = events
-        .iter()
-        .filter(|e| e.event == "notification")
-        .filter_map(|e| e.id.clone())
-        .collect();
+    let got: Vec<String> = events.iter().filter(|e| e.event == "notification").filter_map(|e| e.id.clone()).collect();
     assert!(got.len() < published.len());
-    assert_eq!(
-        got,
-        published[..got.len()],
-        "what the slow tab got is an in-order prefix"
-    );
+    assert_eq!(got, published[..got.len()], "what the slow tab got is an in-order prefix");
 
     // It resumes from its last id and gets the rest, exactly.
     let cursor = got.last().cloned().unwrap_or_else(|| "0-0".into());

@@ -20,29 +20,18 @@ struct Backend {
 
 async fn backend(engine: &helpers::Engine, extra: &[(&str, &str)]) -> Backend {
     let settings = helpers::settings(engine, extra);
-    let limits = HubLimits {
-        max_streams: 100,
-        max_per_user: 10,
-    };
+    let limits = HubLimits { max_streams: 100, max_per_user: 10 };
     match engine {
         helpers::Engine::Memory => {
             let hub = Arc::new(Hub::new(limits, None));
             let engine = MemoryEngine::new(hub.clone(), Retention::from_settings(&settings));
-            Backend {
-                engine: AnyEngine::Memory(engine),
-                hub,
-            }
+            Backend { engine: AnyEngine::Memory(engine), hub }
         }
         helpers::Engine::Redis(_) => {
             let (tx, rx) = mpsc::unbounded_channel();
             let hub = Arc::new(Hub::new(limits, Some(tx)));
-            let engine = RedisEngine::connect(&settings, hub.clone(), rx)
-                .await
-                .expect("redis engine connects");
-            Backend {
-                engine: AnyEngine::Redis(engine),
-                hub,
-            }
+            let engine = RedisEngine::connect(&settings, hub.clone(), rx).await.expect("redis engine connects");
+            Backend { engine: AnyEngine::Redis(engine), hub }
         }
     }
 }
@@ -53,31 +42,19 @@ fn user(name: &str) -> UserId {
 
 fn stored(title: &str) -> String {
     let n: NewNotification = serde_json::from_value(helpers::notification(title)).unwrap();
-    n.validate(&NotificationLimits {
-        max_payload_bytes: 8192,
-        max_title_chars: 200,
-        max_body_chars: 2000,
-    })
-    .unwrap()
+    n.validate(&NotificationLimits { max_payload_bytes: 8192, max_title_chars: 200, max_body_chars: 2000 }).unwrap()
 }
 
 impl Backend {
     async fn publish(&self, user: &UserId, title: &str) -> EntryId {
-        self.engine
-            .publish(user, &stored(title), None)
-            .await
-            .unwrap()
-            .id
+        self.engine.publish(user, &stored(title), None).await.unwrap().stored().unwrap().id
     }
 
     /// A registered stream whose subscription is confirmed.
     async fn listen(&self, user: &UserId) -> Registration {
         let conn = Arc::new(Connection::new(user.clone(), u64::MAX, 64));
         let (registration, mut ready) = self.hub.register(conn).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await.unwrap().unwrap();
         registration
     }
 }
@@ -109,31 +86,17 @@ async fn publishes_in_order_and_reads_back_after_a_cursor(engine: helpers::Engin
     for i in 0..5 {
         ids.push(b.publish(&alice, &format!("n{i}")).await);
     }
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "ids must increase: {ids:?}"
-    );
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must increase: {ids:?}");
 
-    let all = b
-        .engine
-        .read_after(&alice, EntryId::ZERO, 100)
-        .await
-        .unwrap();
+    let all = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
     assert!(!all.reset);
     assert_eq!(all.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     assert_eq!(all.entries[0].body, stored("n0"));
     assert!(all.entries.iter().all(|e| !e.read && !e.clicked));
 
     let after = b.engine.read_after(&alice, ids[1], 100).await.unwrap();
-    assert_eq!(
-        after.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
-        ids[2..]
-    );
-    let none = b
-        .engine
-        .read_after(&user("nobody"), EntryId::ZERO, 100)
-        .await
-        .unwrap();
+    assert_eq!(after.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
+    let none = b.engine.read_after(&user("nobody"), EntryId::ZERO, 100).await.unwrap();
     assert!(none.entries.is_empty() && !none.reset);
 }
 
@@ -173,37 +136,15 @@ async fn idempotency_key_stores_once_and_returns_the_first_result(engine: helper
     let b = backend(&engine, &[]).await;
     let alice = user("alice");
     let key = IdempotencyKey::parse("order-991-shipped").unwrap();
-    let first = b
-        .engine
-        .publish(&alice, &stored("shipped"), Some(&key))
-        .await
-        .unwrap();
-    let again = b
-        .engine
-        .publish(&alice, &stored("shipped"), Some(&key))
-        .await
-        .unwrap();
+    let first = b.engine.publish(&alice, &stored("shipped"), Some(&key)).await.unwrap().stored().unwrap();
+    let again = b.engine.publish(&alice, &stored("shipped"), Some(&key)).await.unwrap().stored().unwrap();
     assert!(!first.duplicate);
     assert!(again.duplicate);
     assert_eq!(again.id, first.id);
-    assert_eq!(
-        b.engine
-            .read_after(&alice, EntryId::ZERO, 100)
-            .await
-            .unwrap()
-            .entries
-            .len(),
-        1
-    );
+    assert_eq!(b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap().entries.len(), 1);
     // The key is per user: another user's publish with it is new.
     let bob = user("bob");
-    assert!(
-        !b.engine
-            .publish(&bob, &stored("shipped"), Some(&key))
-            .await
-            .unwrap()
-            .duplicate
-    );
+    assert!(!b.engine.publish(&bob, &stored("shipped"), Some(&key)).await.unwrap().stored().unwrap().duplicate);
 }
 
 async fn trimming_by_count_keeps_the_newest_and_resets_old_cursors(engine: helpers::Engine) {
@@ -213,28 +154,12 @@ async fn trimming_by_count_keeps_the_newest_and_resets_old_cursors(engine: helpe
     for i in 0..5 {
         ids.push(b.publish(&alice, &format!("n{i}")).await);
     }
-    let from_start = b
-        .engine
-        .read_after(&alice, EntryId::ZERO, 100)
-        .await
-        .unwrap();
-    assert!(
-        from_start.reset,
-        "a cursor before trimmed entries must reset"
-    );
-    assert_eq!(
-        from_start.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
-        ids[2..]
-    );
+    let from_start = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
+    assert!(from_start.reset, "a cursor before trimmed entries must reset");
+    assert_eq!(from_start.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
     let from_kept = b.engine.read_after(&alice, ids[2], 100).await.unwrap();
-    assert!(
-        !from_kept.reset,
-        "a cursor at a kept entry resumes normally"
-    );
-    assert_eq!(
-        from_kept.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
-        ids[3..]
-    );
+    assert!(!from_kept.reset, "a cursor at a kept entry resumes normally");
+    assert_eq!(from_kept.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..]);
     let start = b.engine.stream_start(&alice).await.unwrap();
     assert_eq!((start.last_id, start.unread), (ids[4], 3));
 }
@@ -244,25 +169,13 @@ async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {
     let alice = user("alice");
     let old = b.publish(&alice, "old").await;
     // Each publish trims; keep publishing until the old entry has aged out.
-    let newest = wait_for(
-        "the old entry to age out",
-        Duration::from_secs(5),
-        async || {
-            let id = b.publish(&alice, "new").await;
-            let page = b
-                .engine
-                .read_after(&alice, EntryId::ZERO, 100)
-                .await
-                .unwrap();
-            (!page.entries.iter().any(|e| e.id == old)).then_some(id)
-        },
-    )
+    let newest = wait_for("the old entry to age out", Duration::from_secs(5), async || {
+        let id = b.publish(&alice, "new").await;
+        let page = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
+        (!page.entries.iter().any(|e| e.id == old)).then_some(id)
+    })
     .await;
-    let page = b
-        .engine
-        .read_after(&alice, EntryId::ZERO, 100)
-        .await
-        .unwrap();
+    let page = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
     assert!(page.reset);
     assert_eq!(page.entries.last().map(|e| e.id), Some(newest));
     let start = b.engine.stream_start(&alice).await.unwrap();
@@ -276,45 +189,23 @@ async fn live_entries_reach_every_stream_of_the_user_only(engine: helpers::Engin
     let tab2 = b.listen(&alice).await;
     let bobs = b.listen(&bob).await;
 
-    let published = b
-        .engine
-        .publish(&alice, &stored("hello"), None)
-        .await
-        .unwrap();
+    let published = b.engine.publish(&alice, &stored("hello"), None).await.unwrap().stored().unwrap();
     assert!(published.online);
     for tab in [&tab1, &tab2] {
-        let frame = next_frame(tab, Duration::from_secs(5))
-            .await
-            .expect("a live frame");
+        let frame = next_frame(tab, Duration::from_secs(5)).await.expect("a live frame");
         assert_eq!(frame.id, Some(published.id));
         let text = std::str::from_utf8(&frame.bytes).unwrap();
         assert!(text.contains("\"title\":\"hello\""), "{text}");
-        assert!(
-            text.contains("event: unread\ndata: {\"count\":1}"),
-            "{text}"
-        );
+        assert!(text.contains("event: unread\ndata: {\"count\":1}"), "{text}");
     }
-    assert!(
-        next_frame(&bobs, Duration::from_millis(300))
-            .await
-            .is_none(),
-        "bob must get nothing"
-    );
+    assert!(next_frame(&bobs, Duration::from_millis(300)).await.is_none(), "bob must get nothing");
 
     drop((tab1, tab2));
-    let offline = b
-        .engine
-        .publish(&alice, &stored("later"), None)
-        .await
-        .unwrap();
+    let offline = b.engine.publish(&alice, &stored("later"), None).await.unwrap().stored().unwrap();
     // Redis counts subscribers; the unsubscribe is asynchronous.
     if offline.online {
         let again = wait_for("alice to be offline", Duration::from_secs(5), async || {
-            let p = b
-                .engine
-                .publish(&alice, &stored("later"), None)
-                .await
-                .unwrap();
+            let p = b.engine.publish(&alice, &stored("later"), None).await.unwrap().stored().unwrap();
             (!p.online).then_some(p)
         })
         .await;
@@ -330,75 +221,32 @@ async fn fcall_validates_and_stores_nothing_invalid() {
     let b = backend(&engine, &[("limits.max_payload_bytes", "512")]).await;
     let alice = user("alice");
     let key = format!("herald:{{u:{alice}}}");
-    let mut conn = server
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let fcall = |json: String| {
-        ::redis::cmd("FCALL")
-            .arg("herald_publish")
-            .arg(1)
-            .arg(&key)
-            .arg(json)
-            .clone()
-    };
+    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let fcall = |json: String| ::redis::cmd("FCALL").arg("herald_publish").arg(1).arg(&key).arg(json).clone();
 
     for (bad, expect) in [
         ("not json".to_owned(), "HERALD_INVALID"),
         ("[1,2]".to_owned(), "HERALD_INVALID"),
-        (
-            r#"{"type":"a","title":"t","titel":"x"}"#.to_owned(),
-            "unknown field",
-        ),
-        (
-            r#"{"type":"Bad","title":"t"}"#.to_owned(),
-            "notification.type",
-        ),
-        (
-            r#"{"type":"a","title":""}"#.to_owned(),
-            "notification.title",
-        ),
-        (
-            r#"{"type":"a","title":"t","priority":"urgent"}"#.to_owned(),
-            "notification.priority",
-        ),
-        (
-            format!(r#"{{"type":"a","title":"t","body":"{}"}}"#, "x".repeat(600)),
-            "HERALD_TOO_LARGE",
-        ),
+        (r#"{"type":"a","title":"t","titel":"x"}"#.to_owned(), "unknown field"),
+        (r#"{"type":"Bad","title":"t"}"#.to_owned(), "notification.type"),
+        (r#"{"type":"a","title":""}"#.to_owned(), "notification.title"),
+        (r#"{"type":"a","title":"t","priority":"urgent"}"#.to_owned(), "notification.priority"),
+        (format!(r#"{{"type":"a","title":"t","body":"{}"}}"#, "x".repeat(600)), "HERALD_TOO_LARGE"),
     ] {
-        let err = fcall(bad.clone())
-            .query_async::<String>(&mut conn)
-            .await
-            .unwrap_err();
+        let err = fcall(bad.clone()).query_async::<String>(&mut conn).await.unwrap_err();
         assert!(err.to_string().contains(expect), "{bad}: {err}");
     }
-    assert!(
-        b.engine
-            .read_after(&alice, EntryId::ZERO, 10)
-            .await
-            .unwrap()
-            .entries
-            .is_empty()
-    );
+    assert!(b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap().entries.is_empty());
 
     // A good one, pretty-printed across lines, is stored on one line.
     let id: String = fcall("{\n  \"type\": \"order.shipped\",\n  \"title\": \"Shipped\"\n}".into())
         .query_async(&mut conn)
         .await
         .unwrap();
-    let page = b
-        .engine
-        .read_after(&alice, EntryId::ZERO, 10)
-        .await
-        .unwrap();
+    let page = b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap();
     assert_eq!(page.entries.len(), 1);
     assert_eq!(page.entries[0].id.to_string(), id);
     assert!(!page.entries[0].body.contains('\n'));
     let v: serde_json::Value = serde_json::from_str(&page.entries[0].body).unwrap();
-    assert_eq!(
-        (v["type"].as_str(), v["priority"].as_str()),
-        (Some("order.shipped"), Some("normal"))
-    );
+    assert_eq!((v["type"].as_str(), v["priority"].as_str()), (Some("order.shipped"), Some("normal")));
 }

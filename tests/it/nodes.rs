@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    Engine, Follower, HeraldProcess, Node, RedisServer, TestApp, notification, publisher_token,
-    unique_user,
+    Engine, Follower, HeraldProcess, Node, RedisServer, TestApp, notification, publisher_token, unique_user,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,10 +24,7 @@ async fn a_tab_on_one_node_gets_what_another_node_published() {
     assert_eq!(results[0]["online"], true);
     let id = results[0]["id"].as_str().unwrap();
     for stream in [&mut on_a, &mut on_b] {
-        assert_eq!(
-            stream.next_of("notification", WAIT).await.id.as_deref(),
-            Some(id)
-        );
+        assert_eq!(stream.next_of("notification", WAIT).await.id.as_deref(), Some(id));
     }
 }
 
@@ -63,32 +59,19 @@ async fn a_killed_node_loses_nothing_clients_resume_on_another() {
     let b = TestApp::spawn(&engine).await;
     let alice = unique_user("alice");
     let follower = Follower::start(&alice, vec![a.url(""), b.url("")]);
-    crate::helpers::wait_for("the stream on node A", WAIT, async || {
-        (a.streams_open().await == Some(1)).then_some(())
-    })
-    .await;
+    crate::helpers::wait_for("the stream on node A", WAIT, async || (a.streams_open().await == Some(1)).then_some(()))
+        .await;
 
-    let publisher = tokio::spawn(publish_many(
-        b.url(""),
-        alice.clone(),
-        300,
-        Duration::from_millis(3),
-    ));
+    let publisher = tokio::spawn(publish_many(b.url(""), alice.clone(), 300, Duration::from_millis(3)));
     follower.wait_for_count(60, WAIT).await;
     a.kill(); // SIGKILL mid-stream
     let published = publisher.await.unwrap();
     let received = follower.wait_for_count(published.len(), WAIT).await;
     assert!(
-        follower
-            .reconnects
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1,
+        follower.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 1,
         "the client must have moved to node B"
     );
-    assert_eq!(
-        received, published,
-        "every notification exactly once, in order, across the kill"
-    );
+    assert_eq!(received, published, "every notification exactly once, in order, across the kill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,10 +81,7 @@ async fn nodes_recover_from_a_redis_restart_without_loss() {
     let node = TestApp::spawn(&engine).await;
     let alice = unique_user("alice");
     let follower = Follower::start(&alice, vec![node.url("")]);
-    crate::helpers::wait_for("the stream", WAIT, async || {
-        (node.streams_open().await == Some(1)).then_some(())
-    })
-    .await;
+    crate::helpers::wait_for("the stream", WAIT, async || (node.streams_open().await == Some(1)).then_some(())).await;
 
     let mut accepted = publish_many(node.url(""), alice.clone(), 20, Duration::ZERO).await;
     follower.wait_for_count(20, WAIT).await;
@@ -121,11 +101,7 @@ async fn nodes_recover_from_a_redis_restart_without_loss() {
     // Straight away, a backend publishes with FCALL: the node's pub/sub
     // connection is not back yet, so only history can bring these to the
     // open stream (the node resyncs it after resubscribing).
-    let mut conn = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
     let key = format!("herald:{{u:{alice}}}");
     for i in 0..5 {
         let id: String = redis::cmd("FCALL")
@@ -143,10 +119,7 @@ async fn nodes_recover_from_a_redis_restart_without_loss() {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while accepted.len() < 40 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publishing did not recover after the Redis restart"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "publishing did not recover after the Redis restart");
         let r = http
             .post(node.url("/v1/publish"))
             .bearer_auth(publisher_token())
@@ -163,14 +136,9 @@ async fn nodes_recover_from_a_redis_restart_without_loss() {
         }
     }
     let received = follower.wait_for_count(40, Duration::from_secs(20)).await;
+    assert_eq!(received, accepted, "everything accepted arrives once, in order");
     assert_eq!(
-        received, accepted,
-        "everything accepted arrives once, in order"
-    );
-    assert_eq!(
-        follower
-            .reconnects
-            .load(std::sync::atomic::Ordering::Relaxed),
+        follower.reconnects.load(std::sync::atomic::Ordering::Relaxed),
         0,
         "the stream itself survives a Redis restart"
     );
@@ -178,12 +146,7 @@ async fn nodes_recover_from_a_redis_restart_without_loss() {
 
     // And Redis kept it all (AOF): a fresh stream replays all 40.
     let mut replay = node.stream(&alice, Some("0-0")).await;
-    let replayed: Vec<String> = replay
-        .notifications(40, WAIT)
-        .await
-        .into_iter()
-        .map(|e| e.id.unwrap())
-        .collect();
+    let replayed: Vec<String> = replay.notifications(40, WAIT).await.into_iter().map(|e| e.id.unwrap()).collect();
     assert_eq!(replayed, accepted);
 }
 
@@ -197,10 +160,7 @@ async fn sigterm_says_bye_to_every_stream_and_exits() {
     node.terminate();
     let bye = stream.next_of("bye", WAIT).await;
     assert_eq!(bye.json(), json!({"reason": "shutdown"}));
-    assert!(
-        bye.retry.is_some_and(|ms| ms > 0),
-        "a jittered retry comes with it"
-    );
+    assert!(bye.retry.is_some_and(|ms| ms > 0), "a jittered retry comes with it");
     let status = node.wait_exit(WAIT).await;
     assert!(status.success(), "exit status {status}");
 }

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{
-    self, Engine, Node, SseStream, TestApp, notification, unique_user, user_token,
-};
+use crate::helpers::{self, Engine, Node, SseStream, TestApp, notification, unique_user, user_token};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -36,18 +34,11 @@ async fn every_tab_of_the_user_gets_it_and_nobody_else(engine: Engine) {
         let n = tab.next_of("notification", WAIT).await;
         assert_eq!(n.id.as_deref(), Some(id.as_str()));
         let data = n.json();
-        assert_eq!(
-            (data["id"].as_str(), data["title"].as_str()),
-            (Some(id.as_str()), Some("hello"))
-        );
+        assert_eq!((data["id"].as_str(), data["title"].as_str()), (Some(id.as_str()), Some("hello")));
         assert_eq!(data["read"], false);
-        assert_eq!(
-            tab.next_of("unread", WAIT).await.json(),
-            json!({"count": 1})
-        );
+        assert_eq!(tab.next_of("unread", WAIT).await.json(), json!({"count": 1}));
     }
-    bobs.assert_no_notification(Duration::from_millis(300))
-        .await;
+    bobs.assert_no_notification(Duration::from_millis(300)).await;
 }
 
 async fn a_stream_opens_with_retry_and_the_unread_count(engine: Engine) {
@@ -68,21 +59,15 @@ async fn a_stream_opens_with_retry_and_the_unread_count(engine: Engine) {
     assert_eq!(headers["content-type"], "text/event-stream");
     assert_eq!(headers["cache-control"], "no-cache");
     assert_eq!(headers["x-accel-buffering"], "no");
-    let mut stream = SseStream::open(
-        reqwest::Client::new()
-            .get(app.url("/v1/events"))
-            .bearer_auth(user_token(&alice)),
-    )
-    .await
-    .unwrap();
+    let mut stream = SseStream::open(reqwest::Client::new().get(app.url("/v1/events")).bearer_auth(user_token(&alice)))
+        .await
+        .unwrap();
     let first = stream.next(WAIT).await.unwrap();
     assert_eq!(first.retry, Some(3000));
     let unread = stream.next_of("unread", WAIT).await;
     assert_eq!(unread.json(), json!({"count": 2}));
     // Without a cursor, history is not replayed.
-    stream
-        .assert_no_notification(Duration::from_millis(300))
-        .await;
+    stream.assert_no_notification(Duration::from_millis(300)).await;
 }
 
 async fn resume_delivers_exactly_what_was_missed_in_order(engine: Engine) {
@@ -96,23 +81,14 @@ async fn resume_delivers_exactly_what_was_missed_in_order(engine: Engine) {
 
     let mut missed = Vec::new();
     for i in 0..100 {
-        let r = app
-            .publish(&[&alice], notification(&format!("missed {i}")))
-            .await;
+        let r = app.publish(&[&alice], notification(&format!("missed {i}"))).await;
         missed.push(r[0]["id"].as_str().unwrap().to_owned());
     }
 
     let mut resumed = app.stream(&alice, Some(&cursor)).await;
-    let got: Vec<String> = resumed
-        .notifications(100, WAIT)
-        .await
-        .into_iter()
-        .map(|e| e.id.unwrap())
-        .collect();
+    let got: Vec<String> = resumed.notifications(100, WAIT).await.into_iter().map(|e| e.id.unwrap()).collect();
     assert_eq!(got, missed);
-    resumed
-        .assert_no_notification(Duration::from_millis(300))
-        .await;
+    resumed.assert_no_notification(Duration::from_millis(300)).await;
 }
 
 /// Publishes continuously while clients reconnect with their cursor, round
@@ -156,12 +132,7 @@ async fn the_seam_between_replay_and_live_has_no_gap_and_no_duplicate(engine: En
         let mut stream = app.stream(&alice, Some(&cursor)).await;
         // Take a few events, then drop the connection mid-flow.
         for _ in 0..(3 + rounds % 5) {
-            match tokio::time::timeout(
-                Duration::from_millis(500),
-                stream.next_of("notification", WAIT),
-            )
-            .await
-            {
+            match tokio::time::timeout(Duration::from_millis(500), stream.next_of("notification", WAIT)).await {
                 Ok(n) => {
                     let id = n.id.unwrap();
                     received.push(id.clone());
@@ -183,14 +154,8 @@ async fn the_seam_between_replay_and_live_has_no_gap_and_no_duplicate(engine: En
     while received.len() < published.len() {
         received.push(stream.next_of("notification", WAIT).await.id.unwrap());
     }
-    assert!(
-        rounds >= 20,
-        "the publisher finished too fast to test the seam ({rounds} rounds)"
-    );
-    assert_eq!(
-        received, published,
-        "every entry exactly once, in order, over {rounds} reconnects"
-    );
+    assert!(rounds >= 20, "the publisher finished too fast to test the seam ({rounds} rounds)");
+    assert_eq!(received, published, "every entry exactly once, in order, over {rounds} reconnects");
 }
 
 async fn a_cursor_older_than_history_gets_reset_then_what_is_kept(engine: Engine) {
@@ -198,22 +163,12 @@ async fn a_cursor_older_than_history_gets_reset_then_what_is_kept(engine: Engine
     let alice = unique_user("alice");
     let mut ids = Vec::new();
     for i in 0..8 {
-        ids.push(
-            app.publish(&[&alice], notification(&format!("n{i}"))).await[0]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(app.publish(&[&alice], notification(&format!("n{i}"))).await[0]["id"].as_str().unwrap().to_owned());
     }
     let mut stream = app.stream(&alice, Some(&ids[0])).await;
     let reset = stream.next_of("reset", WAIT).await;
     assert_eq!(reset.json(), json!({"reason": "history_trimmed"}));
-    let kept: Vec<String> = stream
-        .notifications(5, WAIT)
-        .await
-        .into_iter()
-        .map(|e| e.id.unwrap())
-        .collect();
+    let kept: Vec<String> = stream.notifications(5, WAIT).await.into_iter().map(|e| e.id.unwrap()).collect();
     assert_eq!(kept, ids[3..]);
 
     // A cursor at a kept entry resumes without reset.
@@ -222,10 +177,7 @@ async fn a_cursor_older_than_history_gets_reset_then_what_is_kept(engine: Engine
     assert_eq!(first.retry, Some(3000));
     assert_eq!(stream.next(WAIT).await.unwrap().event, "unread");
     let next = stream.next(WAIT).await.unwrap();
-    assert_eq!(
-        (next.event.as_str(), next.id.as_deref()),
-        ("notification", Some(ids[5].as_str()))
-    );
+    assert_eq!((next.event.as_str(), next.id.as_deref()), ("notification", Some(ids[5].as_str())));
 }
 
 async fn a_malformed_cursor_is_refused(engine: Engine) {
@@ -255,28 +207,14 @@ async fn a_malformed_cursor_is_refused(engine: Engine) {
 async fn a_stream_ends_when_its_token_expires(engine: Engine) {
     let app = TestApp::spawn(&engine).await;
     let alice = unique_user("alice");
-    let token =
-        herald::auth::mint_token(helpers::SECRET, &alice, Duration::from_secs(2), false).unwrap();
-    let mut stream = SseStream::open(
-        reqwest::Client::new()
-            .get(app.url("/v1/events"))
-            .bearer_auth(token),
-    )
-    .await
-    .unwrap();
+    let token = herald::auth::mint_token(helpers::SECRET, &alice, Duration::from_secs(2), false).unwrap();
+    let mut stream =
+        SseStream::open(reqwest::Client::new().get(app.url("/v1/events")).bearer_auth(token)).await.unwrap();
     let expiring = stream.next_of("token_expiring", WAIT).await;
-    assert!(
-        expiring.json()["expires_at"]
-            .as_str()
-            .unwrap()
-            .ends_with('Z')
-    );
+    assert!(expiring.json()["expires_at"].as_str().unwrap().ends_with('Z'));
     let bye = stream.next_of("bye", WAIT).await;
     assert_eq!(bye.json(), json!({"reason": "token_expired"}));
-    assert!(
-        stream.next(WAIT).await.is_none(),
-        "the stream must end after bye"
-    );
+    assert!(stream.next(WAIT).await.is_none(), "the stream must end after bye");
 }
 
 async fn shutdown_says_bye_with_a_retry(engine: Engine) {
@@ -290,8 +228,5 @@ async fn shutdown_says_bye_with_a_retry(engine: Engine) {
     assert_eq!(bye.json(), json!({"reason": "shutdown"}));
     assert!(bye.retry.is_some(), "shutdown bye carries a jittered retry");
     assert!(stream.next(WAIT).await.is_none());
-    tokio::time::timeout(WAIT, stopping)
-        .await
-        .expect("shutdown completes")
-        .unwrap();
+    tokio::time::timeout(WAIT, stopping).await.expect("shutdown completes").unwrap();
 }

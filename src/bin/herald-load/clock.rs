@@ -20,10 +20,7 @@ static CLOCK: OnceLock<Clock> = OnceLock::new();
 pub fn now_us() -> u64 {
     let clock = CLOCK.get_or_init(|| Clock {
         base: Instant::now(),
-        base_unix_us: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0),
+        base_unix_us: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0),
     });
     clock.base_unix_us + clock.base.elapsed().as_micros() as u64
 }

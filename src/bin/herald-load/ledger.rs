@@ -225,10 +225,7 @@ impl Ledger {
         }
         if late > 0 {
             self.failed += late;
-            *self
-                .stream_failures
-                .entry("not open in time".into())
-                .or_default() += late;
+            *self.stream_failures.entry("not open in time".into()).or_default() += late;
         }
     }
 
@@ -268,8 +265,7 @@ impl Ledger {
         let latency = micros(r.received_us.saturating_sub(r.sent_us));
         let l = &mut self.latencies;
         l.from_send.push(latency);
-        l.from_schedule
-            .push(micros(r.received_us.saturating_sub(r.due_us)));
+        l.from_schedule.push(micros(r.received_us.saturating_sub(r.due_us)));
         let second = (r.received_us.saturating_sub(self.tracking_start_us) / 1_000_000) as usize;
         if second < MAX_TIMELINE {
             if second >= l.timeline.len() {
@@ -287,11 +283,7 @@ impl Ledger {
         self.streams
             .iter()
             .filter(|s| s.tracked && s.state == StreamState::Open)
-            .map(|s| {
-                self.users[s.user as usize]
-                    .acked
-                    .count_missing_from(&s.received)
-            })
+            .map(|s| self.users[s.user as usize].acked.count_missing_from(&s.received))
             .sum()
     }
 
@@ -374,13 +366,7 @@ mod tests {
 
     /// Due at 1 s, sent 10 µs late, received `latency_us` after sending.
     fn receipt(user: u32, seq: u32, latency_us: u64) -> Receipt {
-        Receipt {
-            user,
-            seq,
-            due_us: 1_000_000,
-            sent_us: 1_000_010,
-            received_us: 1_000_010 + latency_us,
-        }
+        Receipt { user, seq, due_us: 1_000_000, sent_us: 1_000_010, received_us: 1_000_010 + latency_us }
     }
 
     #[test]
@@ -411,29 +397,11 @@ mod tests {
         l.received(2, receipt(1, 3, 10));
         l.received(2, receipt(0, 9, 10));
         let t = l.tally();
-        assert_eq!(
-            (
-                t.delivered,
-                t.lost,
-                t.duplicated,
-                t.out_of_order,
-                t.misrouted
-            ),
-            (3, 0, 1, 1, 1)
-        );
+        assert_eq!((t.delivered, t.lost, t.duplicated, t.out_of_order, t.misrouted), (3, 0, 1, 1, 1));
         let latencies = l.take_latencies();
         assert_eq!(latencies.from_send, [10, 10, 10]);
         assert_eq!(latencies.from_schedule, [20, 20, 20]);
-        assert_eq!(
-            latencies.timeline,
-            [
-                Second::default(),
-                Second {
-                    receipts: 3,
-                    max_us: 10
-                }
-            ]
-        );
+        assert_eq!(latencies.timeline, [Second::default(), Second { receipts: 3, max_us: 10 }]);
     }
 
     #[test]
@@ -453,19 +421,13 @@ mod tests {
         l.acked(1, 1);
         assert_eq!(l.outstanding(), 0, "a closed stream is not waited for");
         let t = l.tally();
-        assert_eq!(
-            (t.lost, t.lost_on_closed_streams, t.streams_closed_early),
-            (1, 1, 1)
-        );
+        assert_eq!((t.lost, t.lost_on_closed_streams, t.streams_closed_early), (1, 1, 1));
     }
 
     #[test]
     fn percentiles_use_nearest_rank() {
         let p = Percentiles::of((1..=1000).collect());
-        assert_eq!(
-            (p.p50, p.p90, p.p99, p.p999, p.max),
-            (500, 900, 990, 999, 1000)
-        );
+        assert_eq!((p.p50, p.p90, p.p99, p.p999, p.max), (500, 900, 990, 999, 1000));
         assert_eq!(Percentiles::of(vec![]).count, 0);
     }
 }

@@ -25,17 +25,11 @@ pub struct Sample {
 
 impl Process {
     pub fn pid(name: &'static str, pid: u32) -> Self {
-        Self {
-            name,
-            dir: format!("/proc/{pid}"),
-        }
+        Self { name, dir: format!("/proc/{pid}") }
     }
 
     pub fn current() -> Self {
-        Self {
-            name: "herald-load",
-            dir: "/proc/self".into(),
-        }
+        Self { name: "herald-load", dir: "/proc/self".into() }
     }
 
     pub fn sample(&self) -> anyhow::Result<Sample> {
@@ -44,10 +38,8 @@ impl Process {
         let stat = std::fs::read_to_string(format!("{}/stat", self.dir))
             .with_context(|| format!("{}: cannot read {}/stat", self.name, self.dir))?;
         Ok(Sample {
-            rss_kib: rss_kib(&status)
-                .with_context(|| format!("{}: no VmRSS in {}/status", self.name, self.dir))?,
-            cpu_ticks: cpu_ticks(&stat)
-                .with_context(|| format!("{}: unreadable {}/stat", self.name, self.dir))?,
+            rss_kib: rss_kib(&status).with_context(|| format!("{}: no VmRSS in {}/status", self.name, self.dir))?,
+            cpu_ticks: cpu_ticks(&stat).with_context(|| format!("{}: unreadable {}/stat", self.name, self.dir))?,
             at: Instant::now(),
         })
     }
@@ -66,13 +58,7 @@ impl Sample {
 }
 
 fn rss_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }
 
 /// Fields 14 and 15 (utime, stime), counted after the `)` that ends the

@@ -88,10 +88,7 @@ pub async fn run(plan: &PublishPlan, sink: Sink, ledger: &Arc<Mutex<Ledger>>) ->
         let (tx, rx) = mpsc::channel(LANE_QUEUE);
         senders.push(tx);
         let users_here = (plan.users as usize).div_ceil(lanes);
-        let lane = Lane {
-            shared: shared.clone(),
-            next_seq: vec![1; users_here],
-        };
+        let lane = Lane { shared: shared.clone(), next_seq: vec![1; users_here] };
         match &sink {
             Sink::Http { addr, token } => {
                 tasks.spawn(lane.http(rx, *addr, token.clone()));
@@ -119,20 +116,14 @@ pub async fn run(plan: &PublishPlan, sink: Sink, ledger: &Arc<Mutex<Ledger>>) ->
             tokio::time::sleep_until(due).await;
         }
         let user = rng.random_range(0..plan.users);
-        let job = Job {
-            user,
-            due_us: start_us + offset.as_micros() as u64,
-        };
+        let job = Job { user, due_us: start_us + offset.as_micros() as u64 };
         match timeout_at(stop, senders[user as usize % lanes].send(job)).await {
             Ok(Ok(())) => scheduled += 1,
             Ok(Err(_)) | Err(_) => break,
         }
     }
     drop(senders);
-    let drained = timeout(plan.drain_timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = timeout(plan.drain_timeout, async { while tasks.join_next().await.is_some() {} }).await;
     let lanes_abandoned = if drained.is_err() {
         let left = tasks.len();
         tasks.abort_all();
@@ -140,12 +131,7 @@ pub async fn run(plan: &PublishPlan, sink: Sink, ledger: &Arc<Mutex<Ledger>>) ->
     } else {
         0
     };
-    PublishReport {
-        target,
-        scheduled,
-        elapsed: start.elapsed(),
-        lanes_abandoned,
-    }
+    PublishReport { target, scheduled, elapsed: start.elapsed(), lanes_abandoned }
 }
 
 struct LaneShared {
@@ -218,21 +204,13 @@ impl Lane {
         }
     }
 
-    async fn redis(
-        mut self,
-        mut jobs: mpsc::Receiver<Job>,
-        mut conn: redis::aio::MultiplexedConnection,
-    ) {
+    async fn redis(mut self, mut jobs: mpsc::Receiver<Job>, mut conn: redis::aio::MultiplexedConnection) {
         while let Some(job) = jobs.recv().await {
             let (user, seq) = (job.user, self.take_seq(job.user));
             let key = format!("herald:{{u:{}{user}}}", self.shared.user_prefix);
             let mut cmd = redis::cmd("FCALL");
-            cmd.arg("herald_publish")
-                .arg(1)
-                .arg(key)
-                .arg(self.notification(&job, seq));
-            let result = match timeout(PUBLISH_TIMEOUT, cmd.query_async::<String>(&mut conn)).await
-            {
+            cmd.arg("herald_publish").arg(1).arg(key).arg(self.notification(&job, seq));
+            let result = match timeout(PUBLISH_TIMEOUT, cmd.query_async::<String>(&mut conn)).await {
                 Ok(Ok(_id)) => Ok(()),
                 Ok(Err(e)) => Err(format!("redis: {}", e.code().unwrap_or("io error"))),
                 Err(_) => Err("timed out".to_owned()),
@@ -255,14 +233,8 @@ impl HttpConn {
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| format!("connect: {}", e.kind()))?;
-        socket
-            .set_nodelay(true)
-            .map_err(|e| format!("nodelay: {}", e.kind()))?;
-        Ok(Self {
-            socket,
-            raw: Vec::with_capacity(4096),
-            scratch: Vec::new(),
-        })
+        socket.set_nodelay(true).map_err(|e| format!("nodelay: {}", e.kind()))?;
+        Ok(Self { socket, raw: Vec::with_capacity(4096), scratch: Vec::new() })
     }
 
     /// Posts to `/v1/publish`; returns the status once the whole response
@@ -272,10 +244,7 @@ impl HttpConn {
             "POST /v1/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        self.socket
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("write: {}", e.kind()))?;
+        self.socket.write_all(request.as_bytes()).await.map_err(|e| format!("write: {}", e.kind()))?;
         self.raw.clear();
         let head = loop {
             if let Some(head) = parse_head(&self.raw).map_err(|e| format!("protocol: {e}"))? {
@@ -288,9 +257,7 @@ impl HttpConn {
             let mut chunks = Chunked::default();
             loop {
                 self.scratch.clear();
-                chunks
-                    .decode(&mut self.raw, &mut self.scratch)
-                    .map_err(|e| format!("protocol: {e}"))?;
+                chunks.decode(&mut self.raw, &mut self.scratch).map_err(|e| format!("protocol: {e}"))?;
                 if chunks.is_done() {
                     break;
                 }

@@ -63,11 +63,7 @@ pub struct Summary {
     pub redis: Option<ProcessFigures>,
     pub load: ProcessFigures,
     /// Stream failures, early stream ends, publish failures: reason → count.
-    pub failures: (
-        BTreeMap<String, u64>,
-        BTreeMap<String, u64>,
-        BTreeMap<String, u64>,
-    ),
+    pub failures: (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>),
 }
 
 fn ms(us: u32) -> f64 {
@@ -92,8 +88,7 @@ impl Summary {
     pub fn rss_per_stream_bytes(&self) -> Option<f64> {
         let server = self.server?;
         let grown = server.rss_open_kib? as f64 - server.rss_idle_kib? as f64;
-        (self.measures.streams_opened > 0)
-            .then(|| grown * 1024.0 / self.measures.streams_opened as f64)
+        (self.measures.streams_opened > 0).then(|| grown * 1024.0 / self.measures.streams_opened as f64)
     }
 
     /// The `--fail-on-loss` verdict: everything sent arrived once, in order,
@@ -113,23 +108,14 @@ impl Summary {
 
     fn achieved_rate(&self) -> f64 {
         let seconds = self.measures.publish_elapsed.as_secs_f64();
-        if seconds > 0.0 {
-            self.measures.publish_acked as f64 / seconds
-        } else {
-            0.0
-        }
+        if seconds > 0.0 { self.measures.publish_acked as f64 / seconds } else { 0.0 }
     }
 
     pub fn print(&self) {
         let m = &self.measures;
         let t = &m.tally;
         let l = &m.latency;
-        println!(
-            "run {:?}: via {} to {}",
-            self.label,
-            self.via.as_str(),
-            self.target
-        );
+        println!("run {:?}: via {} to {}", self.label, self.via.as_str(), self.target);
         println!(
             "streams:   {} opened, {} failed of {} ({} users × {}), ramp {:.2} s at {}/s; {} ended early",
             m.streams_opened,
@@ -185,11 +171,7 @@ impl Summary {
         );
         println!(
             "timeline:  worst latency per second of publishing (ms): {}",
-            m.timeline
-                .iter()
-                .map(|s| format!("{:.1}", ms(s.max_us)))
-                .collect::<Vec<_>>()
-                .join(" ")
+            m.timeline.iter().map(|s| format!("{:.1}", ms(s.max_us))).collect::<Vec<_>>().join(" ")
         );
         if let Some(s) = self.server {
             println!(
@@ -197,8 +179,7 @@ impl Summary {
                 mib(s.rss_idle_kib),
                 mib(s.rss_open_kib),
                 mib(s.rss_end_kib),
-                self.rss_per_stream_bytes()
-                    .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0)),
+                self.rss_per_stream_bytes().map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0)),
                 pct(s.cpu_ramp_pct),
                 pct(s.cpu_publish_pct)
             );
@@ -216,11 +197,9 @@ impl Summary {
             pct(self.load.cpu_publish_pct)
         );
         let (failed, closed, publish) = &self.failures;
-        for (what, reasons) in [
-            ("streams failed", failed),
-            ("streams ended early", closed),
-            ("publishes failed", publish),
-        ] {
+        for (what, reasons) in
+            [("streams failed", failed), ("streams ended early", closed), ("publishes failed", publish)]
+        {
             if !reasons.is_empty() {
                 println!("{what}: {reasons:?}");
             }
@@ -354,8 +333,7 @@ const SUMMARY_ROWS: &[(&str, &str)] = &[
 pub fn summarize(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for file in files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
         for line in text.lines().filter(|l| l.starts_with('{')) {
             let Ok(run) = serde_json::from_str::<Value>(line) else {
                 continue;
@@ -364,10 +342,7 @@ pub fn summarize(files: &[PathBuf]) -> anyhow::Result<()> {
                 continue;
             }
             let label = run["label"].as_str().unwrap_or("run");
-            groups
-                .entry(group_of(label).to_owned())
-                .or_default()
-                .push(run);
+            groups.entry(group_of(label).to_owned()).or_default().push(run);
         }
     }
     anyhow::ensure!(!groups.is_empty(), "no herald-load summary lines found");
@@ -382,11 +357,7 @@ pub fn summarize(files: &[PathBuf]) -> anyhow::Result<()> {
             if known.is_empty() {
                 continue;
             }
-            let per_run = values
-                .iter()
-                .map(|v| v.map_or("-".into(), format_number))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let per_run = values.iter().map(|v| v.map_or("-".into(), format_number)).collect::<Vec<_>>().join(", ");
             println!("| {title} | {} | {per_run} |", format_number(median(known)));
         }
         println!();
@@ -409,11 +380,7 @@ fn lookup(run: &Value, path: &str) -> Option<f64> {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
+    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
 }
 
 fn format_number(v: f64) -> String {

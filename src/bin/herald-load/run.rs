@@ -34,10 +34,7 @@ const MAX_PER_USER: usize = 32;
 /// Runs the load; returns whether the run passed (`--fail-on-loss`).
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     ensure!(args.streams > 0, "--streams: must be at least 1");
-    ensure!(
-        (1..=MAX_PER_USER).contains(&args.streams_per_user),
-        "--streams-per-user: must be 1 to {MAX_PER_USER}"
-    );
+    ensure!((1..=MAX_PER_USER).contains(&args.streams_per_user), "--streams-per-user: must be 1 to {MAX_PER_USER}");
     ensure!(args.rate > 0, "--rate: must be at least 1");
     ensure!(args.ramp_rate > 0, "--ramp-rate: must be at least 1");
     ensure!(!args.duration.is_zero(), "--duration: must be above zero");
@@ -88,12 +85,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         }
         None => Sink::Http {
             addr,
-            token: herald::auth::mint_token(
-                &args.secret,
-                "herald-load-publisher",
-                args.token_ttl,
-                true,
-            )?,
+            token: herald::auth::mint_token(&args.secret, "herald-load-publisher", args.token_ttl, true)?,
         },
     };
 
@@ -102,10 +94,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let this = Process::current();
     let run_id: u32 = rand::random();
     let spu = args.streams_per_user;
-    let ledger = Arc::new(Mutex::new(Ledger::new(
-        users as usize,
-        (0..args.streams).map(|i| (i / spu) as u32),
-    )));
+    let ledger = Arc::new(Mutex::new(Ledger::new(users as usize, (0..args.streams).map(|i| (i / spu) as u32))));
     let plan = Arc::new(StreamPlan {
         addr,
         secret: args.secret.clone(),
@@ -120,15 +109,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let server_idle = sample(&server)?;
     let ramp_started = Instant::now();
     let mut stream_tasks = JoinSet::new();
-    streams::ramp(
-        &mut stream_tasks,
-        &plan,
-        &ledger,
-        args.streams,
-        args.ramp_rate,
-        |i| (i / spu) as u32,
-    )
-    .await;
+    streams::ramp(&mut stream_tasks, &plan, &ledger, args.streams, args.ramp_rate, |i| (i / spu) as u32).await;
     let open_by = (Instant::now() + args.open_timeout).min(deadline);
     while lock(&ledger).open_counts().2 > 0 && Instant::now() < open_by {
         sleep(Duration::from_millis(20)).await;
@@ -136,10 +117,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let ramp_elapsed = ramp_started.elapsed();
     let server_ramped = sample(&server)?;
     let (opened, failed, _) = lock(&ledger).open_counts();
-    eprintln!(
-        "herald-load: {opened} streams open, {failed} failed, in {:.2} s",
-        ramp_elapsed.as_secs_f64()
-    );
+    eprintln!("herald-load: {opened} streams open, {failed} failed, in {:.2} s", ramp_elapsed.as_secs_f64());
     if opened == 0 {
         bail!("no stream opened: {:?}", lock(&ledger).stream_failures);
     }
@@ -185,11 +163,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     // Phase 5: report.
     let (tally, latencies, failures) = {
         let mut l = lock(&ledger);
-        let failures = (
-            l.stream_failures.clone(),
-            l.stream_closes.clone(),
-            l.publish_failures.clone(),
-        );
+        let failures = (l.stream_failures.clone(), l.stream_closes.clone(), l.publish_failures.clone());
         (l.tally(), l.take_latencies(), failures)
     };
     let (acked, publish_failed) = {
@@ -274,11 +248,7 @@ fn check_open_files(needed: u64) -> anyhow::Result<()> {
         return Ok(());
     }
     if hard >= needed {
-        bail!(
-            "this run needs about {needed} open files but the soft limit is {soft}: run `ulimit -n {hard}` first"
-        );
+        bail!("this run needs about {needed} open files but the soft limit is {soft}: run `ulimit -n {hard}` first");
     }
-    bail!(
-        "this run needs about {needed} open files but the hard limit is {hard}: open fewer streams"
-    );
+    bail!("this run needs about {needed} open files but the hard limit is {hard}: open fewer streams");
 }

@@ -92,12 +92,7 @@ fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
 }
 
 /// Opens the stream and reads it; returns why it ended.
-async fn read_stream(
-    plan: &StreamPlan,
-    ledger: &Mutex<Ledger>,
-    stream: usize,
-    user: u32,
-) -> String {
+async fn read_stream(plan: &StreamPlan, ledger: &Mutex<Ledger>, stream: usize, user: u32) -> String {
     let open_by = Instant::now() + plan.open_timeout;
     let (mut socket, mut raw, chunked) = match timeout_at(open_by, open(plan, user)).await {
         Ok(Ok(opened)) => opened,
@@ -118,9 +113,7 @@ async fn read_stream(
             _ => {}
         };
         let parsed = match chunks.as_mut() {
-            Some(chunks) => chunks
-                .decode(&mut raw, &mut body)
-                .and_then(|()| parser.feed(&mut body, &mut on_event)),
+            Some(chunks) => chunks.decode(&mut raw, &mut body).and_then(|()| parser.feed(&mut body, &mut on_event)),
             None => parser.feed(&mut raw, &mut on_event),
         };
         if let Err(e) = parsed {
@@ -153,16 +146,9 @@ async fn open(plan: &StreamPlan, user: u32) -> Result<(TcpStream, Vec<u8>, bool)
         "GET /v1/events?access_token={token} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: herald-load\r\n\r\n",
         plan.addr
     );
-    let mut socket = TcpStream::connect(plan.addr)
-        .await
-        .map_err(|e| format!("connect: {}", e.kind()))?;
-    socket
-        .set_nodelay(true)
-        .map_err(|e| format!("nodelay: {}", e.kind()))?;
-    socket
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("write: {}", e.kind()))?;
+    let mut socket = TcpStream::connect(plan.addr).await.map_err(|e| format!("connect: {}", e.kind()))?;
+    socket.set_nodelay(true).map_err(|e| format!("nodelay: {}", e.kind()))?;
+    socket.write_all(request.as_bytes()).await.map_err(|e| format!("write: {}", e.kind()))?;
     let mut raw = Vec::with_capacity(1024);
     loop {
         if let Some(head) = parse_head(&raw).map_err(|e| format!("protocol: {e}"))? {
@@ -185,22 +171,11 @@ async fn open(plan: &StreamPlan, user: u32) -> Result<(TcpStream, Vec<u8>, bool)
 
 /// Matches a received notification against the ledger.
 fn record(ledger: &Mutex<Ledger>, stream: usize, run_id: u32, data: &[u8], received_us: u64) {
-    let load = serde_json::from_slice::<Notification>(data)
-        .ok()
-        .and_then(|n| n.data)
-        .filter(|d| d.run == run_id);
+    let load = serde_json::from_slice::<Notification>(data).ok().and_then(|n| n.data).filter(|d| d.run == run_id);
     let mut ledger = lock(ledger);
     match load {
-        Some(d) => ledger.received(
-            stream,
-            Receipt {
-                user: d.u,
-                seq: d.seq,
-                due_us: d.due_us,
-                sent_us: d.sent_us,
-                received_us,
-            },
-        ),
+        Some(d) => ledger
+            .received(stream, Receipt { user: d.u, seq: d.seq, due_us: d.due_us, sent_us: d.sent_us, received_us }),
         None => ledger.foreign(),
     }
 }

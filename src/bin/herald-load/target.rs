@@ -10,10 +10,8 @@ use redis::ConnectionAddr;
 /// Resolves `host:port` and refuses it unless every address it names is a
 /// loopback address.
 pub fn loopback(target: &str) -> anyhow::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = target
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve `{target}` (expected host:port)"))?
-        .collect();
+    let addrs: Vec<SocketAddr> =
+        target.to_socket_addrs().with_context(|| format!("cannot resolve `{target}` (expected host:port)"))?.collect();
     if let Some(other) = addrs.iter().find(|a| !a.ip().is_loopback()) {
         bail!(
             "refusing `{target}`: it resolves to {other}, which is not a loopback address; \
@@ -31,15 +29,10 @@ pub fn loopback(target: &str) -> anyhow::Result<SocketAddr> {
 
 /// Parses a Redis URL and refuses it unless it points at this machine.
 pub fn loopback_redis(url: &str) -> anyhow::Result<redis::Client> {
-    let client =
-        redis::Client::open(url).with_context(|| format!("cannot parse the Redis URL `{url}`"))?;
+    let client = redis::Client::open(url).with_context(|| format!("cannot parse the Redis URL `{url}`"))?;
     match client.get_connection_info().addr() {
         ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-            let host = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]")
-            } else {
-                host.clone()
-            };
+            let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.clone() };
             loopback(&format!("{host}:{port}"))?;
         }
         ConnectionAddr::Unix(_) => {} // a local socket by definition
@@ -54,10 +47,7 @@ mod tests {
 
     #[test]
     fn only_loopback_addresses_pass() {
-        assert_eq!(
-            loopback("127.0.0.1:8080").unwrap(),
-            "127.0.0.1:8080".parse().unwrap()
-        );
+        assert_eq!(loopback("127.0.0.1:8080").unwrap(), "127.0.0.1:8080".parse().unwrap());
         assert!(loopback("127.3.2.1:1").is_ok());
         assert!(loopback("[::1]:80").is_ok());
         assert!(loopback("localhost:80").is_ok());

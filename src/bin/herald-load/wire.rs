@@ -68,19 +68,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, WireError> {
         if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.to_ascii_lowercase().contains("chunked");
         } else if name.eq_ignore_ascii_case("content-length") {
-            content_length = Some(
-                value
-                    .parse()
-                    .map_err(|_| wire_error(format!("bad content-length: {value}")))?,
-            );
+            content_length = Some(value.parse().map_err(|_| wire_error(format!("bad content-length: {value}")))?);
         }
     }
-    Ok(Some(Head {
-        status,
-        chunked,
-        content_length,
-        len: end + 4,
-    }))
+    Ok(Some(Head { status, chunked, content_length, len: end + 4 }))
 }
 
 /// Decodes `Transfer-Encoding: chunked`, moving payload bytes from the raw
@@ -124,14 +115,10 @@ impl Chunked {
                         .ok()
                         .map(str::trim)
                         .ok_or_else(|| wire_error("chunk size is not text"))?;
-                    let size = usize::from_str_radix(hex, 16)
-                        .map_err(|_| wire_error(format!("bad chunk size `{hex}`")))?;
+                    let size =
+                        usize::from_str_radix(hex, 16).map_err(|_| wire_error(format!("bad chunk size `{hex}`")))?;
                     pos += nl + 2;
-                    self.state = if size == 0 {
-                        ChunkState::Done
-                    } else {
-                        ChunkState::Data(size)
-                    };
+                    self.state = if size == 0 { ChunkState::Done } else { ChunkState::Data(size) };
                 }
                 ChunkState::Data(left) => {
                     let take = left.min(raw.len() - pos);
@@ -140,11 +127,7 @@ impl Chunked {
                     }
                     body.extend_from_slice(&raw[pos..pos + take]);
                     pos += take;
-                    self.state = if take == left {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(left - take)
-                    };
+                    self.state = if take == left { ChunkState::DataEnd } else { ChunkState::Data(left - take) };
                 }
                 ChunkState::DataEnd => {
                     if raw.len() - pos < 2 {
@@ -180,11 +163,7 @@ pub struct SseParser {
 impl SseParser {
     /// Consumes every complete line of `body`, calling `on_event(name, data)`
     /// for each complete event (name `message` when none was given).
-    pub fn feed(
-        &mut self,
-        body: &mut Vec<u8>,
-        mut on_event: impl FnMut(&[u8], &[u8]),
-    ) -> Result<(), WireError> {
+    pub fn feed(&mut self, body: &mut Vec<u8>, mut on_event: impl FnMut(&[u8], &[u8])) -> Result<(), WireError> {
         let mut pos = 0;
         while let Some(nl) = body[pos..].iter().position(|b| *b == b'\n') {
             let mut line = &body[pos..pos + nl];
@@ -194,11 +173,7 @@ impl SseParser {
             }
             if line.is_empty() {
                 if self.has_data {
-                    let name: &[u8] = if self.event.is_empty() {
-                        b"message"
-                    } else {
-                        &self.event
-                    };
+                    let name: &[u8] = if self.event.is_empty() { b"message" } else { &self.event };
                     on_event(name, &self.data);
                 }
                 self.event.clear();
@@ -255,9 +230,7 @@ mod tests {
         assert_eq!(head.status, 200);
         assert!(head.chunked);
         assert_eq!(&raw[head.len..], b"rest");
-        let head = parse_head(b"HTTP/1.1 202 Accepted\r\ncontent-length: 12\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head = parse_head(b"HTTP/1.1 202 Accepted\r\ncontent-length: 12\r\n\r\n").unwrap().unwrap();
         assert_eq!((head.status, head.content_length), (202, Some(12)));
         assert!(parse_head(b"SSH-2.0\r\n\r\n").is_err());
     }
@@ -284,10 +257,7 @@ mod tests {
         let mut body = text.to_vec();
         parser
             .feed(&mut body, |name, data| {
-                seen.push((
-                    String::from_utf8_lossy(name).into_owned(),
-                    String::from_utf8_lossy(data).into_owned(),
-                ))
+                seen.push((String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(data).into_owned()))
             })
             .unwrap();
         assert_eq!(

@@ -11,7 +11,8 @@ Keys: every key of one user shares the hash tag {u:<user>}, so all of them
 live in one cluster slot and each call is atomic. KEYS[1] is the user's base
 name, which is also their pub/sub channel:
 
-  herald:{u:<user>}            channel   live entries: "n <id> <unread> <json>"
+  herald:{u:<user>}            channel   live events, "<kind> <id or -> <unread> <json>":
+                                         n = notification, r = read, d = deleted
   herald:{u:<user>}:inbox      stream    the notifications; field `n` = JSON
   herald:{u:<user>}:read       set       ids of read entries still in the inbox
   herald:{u:<user>}:clicked    set       ids of clicked entries still in the inbox
@@ -19,6 +20,9 @@ name, which is also their pub/sub channel:
                                          cursor before it gets `reset`
   herald:{u:<user>}:idem:<k>   string    "<id> <subscribers>" of the first publish
                                          with idempotency key <k>; expires
+  herald:{u:<user>}:prefs      string    the preferences document (JSON)
+  herald:{u:<user>}:in_app     hash      category -> 1/0 (`*` = default): whether
+                                         notifications are kept, from the prefs
 
 The unread count is XLEN(inbox) - SCARD(read): both sets only ever hold ids
 that are still in the inbox (trimming removes them), so the count is exact
@@ -115,7 +119,7 @@ local function validate(json)
   elseif not PRIORITIES[n.priority] then
     return nil, invalid('notification.priority: must be low, normal or high')
   end
-  return json
+  return json, nil, n
 end
 
 local function split_id(id)
@@ -166,12 +170,22 @@ local function unread_count(base)
   return redis.call('XLEN', base .. ':inbox') - redis.call('SCARD', base .. ':read')
 end
 
--- Returns {id, subscribers, duplicate (0/1)} or an error reply.
+-- in_app for a notification type: its category's flag, else the default.
+local function in_app(base, type)
+  local flags = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*')
+  local flag = flags[1] or flags[2]
+  return flag ~= '0'
+end
+
+-- Returns {id, subscribers, duplicate (0/1), dropped (0/1)} or an error reply.
 local function publish(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
-  local json, err = validate(args[1] or '')
+  local json, err, n = validate(args[1] or '')
   if not json then return err end
+  if not in_app(base, n.type) then
+    return {'', 0, 0, 1}
+  end
   local idem
   if args[2] and args[2] ~= '' then
     if #args[2] > 200 or string.find(args[2], '[^\33-\126]') then
@@ -181,7 +195,7 @@ local function publish(keys, args)
     local first = redis.call('GET', idem)
     if first then
       local id, subscribers = string.match(first, '^(%S+) (%d+)$')
-      return {id, tonumber(subscribers), 1}
+      return {id, tonumber(subscribers), 1, 0}
     end
   end
   local inbox = base .. ':inbox'
@@ -193,14 +207,18 @@ local function publish(keys, args)
   if idem then
     redis.call('SET', idem, id .. ' ' .. subscribers, 'PX', IDEM_TTL_MS)
   end
-  return {id, subscribers, 0}
+  return {id, subscribers, 0, 0}
 end
 
 -- FCALL herald_publish 1 herald:{u:<user>} '<notification json>' [<idempotency key>]
--- The backends' entry point: returns the entry id.
+-- The backends' entry point: returns the entry id, or nil when the user's
+-- preferences drop notifications of this category (in_app: false).
 redis.register_function('herald_publish', function(keys, args)
   local result = publish(keys, args)
-  if type(result) == 'table' and result[1] then return result[1] end
+  if type(result) == 'table' and result[1] then
+    if result[4] == 1 then return false end
+    return result[1]
+  end
   return result
 end)
 
@@ -208,7 +226,7 @@ end)
 redis.register_function('herald_publish_detail', publish)
 
 -- FCALL_RO herald_read_page 1 <base> <after id> <count>
--- Returns {reset (0/1), {{id, json, read (0/1), clicked (0/1)}, ...}}.
+-- Returns {reset (0/1), {{id, json, read (0/1), clicked (0/1)}, ...}, unread}.
 redis.register_function{function_name = 'herald_read_page', flags = {'no-writes'}, callback = function(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
@@ -227,8 +245,142 @@ redis.register_function{function_name = 'herald_read_page', flags = {'no-writes'
     local id = e[1]
     page[#page + 1] = {id, e[2][2], redis.call('SISMEMBER', base .. ':read', id), redis.call('SISMEMBER', base .. ':clicked', id)}
   end
-  return {reset, page}
+  return {reset, page, unread_count(base)}
 end}
+
+local function not_found(id)
+  return redis.error_reply('HERALD_NOT_FOUND ' .. id)
+end
+
+local function exists(inbox, id)
+  return #redis.call('XRANGE', inbox, id, id) == 1
+end
+
+-- Tells every stream of the user (on every node) what changed.
+local function sync(base, kind, unread, payload)
+  redis.call('PUBLISH', base, kind .. ' - ' .. unread .. ' ' .. payload)
+end
+
+local function ids_json(ids)
+  local quoted = {}
+  for i, id in ipairs(ids) do quoted[i] = '"' .. id .. '"' end
+  return '{"ids":[' .. table.concat(quoted, ',') .. ']}'
+end
+
+-- Checks every id first: an unknown one changes nothing.
+local function all_exist(inbox, ids)
+  for _, id in ipairs(ids) do
+    if not split_id(id) or not exists(inbox, id) then return id end
+  end
+  return nil
+end
+
+-- FCALL herald_mark_read 1 <base> <id>...: {unread}. Other tabs get `read`.
+redis.register_function('herald_mark_read', function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local inbox = base .. ':inbox'
+  local missing = all_exist(inbox, args)
+  if missing then return not_found(missing) end
+  local changed = {}
+  for _, id in ipairs(args) do
+    if redis.call('SADD', base .. ':read', id) == 1 then changed[#changed + 1] = id end
+  end
+  local unread = unread_count(base)
+  if #changed > 0 then sync(base, 'r', unread, ids_json(changed)) end
+  return {unread}
+end)
+
+-- FCALL herald_mark_all_read 1 <base>: {unread, up_to}.
+redis.register_function('herald_mark_all_read', function(keys)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local up_to = '0-0'
+  local ids = {}
+  for _, e in ipairs(redis.call('XRANGE', base .. ':inbox', '-', '+')) do
+    ids[#ids + 1] = e[1]
+    up_to = e[1]
+  end
+  for i = 1, #ids, 500 do
+    redis.call('SADD', base .. ':read', unpack(ids, i, math.min(i + 499, #ids)))
+  end
+  local unread = unread_count(base)
+  sync(base, 'r', unread, '{"all":true,"up_to":"' .. up_to .. '"}')
+  return {unread, up_to}
+end)
+
+-- FCALL herald_mark_clicked 1 <base> <id>: clicked implies read. {unread}.
+redis.register_function('herald_mark_clicked', function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local id = args[1] or ''
+  if all_exist(base .. ':inbox', {id}) then return not_found(id) end
+  redis.call('SADD', base .. ':clicked', id)
+  local newly_read = redis.call('SADD', base .. ':read', id) == 1
+  local unread = unread_count(base)
+  if newly_read then sync(base, 'r', unread, ids_json({id})) end
+  return {unread}
+end)
+
+-- FCALL herald_delete 1 <base> <id>: {unread}. Other tabs get `deleted`.
+redis.register_function('herald_delete', function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local id = args[1] or ''
+  if all_exist(base .. ':inbox', {id}) then return not_found(id) end
+  redis.call('XDEL', base .. ':inbox', id)
+  forget(base, id)
+  local unread = unread_count(base)
+  sync(base, 'd', unread, ids_json({id}))
+  return {unread}
+end)
+
+-- FCALL_RO herald_list 1 <base> <before id or +> <limit> <unread only 0/1>
+-- Newest first: {unread, next id or '', {{id, json, read, clicked}, ...}}.
+redis.register_function{function_name = 'herald_list', flags = {'no-writes'}, callback = function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local inbox, read, clicked = base .. ':inbox', base .. ':read', base .. ':clicked'
+  local before = args[1]
+  if before ~= '+' and not split_id(before) then return invalid('before must be an event id') end
+  local limit = tonumber(args[2]) or 20
+  local unread_only = args[3] == '1'
+  local items = {}
+  local cursor = before == '+' and '+' or '(' .. before
+  local more = false
+  -- Scans newest first in chunks; at most the whole inbox (history.max_len).
+  while true do
+    local chunk = redis.call('XREVRANGE', inbox, cursor, '-', 'COUNT', 100)
+    for _, e in ipairs(chunk) do
+      local is_read = redis.call('SISMEMBER', read, e[1])
+      if not unread_only or is_read == 0 then
+        if #items == limit then
+          more = true
+          break
+        end
+        items[#items + 1] = {e[1], e[2][2], is_read, redis.call('SISMEMBER', clicked, e[1])}
+      end
+    end
+    if more or #chunk < 100 then break end
+    cursor = '(' .. chunk[#chunk][1]
+  end
+  local next = ''
+  if more then next = items[#items][1] end
+  return {unread_count(base), next, items}
+end}
+
+-- FCALL herald_set_preferences 1 <base> <json> <category> <0/1> ...
+-- Stores the document and the in_app flags the publish path reads.
+redis.register_function('herald_set_preferences', function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  redis.call('SET', base .. ':prefs', args[1])
+  redis.call('DEL', base .. ':in_app')
+  if #args > 1 then
+    redis.call('HSET', base .. ':in_app', unpack(args, 2))
+  end
+  return 'OK'
+end)
 
 -- FCALL_RO herald_stream_start 1 <base>: {newest id ever given, unread count}.
 redis.register_function{function_name = 'herald_stream_start', flags = {'no-writes'}, callback = function(keys)

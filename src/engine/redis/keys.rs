@@ -17,6 +17,12 @@ pub fn user_base(user: &UserId) -> String {
     s
 }
 
+/// `herald:{u:<user>}:prefs`: the preferences document (read directly; the
+/// functions write it).
+pub fn preferences(user: &UserId) -> String {
+    format!("{}:prefs", user_base(user))
+}
+
 /// The user a channel name belongs to, without allocating.
 pub fn user_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix(USER_PREFIX)?.strip_suffix('}')

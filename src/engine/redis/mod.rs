@@ -19,10 +19,13 @@ use tokio::sync::mpsc;
 
 pub use self::keys::user_base;
 use self::pubsub::PubSubHealth;
-use super::{Engine, EngineError, HistoryPage, Published, Retention, StoredEntry, StreamStart};
+use super::{
+    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Retention,
+    StoredEntry, StreamStart,
+};
 use crate::{
     config::Settings,
-    domain::{EntryId, IdempotencyKey, UserId},
+    domain::{EntryId, IdempotencyKey, Preferences, UserId},
     hub::{Hub, SubscriptionCommand},
 };
 
@@ -55,11 +58,7 @@ pub fn library_source(settings: &Settings) -> (String, String) {
     let version = format!(
         "{}:{}",
         env!("CARGO_PKG_VERSION"),
-        numbers
-            .iter()
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
+        numbers.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",")
     );
     let mut source = LIBRARY_TEMPLATE.replace("{{VERSION}}", &version);
     for (name, value) in &numbers {
@@ -85,12 +84,9 @@ fn unavailable(e: redis::RedisError) -> EngineError {
 /// Maps a function's error reply to the engine's errors.
 fn from_redis(e: redis::RedisError) -> EngineError {
     match e.code() {
-        Some("HERALD_INVALID") => {
-            EngineError::Rejected(e.detail().unwrap_or("invalid notification").to_owned())
-        }
-        Some("HERALD_TOO_LARGE") => {
-            EngineError::TooLarge(e.detail().unwrap_or("notification too large").to_owned())
-        }
+        Some("HERALD_INVALID") => EngineError::Rejected(e.detail().unwrap_or("invalid notification").to_owned()),
+        Some("HERALD_TOO_LARGE") => EngineError::TooLarge(e.detail().unwrap_or("notification too large").to_owned()),
+        Some("HERALD_NOT_FOUND") => EngineError::NotFound(e.detail().unwrap_or("").to_owned()),
         _ => unavailable(e),
     }
 }
@@ -109,8 +105,7 @@ impl RedisEngine {
     ) -> anyhow::Result<Self> {
         use anyhow::Context;
         let url = &settings.engine.redis_url;
-        let client = Client::open(url.as_str())
-            .with_context(|| format!("engine.redis_url: cannot parse `{url}`"))?;
+        let client = Client::open(url.as_str()).with_context(|| format!("engine.redis_url: cannot parse `{url}`"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -141,13 +136,7 @@ impl RedisEngine {
                 }
             })
         });
-        pubsub::spawn(
-            client,
-            hub,
-            subscriptions,
-            engine.inner.pubsub.clone(),
-            on_reconnect,
-        );
+        pubsub::spawn(client, hub, subscriptions, engine.inner.pubsub.clone(), on_reconnect);
         Ok(engine)
     }
 
@@ -178,8 +167,7 @@ impl RedisEngine {
 }
 
 fn parse_id(raw: &str) -> Result<EntryId, EngineError> {
-    raw.parse()
-        .map_err(|_| EngineError::Unavailable(format!("Redis returned a malformed id `{raw}`")))
+    raw.parse().map_err(|_| EngineError::Unavailable(format!("Redis returned a malformed id `{raw}`")))
 }
 
 impl Engine for RedisEngine {
@@ -188,70 +176,118 @@ impl Engine for RedisEngine {
         user: &UserId,
         stored: &str,
         key: Option<&IdempotencyKey>,
-    ) -> Result<Published, EngineError> {
+    ) -> Result<PublishOutcome, EngineError> {
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg("herald_publish_detail")
-            .arg(1)
-            .arg(user_base(user))
-            .arg(stored);
+        cmd.arg("herald_publish_detail").arg(1).arg(user_base(user)).arg(stored);
         if let Some(key) = key {
             cmd.arg(key.as_str());
         }
-        let (id, subscribers, duplicate): (String, i64, i64) = self.call(&cmd).await?;
-        Ok(Published {
-            id: parse_id(&id)?,
-            online: subscribers > 0,
-            duplicate: duplicate == 1,
-        })
+        let (id, subscribers, duplicate, dropped): (String, i64, i64, i64) = self.call(&cmd).await?;
+        if dropped == 1 {
+            return Ok(PublishOutcome::Dropped);
+        }
+        Ok(PublishOutcome::Stored(Published { id: parse_id(&id)?, online: subscribers > 0, duplicate: duplicate == 1 }))
     }
 
-    async fn read_after(
-        &self,
-        user: &UserId,
-        after: EntryId,
-        limit: usize,
-    ) -> Result<HistoryPage, EngineError> {
+    async fn read_after(&self, user: &UserId, after: EntryId, limit: usize) -> Result<HistoryPage, EngineError> {
         let mut cmd = redis::cmd("FCALL_RO");
-        cmd.arg("herald_read_page")
-            .arg(1)
-            .arg(user_base(user))
-            .arg(after.to_string())
-            .arg(limit);
-        let (reset, rows): (i64, Vec<(String, String, i64, i64)>) = self.call(&cmd).await?;
-        let entries = rows
-            .into_iter()
-            .map(|(id, body, read, clicked)| {
-                Ok(StoredEntry {
-                    id: parse_id(&id)?,
-                    body,
-                    read: read == 1,
-                    clicked: clicked == 1,
-                })
-            })
-            .collect::<Result<_, EngineError>>()?;
-        Ok(HistoryPage {
-            reset: reset == 1,
-            entries,
-        })
+        cmd.arg("herald_read_page").arg(1).arg(user_base(user)).arg(after.to_string()).arg(limit);
+        let (reset, rows, unread): (i64, Vec<EntryRow>, i64) = self.call(&cmd).await?;
+        Ok(HistoryPage { reset: reset == 1, entries: entries(rows)?, unread: unread.max(0) as u64 })
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
         let mut cmd = redis::cmd("FCALL_RO");
         cmd.arg("herald_stream_start").arg(1).arg(user_base(user));
         let (last_id, unread): (String, i64) = self.call(&cmd).await?;
-        Ok(StreamStart {
-            last_id: parse_id(&last_id)?,
-            unread: unread.max(0) as u64,
-        })
+        Ok(StreamStart { last_id: parse_id(&last_id)?, unread: unread.max(0) as u64 })
     }
 
     async fn check_ready(&self) -> Result<(), EngineError> {
-        let version: String = self
-            .call(redis::cmd("FCALL_RO").arg("herald_version").arg(0))
-            .await?;
+        let version: String = self.call(redis::cmd("FCALL_RO").arg("herald_version").arg(0)).await?;
         if version != self.inner.version {
             tracing::warn!(loaded = %version, ours = %self.inner.version, "another node loaded a different function library");
         }
         self.inner.pubsub.check()
+    }
+
+    async fn list(&self, user: &UserId, query: ListQuery) -> Result<ListPage, EngineError> {
+        let mut cmd = redis::cmd("FCALL_RO");
+        cmd.arg("herald_list").arg(1).arg(user_base(user));
+        match query.before {
+            Some(before) => cmd.arg(before.to_string()),
+            None => cmd.arg("+"),
+        };
+        cmd.arg(query.limit).arg(if query.unread_only { "1" } else { "0" });
+        let (unread, next, rows): (i64, String, Vec<EntryRow>) = self.call(&cmd).await?;
+        let next = if next.is_empty() { None } else { Some(parse_id(&next)?) };
+        Ok(ListPage { items: entries(rows)?, unread: unread.max(0) as u64, next })
+    }
+
+    async fn mark_read(&self, user: &UserId, target: &ReadTarget) -> Result<u64, EngineError> {
+        let mut cmd = redis::cmd("FCALL");
+        match target {
+            ReadTarget::All => cmd.arg("herald_mark_all_read").arg(1).arg(user_base(user)),
+            ReadTarget::Ids(ids) => {
+                cmd.arg("herald_mark_read").arg(1).arg(user_base(user));
+                ids.iter().fold(&mut cmd, |cmd, id| cmd.arg(id.to_string()))
+            }
+        };
+        let reply: Vec<redis::Value> = self.call(&cmd).await?;
+        unread_of(&reply)
+    }
+
+    async fn mark_clicked(&self, user: &UserId, id: EntryId) -> Result<u64, EngineError> {
+        let reply: Vec<redis::Value> = self
+            .call(redis::cmd("FCALL").arg("herald_mark_clicked").arg(1).arg(user_base(user)).arg(id.to_string()))
+            .await?;
+        unread_of(&reply)
+    }
+
+    async fn delete(&self, user: &UserId, id: EntryId) -> Result<u64, EngineError> {
+        let reply: Vec<redis::Value> =
+            self.call(redis::cmd("FCALL").arg("herald_delete").arg(1).arg(user_base(user)).arg(id.to_string())).await?;
+        unread_of(&reply)
+    }
+
+    async fn preferences(&self, user: &UserId) -> Result<Preferences, EngineError> {
+        let mut conn = self.inner.commands.clone();
+        let raw: Option<String> =
+            redis::cmd("GET").arg(keys::preferences(user)).query_async(&mut conn).await.map_err(unavailable)?;
+        match raw {
+            None => Ok(Preferences::default()),
+            Some(raw) => Preferences::parse(raw.as_bytes())
+                .map_err(|e| EngineError::Unavailable(format!("stored preferences are invalid: {e}"))),
+        }
+    }
+
+    async fn set_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), EngineError> {
+        let json = serde_json::to_string(prefs).expect("preferences serialize");
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("herald_set_preferences").arg(1).arg(user_base(user)).arg(json);
+        for (category, in_app) in prefs.in_app_flags() {
+            cmd.arg(category).arg(if in_app { "1" } else { "0" });
+        }
+        let _: String = self.call(&cmd).await?;
+        Ok(())
+    }
+}
+
+/// A history entry as the functions return it: id, JSON, read, clicked.
+type EntryRow = (String, String, i64, i64);
+
+fn entries(rows: Vec<EntryRow>) -> Result<Vec<StoredEntry>, EngineError> {
+    rows.into_iter()
+        .map(|(id, body, read, clicked)| {
+            Ok(StoredEntry { id: parse_id(&id)?, body, read: read == 1, clicked: clicked == 1 })
+        })
+        .collect()
+}
+
+/// The unread count, first in every state-changing function's reply.
+fn unread_of(reply: &[redis::Value]) -> Result<u64, EngineError> {
+    match reply.first() {
+        Some(redis::Value::Int(n)) => Ok((*n).max(0) as u64),
+        other => Err(EngineError::Unavailable(format!("unexpected reply from Redis: {other:?}"))),
     }
 }

@@ -30,7 +30,7 @@ use crate::{
     domain::{EntryId, UserId},
     engine::EngineError,
     hub::{Hub, SubscriptionCommand},
-    stream::frame,
+    stream::frame::{self, SyncEvent},
 };
 
 /// Most channels per SUBSCRIBE / UNSUBSCRIBE call.
@@ -57,19 +57,15 @@ impl PubSubHealth {
     }
 
     fn mark_alive(&self) {
-        self.last_pong_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
+        self.last_pong_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Release);
         self.connected.store(true, Ordering::Release);
     }
 
     pub fn check(&self) -> Result<(), EngineError> {
         if !self.connected.load(Ordering::Acquire) {
-            return Err(EngineError::Unavailable(
-                "the pub/sub connection is down".into(),
-            ));
+            return Err(EngineError::Unavailable("the pub/sub connection is down".into()));
         }
-        let age =
-            self.started.elapsed().as_millis() as u64 - self.last_pong_ms.load(Ordering::Acquire);
+        let age = self.started.elapsed().as_millis() as u64 - self.last_pong_ms.load(Ordering::Acquire);
         if age > 3 * self.ping_interval.as_millis() as u64 {
             return Err(EngineError::Unavailable(format!(
                 "the pub/sub connection has not answered a PING for {age} ms"
@@ -90,15 +86,8 @@ pub fn spawn(
     health: Arc<PubSubHealth>,
     on_reconnect: OnReconnect,
 ) {
-    let task = PubSubTask {
-        client,
-        hub,
-        commands,
-        health,
-        on_reconnect,
-        wanted: Wanted::default(),
-        connected_before: false,
-    };
+    let task =
+        PubSubTask { client, hub, commands, health, on_reconnect, wanted: Wanted::default(), connected_before: false };
     tokio::spawn(task.run());
 }
 
@@ -153,8 +142,7 @@ enum Served {
     CommandsClosed,
 }
 
-type Inflight =
-    Pin<Box<dyn Future<Output = (RedisResult<()>, HashSet<UserId>, HashSet<UserId>)> + Send>>;
+type Inflight = Pin<Box<dyn Future<Output = (RedisResult<()>, HashSet<UserId>, HashSet<UserId>)> + Send>>;
 
 impl PubSubTask {
     async fn run(mut self) {
@@ -179,15 +167,7 @@ impl PubSubTask {
     }
 
     async fn connect_and_serve(&mut self) -> Served {
-        let Self {
-            client,
-            hub,
-            commands,
-            health,
-            on_reconnect,
-            wanted,
-            connected_before,
-        } = self;
+        let Self { client, hub, commands, health, on_reconnect, wanted, connected_before } = self;
         let (mut sink, mut messages) = match client.get_async_pubsub().await {
             Ok(pubsub) => pubsub.split(),
             Err(e) => return Served::Lost(format!("connect: {e}")),
@@ -199,10 +179,7 @@ impl PubSubTask {
         let mut subscribed: HashSet<UserId> = HashSet::new();
         let all: Vec<UserId> = wanted.users.iter().cloned().collect();
         for chunk in all.chunks(BATCH) {
-            if let Err(e) = sink
-                .subscribe(chunk.iter().map(user_base).collect::<Vec<_>>())
-                .await
-            {
+            if let Err(e) = sink.subscribe(chunk.iter().map(user_base).collect::<Vec<_>>()).await {
                 return Served::Lost(format!("resubscribe: {e}"));
             }
             subscribed.extend(chunk.iter().cloned());
@@ -210,19 +187,14 @@ impl PubSubTask {
         health.mark_alive();
         wanted.confirm(&subscribed);
         if std::mem::replace(connected_before, true) {
-            tracing::info!(
-                channels = subscribed.len(),
-                "pub/sub reconnected; resyncing streams from history"
-            );
+            tracing::info!(channels = subscribed.len(), "pub/sub reconnected; resyncing streams from history");
             on_reconnect().await;
             hub.resync_all();
         }
 
         let mut ping = tokio::time::interval(health.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pending_pong: Option<
-            Pin<Box<dyn Future<Output = RedisResult<redis::Value>> + Send>>,
-        > = None;
+        let mut pending_pong: Option<Pin<Box<dyn Future<Output = RedisResult<redis::Value>> + Send>>> = None;
         // One subscription change in flight at a time keeps them in order, while
         // messages keep flowing to the hub.
         let mut inflight: Option<Inflight> = None;
@@ -291,12 +263,10 @@ async fn change_subscriptions(
 ) -> (RedisResult<()>, HashSet<UserId>, HashSet<UserId>) {
     let result = async {
         if !unsubscribe.is_empty() {
-            sink.unsubscribe(unsubscribe.iter().map(user_base).collect::<Vec<_>>())
-                .await?;
+            sink.unsubscribe(unsubscribe.iter().map(user_base).collect::<Vec<_>>()).await?;
         }
         if !subscribe.is_empty() {
-            sink.subscribe(subscribe.iter().map(user_base).collect::<Vec<_>>())
-                .await?;
+            sink.subscribe(subscribe.iter().map(user_base).collect::<Vec<_>>()).await?;
         }
         Ok(())
     }
@@ -304,28 +274,39 @@ async fn change_subscriptions(
     (result, subscribe, unsubscribe)
 }
 
-/// A message is `n <id> <unread> <notification json>` (see `functions.lua`).
+/// A message is `<kind> <id or -> <unread> <json>` (see `functions.lua`):
+/// `n` a notification, `r` read, `d` deleted.
 fn deliver(hub: &Hub, message: &Msg) {
-    let Some(user) = user_of_channel(message.get_channel_name()) else {
-        return;
-    };
-    let payload = message.get_payload_bytes();
-    let Some((id, unread, stored)) = parse_live(payload) else {
-        tracing::warn!(
-            channel = message.get_channel_name(),
-            "ignored a malformed pub/sub message"
-        );
-        return;
-    };
-    hub.deliver(user, || frame::live_notification(id, stored, unread));
+    let Some(user) = user_of_channel(message.get_channel_name()) else { return };
+    match parse_live(message.get_payload_bytes()) {
+        Some(Live::Notification { id, unread, stored }) => {
+            hub.deliver(user, || frame::live_notification(id, stored, unread));
+        }
+        Some(Live::Sync { event, unread, payload }) => {
+            hub.deliver(user, || frame::sync_event(event, payload, unread));
+        }
+        None => tracing::warn!(channel = message.get_channel_name(), "ignored a malformed pub/sub message"),
+    }
 }
 
-fn parse_live(payload: &[u8]) -> Option<(EntryId, u64, &[u8])> {
-    let rest = payload.strip_prefix(b"n ")?;
-    let mut parts = rest.splitn(3, |b| *b == b' ');
-    let id = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+#[derive(Debug, PartialEq, Eq)]
+enum Live<'a> {
+    Notification { id: EntryId, unread: u64, stored: &'a [u8] },
+    Sync { event: SyncEvent, unread: u64, payload: &'a [u8] },
+}
+
+fn parse_live(payload: &[u8]) -> Option<Live<'_>> {
+    let mut parts = payload.splitn(4, |b| *b == b' ');
+    let kind = parts.next()?;
+    let id = parts.next()?;
     let unread = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    Some((id, unread, parts.next()?))
+    let json = parts.next()?;
+    match kind {
+        b"n" => Some(Live::Notification { id: std::str::from_utf8(id).ok()?.parse().ok()?, unread, stored: json }),
+        b"r" => Some(Live::Sync { event: SyncEvent::Read, unread, payload: json }),
+        b"d" => Some(Live::Sync { event: SyncEvent::Deleted, unread, payload: json }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -334,10 +315,13 @@ mod tests {
 
     #[test]
     fn parses_live_messages() {
-        let (id, unread, json) = parse_live(br#"n 5-1 3 {"type":"a b"}"#).unwrap();
         assert_eq!(
-            (id, unread, json),
-            (EntryId::new(5, 1), 3, &br#"{"type":"a b"}"#[..])
+            parse_live(br#"n 5-1 3 {"type":"a b"}"#),
+            Some(Live::Notification { id: EntryId::new(5, 1), unread: 3, stored: br#"{"type":"a b"}"# })
+        );
+        assert_eq!(
+            parse_live(br#"r - 0 {"all":true}"#),
+            Some(Live::Sync { event: SyncEvent::Read, unread: 0, payload: br#"{"all":true}"# })
         );
         assert!(parse_live(b"x 5-1 3 {}").is_none());
         assert!(parse_live(b"n bad 3 {}").is_none());

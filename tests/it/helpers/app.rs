@@ -49,10 +49,7 @@ pub fn base_overrides(engine: &Engine) -> Vec<(String, String)> {
 pub fn settings(engine: &Engine, extra: &[(&str, &str)]) -> Settings {
     let mut overrides = base_overrides(engine);
     overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let pairs: Vec<(&str, &str)> = overrides
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let pairs: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Settings::with_overrides(&pairs).expect("test settings are valid")
 }
 
@@ -65,17 +62,11 @@ impl TestApp {
         if std::env::var_os("HERALD_TEST_LOG").is_some() {
             herald::telemetry::init(&settings(engine, extra).log);
         }
-        let app = Application::build(settings(engine, extra))
-            .await
-            .expect("app builds");
+        let app = Application::build(settings(engine, extra)).await.expect("app builds");
         let addr = app.local_addr();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
-        let test_app = Self {
-            addr,
-            handle,
-            http: reqwest::Client::new(),
-        };
+        let test_app = Self { addr, handle, http: reqwest::Client::new() };
         test_app.wait_ready().await;
         test_app
     }
@@ -83,14 +74,10 @@ impl TestApp {
     pub async fn wait_ready(&self) {
         let url = self.url("/readyz");
         let http = self.http.clone();
-        wait_for(
-            "the node to be ready",
-            Duration::from_secs(10),
-            async || {
-                let r = http.get(&url).send().await.ok()?;
-                r.status().is_success().then_some(())
-            },
-        )
+        wait_for("the node to be ready", Duration::from_secs(10), async || {
+            let r = http.get(&url).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
         .await;
     }
 
@@ -108,11 +95,7 @@ pub trait Node {
     }
 
     /// Publishes `notification` to `users` over HTTP; returns the results.
-    fn publish(
-        &self,
-        users: &[&str],
-        notification: Value,
-    ) -> impl std::future::Future<Output = Vec<Value>> {
+    fn publish(&self, users: &[&str], notification: Value) -> impl std::future::Future<Output = Vec<Value>> {
         let token = publisher_token();
         let url = self.url("/v1/publish");
         let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
@@ -124,26 +107,15 @@ pub trait Node {
                 .send()
                 .await
                 .expect("publish request");
-            assert_eq!(
-                response.status(),
-                202,
-                "publish failed: {}",
-                response.text().await.unwrap_or_default()
-            );
+            assert_eq!(response.status(), 202, "publish failed: {}", response.text().await.unwrap_or_default());
             let body: Value = response.json().await.unwrap();
             body["results"].as_array().unwrap().clone()
         }
     }
 
     /// Opens a stream of `user`, resuming after `cursor` if given.
-    fn stream(
-        &self,
-        user: &str,
-        cursor: Option<&str>,
-    ) -> impl std::future::Future<Output = SseStream> {
-        let mut request = reqwest::Client::new()
-            .get(self.url("/v1/events"))
-            .bearer_auth(user_token(user));
+    fn stream(&self, user: &str, cursor: Option<&str>) -> impl std::future::Future<Output = SseStream> {
+        let mut request = reqwest::Client::new().get(self.url("/v1/events")).bearer_auth(user_token(user));
         if let Some(cursor) = cursor {
             request = request.header("Last-Event-ID", cursor);
         }
@@ -190,22 +162,13 @@ pub struct HeraldProcess {
 impl HeraldProcess {
     pub async fn start(engine: &Engine) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("HERALD__LOG__FORMAT", "json");
+        cmd.arg("serve").stdout(Stdio::null()).stderr(Stdio::piped()).env("HERALD__LOG__FORMAT", "json");
         for (key, value) in base_overrides(engine) {
-            cmd.env(
-                format!("HERALD__{}", key.replace('.', "__").to_uppercase()),
-                value,
-            );
+            cmd.env(format!("HERALD__{}", key.replace('.', "__").to_uppercase()), value);
         }
         // The start-up line is logged at info; debug shows what a verbose
         // operator would see (tests check that no token is in it).
-        cmd.env(
-            "HERALD__LOG__LEVEL",
-            "debug,actix_server=warn,actix_http=warn,mio=warn",
-        );
+        cmd.env("HERALD__LOG__LEVEL", "debug,actix_server=warn,actix_http=warn,mio=warn");
         let mut child = cmd.spawn().expect("herald binary starts");
         let stderr = child.stderr.take().unwrap();
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -231,18 +194,9 @@ impl HeraldProcess {
             .expect("herald exited before serving");
         let process = Self { addr, child, logs };
         let url = process.url("/readyz");
-        wait_for(
-            "the child node to be ready",
-            Duration::from_secs(10),
-            async || {
-                reqwest::get(&url)
-                    .await
-                    .ok()?
-                    .status()
-                    .is_success()
-                    .then_some(())
-            },
-        )
+        wait_for("the child node to be ready", Duration::from_secs(10), async || {
+            reqwest::get(&url).await.ok()?.status().is_success().then_some(())
+        })
         .await;
         process
     }
@@ -254,20 +208,14 @@ impl HeraldProcess {
 
     /// Sends SIGTERM (a graceful stop).
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
     /// Waits for the process to exit; its exit status.
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = &mut self.child;
-        wait_for("the node to exit", timeout, async || {
-            child.try_wait().unwrap()
-        })
-        .await
+        wait_for("the node to exit", timeout, async || child.try_wait().unwrap()).await
     }
 }
 

@@ -15,20 +15,13 @@ pub use sse::{SseStream, read_raw_events};
 pub const SECRET: &str = "integration-test-secret-0123456789";
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
-pub async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
+pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -77,12 +70,7 @@ impl Follower {
                     continue;
                 };
                 loop {
-                    match tokio::time::timeout(
-                        Duration::from_secs(30),
-                        stream.next(Duration::from_secs(3600)),
-                    )
-                    .await
-                    {
+                    match tokio::time::timeout(Duration::from_secs(30), stream.next(Duration::from_secs(3600))).await {
                         Ok(Some(event)) if event.event == "notification" => {
                             let id = event.id.unwrap();
                             ids2.lock().unwrap().push(id.clone());
@@ -94,11 +82,7 @@ impl Follower {
                 }
             }
         });
-        Self {
-            ids,
-            reconnects,
-            task,
-        }
+        Self { ids, reconnects, task }
     }
 
     pub fn received(&self) -> Vec<String> {

@@ -14,8 +14,7 @@ pub struct SseEvent {
 
 impl SseEvent {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.data)
-            .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {}", self.data))
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {}", self.data))
     }
 }
 
@@ -32,9 +31,7 @@ impl Parser {
         self.buf.extend_from_slice(bytes);
         while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line[..line.len() - 1])
-                .trim_end_matches('\r')
-                .to_owned();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_owned();
             if line.is_empty() {
                 if self.has_fields {
                     let mut event = std::mem::take(&mut self.current);
@@ -79,17 +76,9 @@ impl SseStream {
     /// Opens a stream; `Err` says why not (refused connection, or the
     /// status and error body).
     pub async fn open(request: reqwest::RequestBuilder) -> Result<Self, String> {
-        let response = request
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = request.header("Accept", "text/event-stream").send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
-            return Err(format!(
-                "{} {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            ));
+            return Err(format!("{} {}", response.status(), response.text().await.unwrap_or_default()));
         }
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
@@ -106,11 +95,7 @@ impl SseStream {
             }
             let _ = tx.send(None); // end of stream
         });
-        Ok(Self {
-            events,
-            task,
-            closed: false,
-        })
+        Ok(Self { events, task, closed: false })
     }
 
     /// The next event, `None` if the stream ended; panics after `timeout`.
@@ -183,23 +168,15 @@ impl Drop for SseStream {
 
 /// Parses every event in a raw HTTP response (headers skipped).
 pub fn read_raw_events(raw: &[u8]) -> Vec<SseEvent> {
-    let body_start = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .unwrap_or(0);
+    let body_start = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(0);
     let body = &raw[body_start..];
     // Chunked transfer encoding: strip chunk-size lines.
     let mut plain = Vec::with_capacity(body.len());
     let mut rest = body;
     while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap_or("0").trim(), 16)
-                .unwrap_or(0);
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
         if size == 0 || rest.len() < eol + 2 + size {
-            plain.extend_from_slice(
-                &rest[(eol + 2).min(rest.len())..(eol + 2 + size).min(rest.len())],
-            );
+            plain.extend_from_slice(&rest[(eol + 2).min(rest.len())..(eol + 2 + size).min(rest.len())]);
             break;
         }
         plain.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
