@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod backpressure;
+mod center;
 mod conformance;
 mod nodes;
 mod streams;
