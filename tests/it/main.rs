@@ -9,6 +9,7 @@ mod center;
 mod conformance;
 mod nodes;
 mod streams;
+mod unread_stress;
 
 /// Generates one test per engine for each listed `async fn name(engine)`.
 /// The Redis variant starts its own `redis-server` and stops it afterwards.
