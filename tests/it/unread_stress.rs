@@ -53,6 +53,7 @@ async fn unread_count_and_item_state_match_the_model_under_concurrency(engine: E
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
             let (base, alice, known, log) = (app.url(""), alice.clone(), known.clone(), log.clone());
+            let engine = engine.clone();
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(seed + t as u64);
                 let http = reqwest::Client::new();
@@ -67,17 +68,38 @@ async fn unread_count_and_item_state_match_the_model_under_concurrency(engine: E
                     let roll = rng.random_range(0..100);
                     let start = Instant::now();
                     let (op, ok) = if roll < 45 || known.lock().unwrap().is_empty() {
-                        let r: Value = http
-                            .post(format!("{base}/v1/publish"))
-                            .bearer_auth(&publisher)
-                            .json(&json!({"to": {"users": [alice]}, "notification": notification(&format!("t{t} op{i}"))}))
-                            .send()
-                            .await
-                            .unwrap()
-                            .json()
-                            .await
-                            .unwrap();
-                        let id = r["results"][0]["id"].as_str().unwrap().to_owned();
+                        let title = format!("t{t} op{i}");
+                        let id = match &engine {
+                            // With Redis, half the publishes are a backend's FCALL.
+                            Engine::Redis(url) if rng.random_bool(0.5) => {
+                                let mut conn = ::redis::Client::open(url.as_str())
+                                    .unwrap()
+                                    .get_multiplexed_async_connection()
+                                    .await
+                                    .unwrap();
+                                ::redis::cmd("FCALL")
+                                    .arg("herald_publish")
+                                    .arg(1)
+                                    .arg(format!("herald:{{u:{alice}}}"))
+                                    .arg(notification(&title).to_string())
+                                    .query_async::<String>(&mut conn)
+                                    .await
+                                    .unwrap()
+                            }
+                            _ => {
+                                let r: Value = http
+                                    .post(format!("{base}/v1/publish"))
+                                    .bearer_auth(&publisher)
+                                    .json(&json!({"to": {"users": [alice]}, "notification": notification(&title)}))
+                                    .send()
+                                    .await
+                                    .unwrap()
+                                    .json()
+                                    .await
+                                    .unwrap();
+                                r["results"][0]["id"].as_str().unwrap().to_owned()
+                            }
+                        };
                         known.lock().unwrap().push(id.clone());
                         (Op::Publish { id }, true)
                     } else if roll < 65 {
@@ -85,7 +107,8 @@ async fn unread_count_and_item_state_match_the_model_under_concurrency(engine: E
                         let s = post(&http, &format!("{base}/v1/notifications/read"), &user, json!({"ids": ids})).await;
                         (Op::Read { ids }, s == StatusCode::OK)
                     } else if roll < 68 {
-                        let s = post(&http, &format!("{base}/v1/notifications/read"), &user, json!({"all": true})).await;
+                        let s =
+                            post(&http, &format!("{base}/v1/notifications/read"), &user, json!({"all": true})).await;
                         (Op::ReadAll, s == StatusCode::OK)
                     } else if roll < 86 {
                         let id = pick(&mut rng).unwrap();
