@@ -14,6 +14,8 @@
 #   RUNS STREAMS STREAMS_PER_USER RATE DURATION RAMP_RATE LANES GRACE
 #   VIAS ("http redis")  SERVER_CPUS (0)  REDIS_CPUS (0)  LOAD_CPUS (1)
 #   OUT (bench/out/<mode>-<timestamp>)  NO_BUILD=1 skips `cargo build`
+#   QUIET_TIMEOUT  seconds to wait before each run for the machine to go idle
+#                  (other builds on these cores skew the figures): full 300, smoke 0
 #   REV=<commit>  benchmarks that commit, exported with `git archive` and built
 #                 in target/bench-src (the working tree may hold unfinished work)
 set -euo pipefail
@@ -21,11 +23,11 @@ set -euo pipefail
 mode=${1:-full}
 case "$mode" in
 full)
-    : "${RUNS:=3}" "${STREAMS:=10000}" "${RATE:=5000}" "${DURATION:=30s}"
+    : "${RUNS:=3}" "${STREAMS:=10000}" "${RATE:=5000}" "${DURATION:=30s}" "${QUIET_TIMEOUT:=300}"
     fail_on_loss=()
     ;;
 smoke)
-    : "${RUNS:=1}" "${STREAMS:=200}" "${RATE:=500}" "${DURATION:=3s}"
+    : "${RUNS:=1}" "${STREAMS:=200}" "${RATE:=500}" "${DURATION:=3s}" "${QUIET_TIMEOUT:=0}"
     fail_on_loss=(--fail-on-loss)
     ;;
 *)
@@ -130,6 +132,29 @@ wait_for() {
     return 1
 }
 
+# Busy CPU ticks (1/100 s) of the whole machine: all but idle and iowait.
+busy_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+# Waits, at most QUIET_TIMEOUT seconds, until the machine used under 10% of
+# one core over 2 s.
+wait_quiet() {
+    local start=$SECONDS before after
+    while ((SECONDS - start < QUIET_TIMEOUT)); do
+        before=$(busy_ticks)
+        sleep 2
+        after=$(busy_ticks)
+        if ((after - before <= 20)); then
+            return
+        fi
+    done
+    if ((QUIET_TIMEOUT > 0)); then
+        echo "the machine is still busy after ${QUIET_TIMEOUT} s; running anyway" \
+            "(see the other processes' CPU in the results)" >&2
+    fi
+}
+
 {
     echo "date: $(date)"
     echo "revision: $revision"
@@ -151,6 +176,7 @@ failures=0
 for via in $VIAS; do
     for run in $(seq 1 "$RUNS"); do
         label="$via-$run"
+        wait_quiet
         redis_port=$(free_port)
         taskset -c "$REDIS_CPUS" redis-server --port "$redis_port" --bind 127.0.0.1 \
             --save '' --appendonly no --logfile "$OUT/redis-$label.log" &

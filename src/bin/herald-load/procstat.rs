@@ -71,6 +71,40 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time of the whole machine, from the `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineSample {
+    busy_ticks: u64,
+    at: Instant,
+}
+
+impl MachineSample {
+    pub fn take() -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+        Ok(Self { busy_ticks: machine_busy_ticks(&stat).context("no cpu line in /proc/stat")?, at: Instant::now() })
+    }
+
+    /// CPU the whole machine used between two samples, in percent of one
+    /// core (so up to 100 × cores).
+    pub fn cpu_percent_since(&self, earlier: &MachineSample) -> f64 {
+        let seconds = self.at.duration_since(earlier.at).as_secs_f64();
+        if seconds <= 0.0 {
+            return 0.0;
+        }
+        let ticks = self.busy_ticks.saturating_sub(earlier.busy_ticks) as f64;
+        100.0 * ticks / TICKS_PER_SECOND / seconds
+    }
+}
+
+/// user + nice + system + irq + softirq + steal: everything but idle and
+/// iowait.
+fn machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().ok()).collect::<Option<_>>()?;
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
 /// The soft limit on open files of this process, from `/proc/self/limits`.
 pub fn open_files_limit() -> Option<(u64, u64)> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -90,12 +124,15 @@ mod tests {
         assert_eq!(rss_kib("Name:\tx\nVmRSS:\t  12345 kB\n"), Some(12345));
         let stat = "42 (we ird) name) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1";
         assert_eq!(cpu_ticks(stat), Some(10));
+        let machine = "cpu  10 1 5 1000 7 2 3 4 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(machine_busy_ticks(machine), Some(10 + 1 + 5 + 2 + 3 + 4));
     }
 
     #[test]
     fn reads_this_process() {
         let s = Process::current().sample().unwrap();
         assert!(s.rss_kib > 0);
+        assert!(MachineSample::take().is_ok());
         assert!(open_files_limit().is_some());
     }
 }

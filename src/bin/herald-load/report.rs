@@ -62,6 +62,8 @@ pub struct Summary {
     pub server: Option<ProcessFigures>,
     pub redis: Option<ProcessFigures>,
     pub load: ProcessFigures,
+    /// CPU of the whole machine while publishing (percent of one core).
+    pub machine_cpu_pct: f64,
     /// Stream failures, early stream ends, publish failures: reason → count.
     pub failures: (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>),
 }
@@ -104,6 +106,14 @@ impl Summary {
             && t.out_of_order == 0
             && t.misrouted == 0
             && t.unexpected == 0
+    }
+
+    /// Machine CPU while publishing that neither Herald, Redis (when their
+    /// pids were given) nor this tool used: other work skewing the run.
+    pub fn other_cpu_pct(&self) -> f64 {
+        let known: f64 =
+            [self.server, self.redis, Some(self.load)].iter().flatten().filter_map(|p| p.cpu_publish_pct).sum();
+        (self.machine_cpu_pct - known).max(0.0)
     }
 
     fn achieved_rate(&self) -> f64 {
@@ -195,6 +205,11 @@ impl Summary {
             "load tool: RSS {} with streams open; CPU {} while publishing",
             mib(self.load.rss_open_kib),
             pct(self.load.cpu_publish_pct)
+        );
+        println!(
+            "machine:   CPU {:.0}% while publishing, {:.0}% of it by other processes",
+            self.machine_cpu_pct,
+            self.other_cpu_pct()
         );
         let (failed, closed, publish) = &self.failures;
         for (what, reasons) in
@@ -288,6 +303,10 @@ impl Summary {
             "server": server,
             "redis": process(self.redis),
             "load": process(Some(self.load)),
+            "machine": {
+                "cpu_publish_pct": round(self.machine_cpu_pct, 1),
+                "other_cpu_publish_pct": round(self.other_cpu_pct(), 1),
+            },
             "failures": {
                 "streams": failed,
                 "closes": closed,
@@ -326,6 +345,7 @@ const SUMMARY_ROWS: &[(&str, &str)] = &[
     ("redis.cpu_publish_pct", "redis CPU publishing (%)"),
     ("load.cpu_publish_pct", "herald-load CPU publishing (%)"),
     ("load.rss_open_kib", "herald-load RSS, streams open (KiB)"),
+    ("machine.other_cpu_publish_pct", "other processes' CPU publishing (%)"),
 ];
 
 /// Groups runs by label (a trailing `-<run number>` dropped) and prints a

@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     RunArgs, Via, clock,
     ledger::{Ledger, Percentiles},
-    procstat::{self, Process, Sample},
+    procstat::{self, MachineSample, Process, Sample},
     publish::{self, PublishPlan, Sink},
     report::{Measures, ProcessFigures, Summary},
     streams::{self, StreamPlan},
@@ -130,6 +130,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     // Phase 3: publish.
     lock(&ledger).start_tracking(clock::now_us());
     let before = (sample(&server)?, sample(&redis_process)?, this.sample()?);
+    let machine_before = MachineSample::take()?;
     let publish_plan = PublishPlan {
         rate: args.rate,
         duration: args.duration,
@@ -142,6 +143,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let published = publish::run(&publish_plan, sink, &ledger).await;
     let after = (sample(&server)?, sample(&redis_process)?, this.sample()?);
+    let machine_cpu_pct = MachineSample::take()?.cpu_percent_since(&machine_before);
     eprintln!(
         "herald-load: published {} of {} in {:.2} s",
         published.scheduled,
@@ -219,6 +221,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             cpu_ramp_pct: None,
             cpu_publish_pct: Some(after.2.cpu_percent_since(&before.2)),
         },
+        machine_cpu_pct,
         failures,
     };
     summary.print();
