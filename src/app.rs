@@ -77,6 +77,7 @@ impl Application {
                 anyhow::bail!("engine.kind: redis-cluster is not available yet")
             }
         };
+        crate::metrics::get(); // the recorder, before any handle is used
         spawn_ticker(Arc::downgrade(&hub), &settings);
 
         let listener = TcpListener::bind(settings.server.listen)

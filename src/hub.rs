@@ -137,6 +137,9 @@ impl Hub {
             self.streams.fetch_sub(1, Ordering::AcqRel);
             return Err(RegisterError::NodeFull);
         }
+        let metrics = crate::metrics::get();
+        metrics.streams_open.increment(1.0);
+        metrics.streams_opened.increment(1);
         Ok(())
     }
 
@@ -151,6 +154,7 @@ impl Hub {
         };
         slot.streams.swap_remove(pos);
         self.streams.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::get().streams_open.decrement(1.0);
         if slot.streams.is_empty() {
             shard.remove(conn.user.as_str());
             if let Some(commands) = &self.subscriptions {
@@ -168,7 +172,14 @@ impl Hub {
             return 0;
         };
         let frame = build();
-        slot.streams.iter().filter(|c| c.push(frame.clone())).count()
+        let metrics = crate::metrics::get();
+        metrics.live_events.increment(1);
+        if let Some(id) = frame.id {
+            metrics.observe_delivery_latency(id);
+        }
+        let queued = slot.streams.iter().filter(|c| c.push(frame.clone())).count();
+        metrics.deliveries.increment(queued as u64);
+        queued
     }
 
     pub fn is_online(&self, user: &str) -> bool {

@@ -3,6 +3,11 @@ use serde_json::json;
 
 use crate::{app::AppState, engine::Engine, error::ApiError};
 
+/// Prometheus text format.
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::handle().render())
+}
+
 /// The process is up.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))

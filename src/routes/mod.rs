@@ -20,5 +20,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/preferences", web::get().to(preferences::get))
         .route("/v1/preferences", web::put().to(preferences::put))
         .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics));
 }

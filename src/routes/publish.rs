@@ -47,6 +47,12 @@ struct Delivery {
 
 impl Delivery {
     fn new(user: &UserId, outcome: PublishOutcome) -> Self {
+        let metrics = crate::metrics::get();
+        match outcome {
+            PublishOutcome::Stored(p) if p.duplicate => metrics.publishes_duplicate.increment(1),
+            PublishOutcome::Stored(_) => metrics.publishes_stored.increment(1),
+            PublishOutcome::Dropped => metrics.publishes_dropped.increment(1),
+        }
         match outcome {
             PublishOutcome::Stored(p) => Self {
                 user: user.to_string(),

@@ -62,6 +62,7 @@ impl EventStream {
     }
 
     fn start_replay(&mut self) {
+        crate::metrics::get().replays.increment(1);
         let engine = self.engine.clone();
         let user = self.registration.connection().user.clone();
         let (after, limit) = (self.last_id, self.page_size);
@@ -89,6 +90,7 @@ impl EventStream {
             frame::write_reset(&mut out);
         }
         let full = page.entries.len() >= self.page_size;
+        crate::metrics::get().replayed_entries.increment(page.entries.len() as u64);
         for entry in &page.entries {
             // After a reset every kept entry is newer than the cursor too.
             if entry.id > self.last_id {

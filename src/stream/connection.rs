@@ -20,10 +20,10 @@ use crate::domain::UserId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByeReason {
-    TokenExpired,
-    Shutdown,
-    SlowConsumer,
-    Replaced,
+    TokenExpired = 0,
+    Shutdown = 1,
+    SlowConsumer = 2,
+    Replaced = 3,
 }
 
 impl ByeReason {
@@ -90,6 +90,7 @@ impl Connection {
             }
             if s.frames.len() >= self.capacity {
                 s.closing = Some((ByeReason::SlowConsumer, None));
+                crate::metrics::get().bye(ByeReason::SlowConsumer).increment(1);
                 waker = s.waker.take();
                 drop(s);
                 if let Some(w) = waker {
@@ -112,6 +113,7 @@ impl Connection {
             let mut s = self.lock();
             if s.closing.is_none() {
                 s.closing = Some((reason, retry));
+                crate::metrics::get().bye(reason).increment(1);
             }
             s.waker.take()
         };

@@ -8,6 +8,7 @@ mod backpressure;
 mod center;
 mod conformance;
 mod nodes;
+mod operations;
 mod streams;
 mod unread_stress;
 

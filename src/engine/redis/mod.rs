@@ -78,6 +78,7 @@ impl Retention {
 }
 
 fn unavailable(e: redis::RedisError) -> EngineError {
+    crate::metrics::get().engine_errors.increment(1);
     EngineError::Unavailable(e.to_string())
 }
 

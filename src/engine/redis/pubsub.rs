@@ -188,6 +188,7 @@ impl PubSubTask {
         wanted.confirm(&subscribed);
         if std::mem::replace(connected_before, true) {
             tracing::info!(channels = subscribed.len(), "pub/sub reconnected; resyncing streams from history");
+            crate::metrics::get().pubsub_reconnects.increment(1);
             on_reconnect().await;
             hub.resync_all();
         }

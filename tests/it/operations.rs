@@ -1,0 +1,53 @@
+//! What an operator relies on: `/readyz` tells the truth, `/metrics` counts.
+
+use std::time::Duration;
+
+use crate::helpers::{Engine, HeraldProcess, Node, RedisServer, TestApp, notification, unique_user, wait_for};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_while_redis_is_down_and_recovers() {
+    let mut redis = RedisServer::start();
+    let node = TestApp::spawn(&Engine::Redis(redis.url())).await;
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(node.url("/readyz")).send().await.unwrap().status(), 200);
+
+    redis.kill();
+    wait_for("readyz to report the dead pub/sub connection", Duration::from_secs(10), async || {
+        let r = http.get(node.url("/readyz")).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    assert_eq!(http.get(node.url("/healthz")).send().await.unwrap().status(), 200, "the process itself is up");
+
+    redis.restart();
+    node.wait_ready().await;
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric `{name}` in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_streams_publishes_and_deliveries() {
+    // A process of its own: the counters start at zero.
+    let node = HeraldProcess::start(&Engine::Memory).await;
+    let alice = unique_user("alice");
+    let mut tab1 = node.stream(&alice, None).await;
+    let mut tab2 = node.stream(&alice, None).await;
+    for i in 0..3 {
+        node.publish(&[&alice], notification(&format!("n{i}"))).await;
+    }
+    tab1.notifications(3, Duration::from_secs(5)).await;
+    tab2.notifications(3, Duration::from_secs(5)).await;
+
+    let text = reqwest::get(node.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&text, "herald_streams_open"), 2.0);
+    assert_eq!(metric(&text, "herald_publishes_total{outcome=\"stored\"}"), 3.0);
+    assert_eq!(metric(&text, "herald_live_events_total"), 3.0, "encoded once per event");
+    assert_eq!(metric(&text, "herald_deliveries_total"), 6.0, "one per tab");
+    assert_eq!(metric(&text, "herald_publish_to_delivery_seconds_count"), 3.0);
+}
