@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    Engine, Follower, HeraldProcess, Node, RedisServer, TestApp, notification, publisher_token, unique_user,
+    Engine, Follower, HeraldProcess, Node, RedisServer, TestApp, notification, publish_to, publisher_token, unique_user,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -32,20 +32,9 @@ async fn a_tab_on_one_node_gets_what_another_node_published() {
 /// returning the ids in order.
 async fn publish_many(base: String, user: String, count: usize, pause: Duration) -> Vec<String> {
     let http = reqwest::Client::new();
-    let token = publisher_token();
     let mut ids = Vec::with_capacity(count);
     for i in 0..count {
-        let r: serde_json::Value = http
-            .post(format!("{base}/v1/publish"))
-            .bearer_auth(&token)
-            .json(&json!({"to": {"users": [user]}, "notification": notification(&format!("n{i}"))}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(r["results"][0]["id"].as_str().unwrap().to_owned());
+        ids.push(publish_to(&http, &base, &user, notification(&format!("n{i}"))).await);
         tokio::time::sleep(pause).await;
     }
     ids

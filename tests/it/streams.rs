@@ -100,24 +100,13 @@ async fn the_seam_between_replay_and_live_has_no_gap_and_no_duplicate(engine: En
     let publishers: Vec<_> = (0..4)
         .map(|p| {
             let alice = alice.clone();
-            let url = app.url("/v1/publish");
+            let base = app.url("");
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
-                let token = helpers::publisher_token();
                 let mut ids = Vec::new();
                 for i in 0..250 {
                     tokio::time::sleep(Duration::from_millis(2)).await;
-                    let r: serde_json::Value = http
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .json(&json!({"to": {"users": [alice]}, "notification": notification(&format!("p{p} n{i}"))}))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
-                    ids.push(r["results"][0]["id"].as_str().unwrap().to_owned());
+                    ids.push(helpers::publish_to(&http, &base, &alice, notification(&format!("p{p} n{i}"))).await);
                 }
                 ids
             })

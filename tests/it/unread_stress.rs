@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, Node, TestApp, notification, publisher_token, unique_user, user_token, wait_for};
+use crate::helpers::{Engine, Node, TestApp, notification, publish_to, unique_user, user_token, wait_for};
 
 const TASKS: usize = 6;
 const OPS_PER_TASK: usize = 150;
@@ -57,7 +57,7 @@ async fn unread_count_and_item_state_match_the_model_under_concurrency(engine: E
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(seed + t as u64);
                 let http = reqwest::Client::new();
-                let (user, publisher) = (user_token(&alice), publisher_token());
+                let user = user_token(&alice);
                 for i in 0..OPS_PER_TASK {
                     let pick = |rng: &mut StdRng| {
                         // Mostly recent ids, which trimming has not removed yet.
@@ -86,19 +86,7 @@ async fn unread_count_and_item_state_match_the_model_under_concurrency(engine: E
                                     .await
                                     .unwrap()
                             }
-                            _ => {
-                                let r: Value = http
-                                    .post(format!("{base}/v1/publish"))
-                                    .bearer_auth(&publisher)
-                                    .json(&json!({"to": {"users": [alice]}, "notification": notification(&title)}))
-                                    .send()
-                                    .await
-                                    .unwrap()
-                                    .json()
-                                    .await
-                                    .unwrap();
-                                r["results"][0]["id"].as_str().unwrap().to_owned()
-                            }
+                            _ => publish_to(&http, &base, &alice, notification(&title)).await,
                         };
                         known.lock().unwrap().push(id.clone());
                         (Op::Publish { id }, true)

@@ -309,12 +309,19 @@ redis.register_function('herald_mark_all_read', function(keys)
   return {unread, up_to}
 end)
 
+-- The user's base key and an id that is in their inbox, or nil and an error.
+local function existing_entry(keys, args)
+  local base = user_base(keys)
+  if not base then return nil, nil, invalid('key must be herald:{u:<user>}') end
+  local id = args[1] or ''
+  if all_exist(base .. ':inbox', {id}) then return nil, nil, not_found(id) end
+  return base, id
+end
+
 -- FCALL herald_mark_clicked 1 <base> <id>: clicked implies read. {unread}.
 redis.register_function('herald_mark_clicked', function(keys, args)
-  local base = user_base(keys)
-  if not base then return invalid('key must be herald:{u:<user>}') end
-  local id = args[1] or ''
-  if all_exist(base .. ':inbox', {id}) then return not_found(id) end
+  local base, id, err = existing_entry(keys, args)
+  if not base then return err end
   redis.call('SADD', base .. ':clicked', id)
   local newly_read = redis.call('SADD', base .. ':read', id) == 1
   local unread = unread_count(base)
@@ -324,10 +331,8 @@ end)
 
 -- FCALL herald_delete 1 <base> <id>: {unread}. Other tabs get `deleted`.
 redis.register_function('herald_delete', function(keys, args)
-  local base = user_base(keys)
-  if not base then return invalid('key must be herald:{u:<user>}') end
-  local id = args[1] or ''
-  if all_exist(base .. ':inbox', {id}) then return not_found(id) end
+  local base, id, err = existing_entry(keys, args)
+  if not base then return err end
   redis.call('XDEL', base .. ':inbox', id)
   forget(base, id)
   local unread = unread_count(base)

@@ -31,6 +31,21 @@ pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
 }
 
+/// Publishes one notification to one user over HTTP; returns its id.
+pub async fn publish_to(http: &reqwest::Client, base: &str, user: &str, notification: serde_json::Value) -> String {
+    let response: serde_json::Value = http
+        .post(format!("{base}/v1/publish"))
+        .bearer_auth(publisher_token())
+        .json(&serde_json::json!({"to": {"users": [user]}, "notification": notification}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["results"][0]["id"].as_str().unwrap_or_else(|| panic!("publish failed: {response}")).to_owned()
+}
+
 pub fn notification(title: &str) -> serde_json::Value {
     serde_json::json!({"type": "test.event", "title": title})
 }
