@@ -14,12 +14,12 @@ use std::{
     hash::BuildHasher,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 
 use crate::{
     domain::UserId,
@@ -36,7 +36,7 @@ pub enum SubscriptionCommand {
     /// Subscribe to the user's channel; set `ready` once Redis confirmed it.
     Subscribe {
         user: UserId,
-        ready: watch::Sender<bool>,
+        ready: Arc<Subscribed>,
     },
     Unsubscribe {
         user: UserId,
@@ -59,12 +59,49 @@ pub enum RegisterError {
     ShuttingDown,
 }
 
+/// Becomes confirmed once Redis acknowledged the subscription to a user's
+/// channel. One per user on the node, so it is kept small (an atomic and a
+/// `Notify`, not a watch channel).
+#[derive(Debug, Default)]
+pub struct Subscribed {
+    confirmed: AtomicBool,
+    notify: Notify,
+}
+
+impl Subscribed {
+    fn already() -> Self {
+        Self { confirmed: AtomicBool::new(true), notify: Notify::new() }
+    }
+
+    pub fn confirm(&self) {
+        self.confirmed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed.load(Ordering::Acquire)
+    }
+
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a confirm in between is not missed.
+            notified.as_mut().enable();
+            if self.is_confirmed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 struct UserSlot {
     streams: Vec<Arc<Connection>>,
     /// Becomes true once the user's channel subscription is confirmed. Every
     /// stream waits for it before replaying, or an entry published between
     /// replay and subscription would be lost.
-    subscribed: watch::Receiver<bool>,
+    subscribed: Arc<Subscribed>,
 }
 
 pub struct Hub {
@@ -74,7 +111,7 @@ pub struct Hub {
     subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>,
     limits: HubLimits,
     streams: AtomicUsize,
-    shutting_down: std::sync::atomic::AtomicBool,
+    shutting_down: AtomicBool,
 }
 
 impl Hub {
@@ -95,16 +132,13 @@ impl Hub {
     }
 
     /// Adds a stream. The registration removes it again when dropped; the
-    /// receiver turns true when the user's live channel is subscribed.
-    pub fn register(
-        self: &Arc<Self>,
-        conn: Arc<Connection>,
-    ) -> Result<(Registration, watch::Receiver<bool>), RegisterError> {
+    /// stream must wait for `Subscribed` before it reads history.
+    pub fn register(self: &Arc<Self>, conn: Arc<Connection>) -> Result<(Registration, Arc<Subscribed>), RegisterError> {
         let subscribed = self.insert(&conn)?;
         Ok((Registration { hub: self.clone(), conn }, subscribed))
     }
 
-    fn insert(&self, conn: &Arc<Connection>) -> Result<watch::Receiver<bool>, RegisterError> {
+    fn insert(&self, conn: &Arc<Connection>) -> Result<Arc<Subscribed>, RegisterError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(RegisterError::ShuttingDown);
         }
@@ -118,17 +152,17 @@ impl Hub {
             return Ok(slot.subscribed.clone());
         }
         self.reserve()?;
-        let (ready_tx, ready_rx) = watch::channel(false);
-        match &self.subscriptions {
+        let subscribed = match &self.subscriptions {
             Some(commands) => {
-                let _ = commands.send(SubscriptionCommand::Subscribe { user: conn.user.clone(), ready: ready_tx });
+                let subscribed = Arc::new(Subscribed::default());
+                let _ = commands
+                    .send(SubscriptionCommand::Subscribe { user: conn.user.clone(), ready: subscribed.clone() });
+                subscribed
             }
-            None => {
-                let _ = ready_tx.send(true);
-            }
-        }
-        shard.insert(conn.user.clone(), UserSlot { streams: vec![conn.clone()], subscribed: ready_rx.clone() });
-        Ok(ready_rx)
+            None => Arc::new(Subscribed::already()),
+        };
+        shard.insert(conn.user.clone(), UserSlot { streams: vec![conn.clone()], subscribed: subscribed.clone() });
+        Ok(subscribed)
     }
 
     fn reserve(&self) -> Result<(), RegisterError> {

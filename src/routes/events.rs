@@ -56,15 +56,12 @@ pub async fn events(req: HttpRequest, user: User, state: web::Data<AppState>) ->
     // Register (and so subscribe) before reading anything: from here on every
     // live entry of this user is queued for this stream.
     let conn = Arc::new(Connection::new(identity.user.clone(), identity.expires_at, settings.queue_capacity));
-    let (registration, mut subscribed) = state.hub.register(conn).map_err(|e| match e {
+    let (registration, subscribed) = state.hub.register(conn).map_err(|e| match e {
         RegisterError::UserFull => ApiError::too_many(e.to_string(), 5),
         RegisterError::NodeFull | RegisterError::ShuttingDown => ApiError::unavailable(e.to_string(), 2),
     })?;
-    match tokio::time::timeout(state.settings.engine.subscribe_timeout, subscribed.wait_for(|ready| *ready)).await {
-        Ok(Ok(_)) => {}
-        _ => {
-            return Err(ApiError::unavailable("live subscription not confirmed in time; retry", 1));
-        }
+    if tokio::time::timeout(state.settings.engine.subscribe_timeout, subscribed.wait()).await.is_err() {
+        return Err(ApiError::unavailable("live subscription not confirmed in time; retry", 1));
     }
     let start = state.engine.stream_start(&identity.user).await?;
 

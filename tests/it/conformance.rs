@@ -53,8 +53,8 @@ impl Backend {
     /// A registered stream whose subscription is confirmed.
     async fn listen(&self, user: &UserId) -> Registration {
         let conn = Arc::new(Connection::new(user.clone(), u64::MAX, 64));
-        let (registration, mut ready) = self.hub.register(conn).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await.unwrap().unwrap();
+        let (registration, ready) = self.hub.register(conn).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), ready.wait()).await.unwrap();
         registration
     }
 }

@@ -23,13 +23,13 @@ use std::{
 
 use futures_util::{Future, StreamExt};
 use redis::{Client, Msg, RedisResult, aio::PubSubSink};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::keys::{user_base, user_of_channel};
 use crate::{
     domain::{EntryId, UserId},
     engine::EngineError,
-    hub::{Hub, SubscriptionCommand},
+    hub::{Hub, Subscribed, SubscriptionCommand},
     stream::frame::{self, SyncEvent},
 };
 
@@ -95,7 +95,7 @@ pub fn spawn(
 #[derive(Default)]
 struct Wanted {
     users: HashSet<UserId>,
-    waiting: Vec<(UserId, watch::Sender<bool>)>,
+    waiting: Vec<(UserId, Arc<Subscribed>)>,
 }
 
 impl Wanted {
@@ -115,11 +115,11 @@ impl Wanted {
     fn confirm(&mut self, subscribed: &HashSet<UserId>) {
         self.waiting.retain(|(user, ready)| {
             if subscribed.contains(user) {
-                let _ = ready.send(true);
+                ready.confirm();
                 false
             } else {
                 // Kept until confirmed, unless its streams are all gone.
-                !ready.is_closed()
+                Arc::strong_count(ready) > 1
             }
         });
     }
