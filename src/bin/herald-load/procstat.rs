@@ -74,35 +74,53 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
 /// CPU time of the whole machine, from the `cpu` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy)]
 pub struct MachineSample {
-    busy_ticks: u64,
+    ticks: MachineTicks,
     at: Instant,
+}
+
+/// Cumulative clock ticks of the whole machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MachineTicks {
+    /// user + nice + system: time charged to processes.
+    tasks: u64,
+    /// irq + softirq + steal: not charged to any process. On loopback most
+    /// of it is TCP receive processing for the processes under test.
+    interrupts: u64,
+}
+
+/// Machine CPU between two samples, in percent of one core (up to 100 ×
+/// cores).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineCpu {
+    pub tasks_pct: f64,
+    pub interrupts_pct: f64,
 }
 
 impl MachineSample {
     pub fn take() -> anyhow::Result<Self> {
         let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
-        Ok(Self { busy_ticks: machine_busy_ticks(&stat).context("no cpu line in /proc/stat")?, at: Instant::now() })
+        Ok(Self { ticks: machine_ticks(&stat).context("no cpu line in /proc/stat")?, at: Instant::now() })
     }
 
-    /// CPU the whole machine used between two samples, in percent of one
-    /// core (so up to 100 × cores).
-    pub fn cpu_percent_since(&self, earlier: &MachineSample) -> f64 {
+    pub fn cpu_since(&self, earlier: &MachineSample) -> MachineCpu {
         let seconds = self.at.duration_since(earlier.at).as_secs_f64();
         if seconds <= 0.0 {
-            return 0.0;
+            return MachineCpu::default();
         }
-        let ticks = self.busy_ticks.saturating_sub(earlier.busy_ticks) as f64;
-        100.0 * ticks / TICKS_PER_SECOND / seconds
+        let pct = |now: u64, then: u64| 100.0 * now.saturating_sub(then) as f64 / TICKS_PER_SECOND / seconds;
+        MachineCpu {
+            tasks_pct: pct(self.ticks.tasks, earlier.ticks.tasks),
+            interrupts_pct: pct(self.ticks.interrupts, earlier.ticks.interrupts),
+        }
     }
 }
 
-/// user + nice + system + irq + softirq + steal: everything but idle and
-/// iowait.
-fn machine_busy_ticks(stat: &str) -> Option<u64> {
+/// Fields of the `cpu` line: user nice system idle iowait irq softirq steal.
+fn machine_ticks(stat: &str) -> Option<MachineTicks> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().ok()).collect::<Option<_>>()?;
     let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
-    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+    Some(MachineTicks { tasks: at(0) + at(1) + at(2), interrupts: at(5) + at(6) + at(7) })
 }
 
 /// The soft limit on open files of this process, from `/proc/self/limits`.
@@ -125,7 +143,7 @@ mod tests {
         let stat = "42 (we ird) name) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1";
         assert_eq!(cpu_ticks(stat), Some(10));
         let machine = "cpu  10 1 5 1000 7 2 3 4 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
-        assert_eq!(machine_busy_ticks(machine), Some(10 + 1 + 5 + 2 + 3 + 4));
+        assert_eq!(machine_ticks(machine), Some(MachineTicks { tasks: 10 + 1 + 5, interrupts: 2 + 3 + 4 }));
     }
 
     #[test]

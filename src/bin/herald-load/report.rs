@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::{
     Via,
     ledger::{Percentiles, Second, Tally},
+    procstat::MachineCpu,
 };
 
 /// Memory and CPU figures of one process (`None` where not sampled).
@@ -62,8 +63,8 @@ pub struct Summary {
     pub server: Option<ProcessFigures>,
     pub redis: Option<ProcessFigures>,
     pub load: ProcessFigures,
-    /// CPU of the whole machine while publishing (percent of one core).
-    pub machine_cpu_pct: f64,
+    /// CPU of the whole machine while publishing.
+    pub machine_cpu: MachineCpu,
     /// Stream failures, early stream ends, publish failures: reason → count.
     pub failures: (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>),
 }
@@ -108,12 +109,12 @@ impl Summary {
             && t.unexpected == 0
     }
 
-    /// Machine CPU while publishing that neither Herald, Redis (when their
+    /// Process CPU while publishing that neither Herald, Redis (when their
     /// pids were given) nor this tool used: other work skewing the run.
     pub fn other_cpu_pct(&self) -> f64 {
         let known: f64 =
             [self.server, self.redis, Some(self.load)].iter().flatten().filter_map(|p| p.cpu_publish_pct).sum();
-        (self.machine_cpu_pct - known).max(0.0)
+        (self.machine_cpu.tasks_pct - known).max(0.0)
     }
 
     fn achieved_rate(&self) -> f64 {
@@ -207,9 +208,10 @@ impl Summary {
             pct(self.load.cpu_publish_pct)
         );
         println!(
-            "machine:   CPU {:.0}% while publishing, {:.0}% of it by other processes",
-            self.machine_cpu_pct,
-            self.other_cpu_pct()
+            "machine:   CPU while publishing: {:.0}% in processes ({:.0}% in other processes), {:.0}% in interrupts (loopback TCP)",
+            self.machine_cpu.tasks_pct,
+            self.other_cpu_pct(),
+            self.machine_cpu.interrupts_pct
         );
         let (failed, closed, publish) = &self.failures;
         for (what, reasons) in
@@ -304,8 +306,9 @@ impl Summary {
             "redis": process(self.redis),
             "load": process(Some(self.load)),
             "machine": {
-                "cpu_publish_pct": round(self.machine_cpu_pct, 1),
+                "tasks_cpu_publish_pct": round(self.machine_cpu.tasks_pct, 1),
                 "other_cpu_publish_pct": round(self.other_cpu_pct(), 1),
+                "interrupts_cpu_publish_pct": round(self.machine_cpu.interrupts_pct, 1),
             },
             "failures": {
                 "streams": failed,
@@ -345,6 +348,7 @@ const SUMMARY_ROWS: &[(&str, &str)] = &[
     ("redis.cpu_publish_pct", "redis CPU publishing (%)"),
     ("load.cpu_publish_pct", "herald-load CPU publishing (%)"),
     ("load.rss_open_kib", "herald-load RSS, streams open (KiB)"),
+    ("machine.interrupts_cpu_publish_pct", "interrupt CPU publishing (%)"),
     ("machine.other_cpu_publish_pct", "other processes' CPU publishing (%)"),
 ];
 

@@ -143,7 +143,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let published = publish::run(&publish_plan, sink, &ledger).await;
     let after = (sample(&server)?, sample(&redis_process)?, this.sample()?);
-    let machine_cpu_pct = MachineSample::take()?.cpu_percent_since(&machine_before);
+    let machine_cpu = MachineSample::take()?.cpu_since(&machine_before);
     eprintln!(
         "herald-load: published {} of {} in {:.2} s",
         published.scheduled,
@@ -221,7 +221,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             cpu_ramp_pct: None,
             cpu_publish_pct: Some(after.2.cpu_percent_since(&before.2)),
         },
-        machine_cpu_pct,
+        machine_cpu,
         failures,
     };
     summary.print();
