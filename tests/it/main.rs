@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod api_docs;
 mod auth;
 mod backpressure;
 mod center;
