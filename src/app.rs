@@ -107,10 +107,16 @@ impl Application {
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PayloadConfig::new(max_body))
+                .wrap(
+                    actix_web::middleware::ErrorHandlers::new()
+                        .default_handler_client(error::json_body_for_plain_errors)
+                        .default_handler_server(error::json_body_for_plain_errors),
+                )
                 .wrap(from_fn(access_log))
                 // A panicking handler answers 500 instead of dropping the connection.
                 .wrap(actix_web_lab::middleware::CatchPanic::default())
                 .configure(routes::configure)
+                .default_service(web::to(error::no_route))
         })
         .on_connect(move |conn, _| {
             // A stream whose client stopped reading stalls in actix's write

@@ -129,8 +129,13 @@ impl Authenticator {
     /// Finds the token: `Authorization: Bearer`, then `?access_token=`
     /// (EventSource cannot set headers), then the configured cookie.
     fn token_from(&self, req: &HttpRequest) -> Option<String> {
-        if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-            let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+        // Another scheme (Basic, from a proxy) is not ours: look further.
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        if let Some(token) = bearer {
             return Some(token.trim().to_owned());
         }
         if let Some(token) = query_param(req.query_string(), "access_token") {

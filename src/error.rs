@@ -120,6 +120,35 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
     api.into()
 }
 
+/// Unknown paths and methods get the JSON error body too.
+pub async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such endpoint (see docs/API.md)"))
+}
+
+/// Errors actix answers by itself (an oversized raw body, say) come as plain
+/// text; this gives them our JSON body, keeping their status.
+pub fn json_body_for_plain_errors<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::{http::header::CONTENT_TYPE, middleware::ErrorHandlerResponse};
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let api = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large("request body is over the size limit"),
+        _ => ApiError::new(status, "error", status.canonical_reason().unwrap_or("error").to_lowercase()),
+    };
+    let (req, _) = res.into_parts();
+    let response = api.error_response().map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(actix_web::dev::ServiceResponse::new(req, response)))
+}
+
 /// Maps query-string failures to our error body.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::bad_request("bad_query", err.to_string()).into()

@@ -92,7 +92,13 @@ impl NewNotification {
                 return Err(invalid(field, format!("must be at most {MAX_URL_LEN} bytes")));
             }
         }
-        let json = serde_json::to_string(self).expect("a notification always serializes");
+        let mut json = serde_json::to_string(self).expect("a notification always serializes");
+        // `data` is kept as sent, so it may hold line breaks between tokens
+        // (never inside strings, where JSON escapes them). An SSE data line
+        // must not: they become spaces, as in functions.lua.
+        if json.contains(['\n', '\r']) {
+            json = json.replace(['\n', '\r'], " ");
+        }
         if json.len() > limits.max_payload_bytes {
             return Err(ValidationError::TooLarge { size: json.len(), limit: limits.max_payload_bytes });
         }
@@ -199,6 +205,15 @@ mod tests {
         ));
         let big = format!(r#"{{"type":"a","title":"t","data":"{}"}}"#, "x".repeat(9000));
         assert!(matches!(check(&big), ValidationError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn line_breaks_in_data_become_spaces() {
+        let n = parse("{\"type\":\"a\",\"title\":\"t\",\"data\":{\n  \"k\": \"v\\nw\"\r\n}}").unwrap();
+        let stored = n.validate(&LIMITS).unwrap();
+        assert!(!stored.contains(['\n', '\r']), "{stored}");
+        let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(v["data"]["k"], "v\nw", "escaped newlines in strings are kept");
     }
 
     #[test]

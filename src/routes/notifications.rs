@@ -19,8 +19,9 @@ pub const MAX_LIMIT: usize = 100;
 /// Most ids in one `POST /v1/notifications/read`.
 pub const MAX_READ_IDS: usize = 1000;
 
+/// Unknown parameters are ignored: `access_token` shares the query string,
+/// and clients add cache busters.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ListParams {
     limit: Option<usize>,
     before: Option<String>,

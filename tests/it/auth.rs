@@ -99,7 +99,10 @@ async fn publishing_needs_a_publisher_token() {
     assert_eq!(body["error"]["code"], "forbidden");
 }
 
-crate::on_both_engines!(bad_publish_bodies_are_refused_and_store_nothing);
+crate::on_both_engines!(
+    bad_publish_bodies_are_refused_and_store_nothing,
+    pretty_printed_data_keeps_each_event_on_one_data_line
+);
 
 async fn bad_publish_bodies_are_refused_and_store_nothing(engine: Engine) {
     let app =
@@ -171,4 +174,45 @@ async fn tokens_are_never_logged() {
     for secret in [signature(&token), signature(&publisher)] {
         assert!(!logs.contains(&secret), "a token leaked into the logs");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_actix_answers_itself_have_the_json_body_too() {
+    let app = TestApp::spawn(&Engine::Memory).await;
+    let http = reqwest::Client::new();
+    let big = format!(r#"{{"sound": true, "pad": "{}"}}"#, "x".repeat(70_000));
+    let r = http
+        .put(app.url("/v1/preferences"))
+        .bearer_auth(user_token("alice"))
+        .header("Content-Type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    let r = http.get(app.url("/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+}
+
+async fn pretty_printed_data_keeps_each_event_on_one_data_line(engine: Engine) {
+    let app = TestApp::spawn(&engine).await;
+    let alice = unique_user("alice");
+    let mut stream = app.stream(&alice, None).await;
+    let body = format!(
+        "{{\"to\": {{\"users\": [\"{alice}\"]}},\n \"notification\": {{\"type\": \"a\", \"title\": \"t\",\n  \"data\": {{\n    \"k\": \"line\\nbreak\"\r\n  }}}}}}"
+    );
+    let r = reqwest::Client::new()
+        .post(app.url("/v1/publish"))
+        .bearer_auth(publisher_token())
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let event = stream.next_of("notification", Duration::from_secs(5)).await;
+    assert_eq!(event.json()["data"], json!({"k": "line\nbreak"}));
 }
