@@ -126,8 +126,8 @@ pub struct RunArgs {
     /// The Redis server's pid, to sample its CPU.
     #[arg(long)]
     pub redis_pid: Option<u32>,
-    /// A name for this run in the summary (e.g. `http-1`); runs sharing a
-    /// label's part before the last `-` are grouped by `summarize`.
+    /// A name for this run in the summary (e.g. `http-1`); `summarize`
+    /// groups runs by label with a trailing `-<run number>` dropped.
     #[arg(long, default_value = "run")]
     pub label: String,
     /// Seed of the random user choice.

@@ -92,6 +92,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let server = args.server_pid.map(|pid| Process::pid("herald", pid));
     let redis_process = args.redis_pid.map(|pid| Process::pid("redis", pid));
     let this = Process::current();
+    for process in [&server, &redis_process].into_iter().flatten() {
+        process.sample()?; // a wrong pid fails here, before any load
+    }
     let run_id: u32 = rand::random();
     let spu = args.streams_per_user;
     let ledger = Arc::new(Mutex::new(Ledger::new(users as usize, (0..args.streams).map(|i| (i / spu) as u32))));
@@ -106,7 +109,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     });
 
     // Phase 1: open the streams.
-    let server_idle = sample(&server)?;
+    let server_idle = sample(&server);
     let ramp_started = Instant::now();
     let mut stream_tasks = JoinSet::new();
     streams::ramp(&mut stream_tasks, &plan, &ledger, args.streams, args.ramp_rate, |i| (i / spu) as u32).await;
@@ -115,7 +118,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         sleep(Duration::from_millis(20)).await;
     }
     let ramp_elapsed = ramp_started.elapsed();
-    let server_ramped = sample(&server)?;
+    let server_ramped = sample(&server);
     let (opened, failed, _) = lock(&ledger).open_counts();
     eprintln!("herald-load: {opened} streams open, {failed} failed, in {:.2} s", ramp_elapsed.as_secs_f64());
     if opened == 0 {
@@ -124,12 +127,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
 
     // Phase 2: settle, then take the memory figures.
     sleep(args.settle).await;
-    let server_open = sample(&server)?;
+    let server_open = sample(&server);
     let this_open = this.sample()?;
 
     // Phase 3: publish.
     lock(&ledger).start_tracking(clock::now_us());
-    let before = (sample(&server)?, sample(&redis_process)?, this.sample()?);
+    let before = (sample(&server), sample(&redis_process), this.sample()?);
     let machine_before = MachineSample::take()?;
     let publish_plan = PublishPlan {
         rate: args.rate,
@@ -142,7 +145,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         drain_timeout: DRAIN_TIMEOUT,
     };
     let published = publish::run(&publish_plan, sink, &ledger).await;
-    let after = (sample(&server)?, sample(&redis_process)?, this.sample()?);
+    let after = (sample(&server), sample(&redis_process), this.sample()?);
     let machine_cpu = MachineSample::take()?.cpu_since(&machine_before);
     eprintln!(
         "herald-load: published {} of {} in {:.2} s",
@@ -237,8 +240,16 @@ fn cpu(earlier: Option<Sample>, later: Option<Sample>) -> Option<f64> {
     Some(later?.cpu_percent_since(&earlier?))
 }
 
-fn sample(process: &Option<Process>) -> anyhow::Result<Option<Sample>> {
-    process.as_ref().map(Process::sample).transpose()
+/// Samples a process. One that went away mid-run is reported, not fatal:
+/// the run's other figures still stand.
+fn sample(process: &Option<Process>) -> Option<Sample> {
+    match process.as_ref()?.sample() {
+        Ok(sample) => Some(sample),
+        Err(e) => {
+            eprintln!("herald-load: {e:#}");
+            None
+        }
+    }
 }
 
 /// Each stream is a socket: refuse early, with the fix, rather than fail
