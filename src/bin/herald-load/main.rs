@@ -157,7 +157,16 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(e) => return fail(anyhow::anyhow!("cannot start the runtime: {e}")),
             };
-            let outcome = runtime.block_on(run::run(*args));
+            // Every phase is bounded; this is the backstop.
+            let hard_deadline = run::time_budget(&args) + Duration::from_secs(5);
+            let outcome = runtime.block_on(async {
+                match tokio::time::timeout(hard_deadline, run::run(*args)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        Err(anyhow::anyhow!("the run passed its hard deadline of {:.0} s", hard_deadline.as_secs_f64()))
+                    }
+                }
+            });
             // Streams still open are dropped with the runtime; do not wait on them.
             runtime.shutdown_timeout(Duration::from_secs(1));
             match outcome {

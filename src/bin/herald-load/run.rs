@@ -31,6 +31,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most streams per user Herald allows by default (`stream.max_per_user`).
 const MAX_PER_USER: usize = 32;
 
+/// The longest a run with these settings may take: every phase's bound, plus
+/// slack. Stream tasks end at it; `main` aborts the run a little after it.
+pub fn time_budget(args: &RunArgs) -> Duration {
+    let ramp_time = Duration::from_secs_f64(args.streams as f64 / f64::from(args.ramp_rate.max(1)));
+    ramp_time + args.open_timeout + args.settle + args.duration + DRAIN_TIMEOUT + args.grace + Duration::from_secs(10)
+}
+
 /// Runs the load; returns whether the run passed (`--fail-on-loss`).
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     ensure!(args.streams > 0, "--streams: must be at least 1");
@@ -48,14 +55,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let users = args.streams.div_ceil(args.streams_per_user);
     let users = u32::try_from(users).context("--streams: too many users")?;
 
-    let ramp_time = Duration::from_secs_f64(args.streams as f64 / f64::from(args.ramp_rate));
-    let budget = ramp_time
-        + args.open_timeout
-        + args.settle
-        + args.duration
-        + DRAIN_TIMEOUT
-        + args.grace
-        + Duration::from_secs(10);
+    let budget = time_budget(&args);
     let deadline = Instant::now() + budget;
     eprintln!(
         "herald-load: {} streams ({users} users × {}) to {addr} at {}/s, then {}/s for {:?} via {}; hard deadline in {:.0} s",
