@@ -63,13 +63,13 @@ impl Application {
         let limits = HubLimits { max_streams: settings.server.max_streams, max_per_user: settings.stream.max_per_user };
         let (hub, engine) = match settings.engine.kind {
             EngineKind::Memory => {
-                let hub = Arc::new(Hub::new(limits, None));
+                let hub = Arc::new(Hub::new(limits, settings.stream.keep_alive, None));
                 let engine = MemoryEngine::new(hub.clone(), Retention::from_settings(&settings));
                 (hub, AnyEngine::Memory(engine))
             }
             EngineKind::Redis => {
                 let (commands, subscriptions) = mpsc::unbounded_channel();
-                let hub = Arc::new(Hub::new(limits, Some(commands)));
+                let hub = Arc::new(Hub::new(limits, settings.stream.keep_alive, Some(commands)));
                 let engine = RedisEngine::connect(&settings, hub.clone(), subscriptions).await?;
                 (hub, AnyEngine::Redis(engine))
             }
@@ -207,29 +207,24 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// One node-wide tick a second, instead of a timer per stream: expiry,
+/// Drives the hub's node-wide tick (one timer for all streams): expiry,
 /// `token_expiring`, keep-alives. Ends when the hub is gone.
 fn spawn_ticker(hub: Weak<Hub>, settings: &Settings) {
     let warn_before = settings.stream.token_expiring_before;
-    let keep_alive = settings.stream.keep_alive;
     let heartbeat_events = settings.stream.heartbeat_events;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(crate::hub::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_keep_alive = Instant::now();
         loop {
             tick.tick().await;
             let Some(hub) = hub.upgrade() else { return };
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let keep_alive_bytes = (last_keep_alive.elapsed() >= keep_alive).then(|| {
-                last_keep_alive = Instant::now();
-                if heartbeat_events {
-                    frame::heartbeat(time::OffsetDateTime::now_utc())
-                } else {
-                    frame::KEEP_ALIVE.clone()
-                }
-            });
-            hub.tick(now, warn_before, keep_alive_bytes.as_ref());
+            let keep_alive = if heartbeat_events {
+                frame::heartbeat(time::OffsetDateTime::now_utc())
+            } else {
+                frame::KEEP_ALIVE.clone()
+            };
+            hub.tick(now, warn_before, &keep_alive);
         }
     });
 }

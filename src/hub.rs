@@ -49,6 +49,10 @@ pub struct HubLimits {
     pub max_per_user: usize,
 }
 
+/// The node-wide tick: token expiry, `token_expiring`, keep-alives. Short,
+/// so keep-alives spread over many ticks instead of one burst.
+pub const TICK: Duration = Duration::from_millis(250);
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
     #[error("this node holds its maximum number of streams")]
@@ -112,10 +116,18 @@ pub struct Hub {
     limits: HubLimits,
     streams: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Ticks so far (see [`TICK`]); frames record it, keep-alives read it.
+    ticks: std::sync::atomic::AtomicU64,
+    keep_alive_ticks: u64,
 }
 
 impl Hub {
-    pub fn new(limits: HubLimits, subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>) -> Self {
+    pub fn new(
+        limits: HubLimits,
+        keep_alive: Duration,
+        subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>,
+    ) -> Self {
+        let keep_alive_ticks = (keep_alive.as_millis() / TICK.as_millis()).max(1) as u64;
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
@@ -123,6 +135,10 @@ impl Hub {
             limits,
             streams: AtomicUsize::new(0),
             shutting_down: Default::default(),
+            // Starts one interval in, so a new stream's random phase can
+            // reach back a whole interval from the very first tick.
+            ticks: std::sync::atomic::AtomicU64::new(keep_alive_ticks),
+            keep_alive_ticks,
         }
     }
 
@@ -142,6 +158,10 @@ impl Hub {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(RegisterError::ShuttingDown);
         }
+        // A random phase: streams opened together get their keep-alives on
+        // different ticks.
+        let phase = rand::random::<u64>() % self.keep_alive_ticks;
+        conn.set_last_frame_tick(self.ticks.load(Ordering::Relaxed).saturating_sub(phase));
         let mut shard = self.shard(conn.user.as_str());
         if let Some(slot) = shard.get_mut(conn.user.as_str()) {
             if slot.streams.len() >= self.limits.max_per_user {
@@ -211,7 +231,8 @@ impl Hub {
         if let Some(id) = frame.id {
             metrics.observe_delivery_latency(id);
         }
-        let queued = slot.streams.iter().filter(|c| c.push(frame.clone())).count();
+        let tick = self.ticks.load(Ordering::Relaxed);
+        let queued = slot.streams.iter().filter(|c| c.push(frame.clone(), tick)).count();
         metrics.deliveries.increment(queued as u64);
         queued
     }
@@ -250,19 +271,23 @@ impl Hub {
         self.for_each(|c| c.close(reason, retry()));
     }
 
-    /// The node-wide tick (one timer for all streams, not one per stream):
-    /// token expiry and the `token_expiring` warning, and keep-alives.
-    pub fn tick(&self, now_unix: u64, warn_before: Duration, keep_alive: Option<&bytes::Bytes>) {
+    /// One node-wide tick (one timer for all streams, not one per stream):
+    /// token expiry and the `token_expiring` warning, and keep-alives for the
+    /// streams that have been quiet for a whole interval. With a random
+    /// phase per stream, a tick touches about 1/`every_ticks` of them, so
+    /// 10,000 streams never get their keep-alives written in one burst.
+    pub fn tick(&self, now_unix: u64, warn_before: Duration, keep_alive: &bytes::Bytes) {
+        let tick = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         self.for_each(|c| {
             if now_unix >= c.expires_at {
                 c.close(ByeReason::TokenExpired, None);
                 return;
             }
             if now_unix + warn_before.as_secs() >= c.expires_at && c.take_expiry_warning() {
-                c.push(frame::token_expiring(c.expires_at));
+                c.push(frame::token_expiring(c.expires_at), tick);
             }
-            if let Some(bytes) = keep_alive {
-                c.push(Frame { id: None, bytes: bytes.clone() });
+            if c.quiet_for(tick) >= self.keep_alive_ticks {
+                c.push(Frame { id: None, bytes: keep_alive.clone() }, tick);
             }
         });
     }
@@ -289,10 +314,13 @@ impl Drop for Registration {
 
 #[cfg(test)]
 mod tests {
+    use std::task::{Context, Waker};
+
     use super::*;
+    use crate::stream::Next;
 
     fn hub(commands: Option<mpsc::UnboundedSender<SubscriptionCommand>>) -> Arc<Hub> {
-        Arc::new(Hub::new(HubLimits { max_streams: 3, max_per_user: 2 }, commands))
+        Arc::new(Hub::new(HubLimits { max_streams: 3, max_per_user: 2 }, Duration::from_secs(1), commands))
     }
 
     fn conn(user: &str) -> Arc<Connection> {
@@ -324,6 +352,36 @@ mod tests {
         let _b = hub.register(conn("b")).unwrap();
         assert_eq!(hub.register(conn("c")).err(), Some(RegisterError::NodeFull));
         assert_eq!(hub.stream_count(), 3);
+    }
+
+    #[test]
+    fn keep_alives_are_spread_over_the_interval_and_skip_busy_streams() {
+        // keep_alive 1 s = 4 ticks of 250 ms.
+        let hub = Arc::new(Hub::new(HubLimits { max_streams: 1000, max_per_user: 1 }, Duration::from_secs(1), None));
+        let streams: Vec<_> = (0..400).map(|i| hub.register(conn(&format!("u{i}"))).unwrap().0).collect();
+        let ka = bytes::Bytes::from_static(b": ka\n\n");
+        let mut per_tick = Vec::new();
+        let queued = |r: &Registration| {
+            let mut n = 0;
+            while let Next::Frame(_) = r.connection().poll_next(&mut Context::from_waker(Waker::noop())) {
+                n += 1;
+            }
+            n
+        };
+        for _ in 0..4 {
+            hub.tick(0, Duration::ZERO, &ka);
+            per_tick.push(streams.iter().map(queued).sum::<usize>());
+        }
+        assert_eq!(per_tick.iter().sum::<usize>(), 400, "each stream gets one keep-alive per interval");
+        assert!(per_tick.iter().all(|&n| n < 200), "no burst to all streams at once: {per_tick:?}");
+
+        // A stream that just got a frame is not quiet: no keep-alive.
+        hub.deliver("u0", || Frame { id: None, bytes: bytes::Bytes::from_static(b"x") });
+        queued(&streams[0]);
+        for _ in 0..3 {
+            hub.tick(0, Duration::ZERO, &ka);
+            assert_eq!(queued(&streams[0]), 0);
+        }
     }
 
     #[test]

@@ -66,6 +66,9 @@ struct State {
     resync: bool,
     warned_expiry: bool,
     waker: Option<Waker>,
+    /// The hub tick of the last frame queued: keep-alives go only to streams
+    /// that have been quiet for the whole interval.
+    last_frame_tick: u64,
 }
 
 impl Connection {
@@ -79,12 +82,13 @@ impl Connection {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame. Returns false if the stream is closing or just became
-    /// a slow consumer.
-    pub fn push(&self, frame: Frame) -> bool {
+    /// Queues a frame (at hub tick `tick`). Returns false if the stream is
+    /// closing or just became a slow consumer.
+    pub fn push(&self, frame: Frame, tick: u64) -> bool {
         let waker;
         {
             let mut s = self.lock();
+            s.last_frame_tick = tick;
             if s.closing.is_some() {
                 return false;
             }
@@ -133,6 +137,17 @@ impl Connection {
         }
     }
 
+    /// Ticks since the last frame.
+    pub fn quiet_for(&self, tick: u64) -> u64 {
+        tick.saturating_sub(self.lock().last_frame_tick)
+    }
+
+    /// Starts the quiet clock at `tick` (the hub staggers new streams, so
+    /// their keep-alives do not all fall on the same tick).
+    pub fn set_last_frame_tick(&self, tick: u64) {
+        self.lock().last_frame_tick = tick;
+    }
+
     /// True the first time it is called: the stream should get `token_expiring`.
     pub fn take_expiry_warning(&self) -> bool {
         let mut s = self.lock();
@@ -175,10 +190,10 @@ mod tests {
     #[test]
     fn a_full_queue_makes_a_slow_consumer_that_drains_then_says_bye() {
         let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX, 2);
-        assert!(c.push(frame(1)));
-        assert!(c.push(frame(2)));
-        assert!(!c.push(frame(3)), "third push must overflow");
-        assert!(!c.push(frame(4)), "closing stream takes nothing more");
+        assert!(c.push(frame(1), 0));
+        assert!(c.push(frame(2), 0));
+        assert!(!c.push(frame(3), 0), "third push must overflow");
+        assert!(!c.push(frame(4), 0), "closing stream takes nothing more");
         assert!(matches!(next(&c), Next::Frame(f) if f.id == Some(EntryId::new(1, 0))));
         assert!(matches!(next(&c), Next::Frame(f) if f.id == Some(EntryId::new(2, 0))));
         match next(&c) {
@@ -190,7 +205,7 @@ mod tests {
     #[test]
     fn resync_comes_before_queued_frames() {
         let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX, 8);
-        c.push(frame(1));
+        c.push(frame(1), 0);
         c.request_resync();
         assert!(matches!(next(&c), Next::Resync));
         assert!(matches!(next(&c), Next::Frame(_)));

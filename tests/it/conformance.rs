@@ -23,13 +23,13 @@ async fn backend(engine: &helpers::Engine, extra: &[(&str, &str)]) -> Backend {
     let limits = HubLimits { max_streams: 100, max_per_user: 10 };
     match engine {
         helpers::Engine::Memory => {
-            let hub = Arc::new(Hub::new(limits, None));
+            let hub = Arc::new(Hub::new(limits, Duration::from_secs(15), None));
             let engine = MemoryEngine::new(hub.clone(), Retention::from_settings(&settings));
             Backend { engine: AnyEngine::Memory(engine), hub }
         }
         helpers::Engine::Redis(_) => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let hub = Arc::new(Hub::new(limits, Some(tx)));
+            let hub = Arc::new(Hub::new(limits, Duration::from_secs(15), Some(tx)));
             let engine = RedisEngine::connect(&settings, hub.clone(), rx).await.expect("redis engine connects");
             Backend { engine: AnyEngine::Redis(engine), hub }
         }
