@@ -14,6 +14,8 @@
 #   RUNS STREAMS STREAMS_PER_USER RATE DURATION RAMP_RATE LANES GRACE
 #   VIAS ("http redis")  SERVER_CPUS (0)  REDIS_CPUS (0)  LOAD_CPUS (1)
 #   OUT (bench/out/<mode>-<timestamp>)  NO_BUILD=1 skips `cargo build`
+#   PROFILE (release)  debug uses target/debug (CI's smoke run reuses the test
+#                 build instead of compiling everything again in release)
 #   QUIET_TIMEOUT  seconds to wait before each run for the machine to go idle
 #                  (other builds on these cores skew the figures): full 300, smoke 0
 #   REV=<commit>  benchmarks that commit, exported with `git archive` and built
@@ -60,10 +62,11 @@ if [[ -n ${REV:-} ]]; then
     bin=target/bench-src/target/release
     revision="$rev (clean export)"
 else
+    profile=${PROFILE:-release}
     if [[ -z ${NO_BUILD:-} ]]; then
-        cargo build --release --bins
+        if [[ $profile == release ]]; then cargo build --release --bins; else cargo build --bins; fi
     fi
-    bin=target/release
+    bin=target/$profile
     revision="working tree at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
         revision="$revision, with uncommitted changes"

@@ -42,7 +42,8 @@ fi
 
 if [ -f bench/run.sh ]; then
   log "load smoke run (loss and duplication only, never timing)"
-  bash bench/run.sh smoke
+  # The debug build from above: no second, release compile in CI.
+  PROFILE=debug NO_BUILD=1 bash bench/run.sh smoke
 fi
 
 log "all tests passed"
