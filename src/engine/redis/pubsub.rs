@@ -35,6 +35,7 @@ use crate::{
 
 /// Most channels per SUBSCRIBE / UNSUBSCRIBE call.
 const BATCH: usize = 1000;
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether the pub/sub connection is proven alive, for `/readyz`: connected,
@@ -138,20 +139,48 @@ struct PubSubTask {
 }
 
 enum Served {
-    Lost(String),
+    /// The connection failed; `was_serving` if it had been up and subscribed.
+    Lost {
+        reason: String,
+        was_serving: bool,
+    },
     CommandsClosed,
+}
+
+fn lost(reason: String) -> Served {
+    Served::Lost { reason, was_serving: false }
+}
+
+fn lost_while_serving(reason: String) -> Served {
+    Served::Lost { reason, was_serving: true }
+}
+
+/// The next subscription change to make, as a future, if any: channels
+/// wanted but not subscribed, and subscribed but no longer wanted.
+fn next_change(wanted: &Wanted, subscribed: &HashSet<UserId>, sink: &PubSubSink) -> Option<Inflight> {
+    let add: HashSet<UserId> = wanted.users.difference(subscribed).take(BATCH).cloned().collect();
+    let remove: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
+    if add.is_empty() && remove.is_empty() {
+        return None;
+    }
+    Some(Box::pin(change_subscriptions(sink.clone(), add, remove)))
 }
 
 type Inflight = Pin<Box<dyn Future<Output = (RedisResult<()>, HashSet<UserId>, HashSet<UserId>)> + Send>>;
 
 impl PubSubTask {
     async fn run(mut self) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = MIN_BACKOFF;
         loop {
             match self.connect_and_serve().await {
                 Served::CommandsClosed => return,
-                Served::Lost(reason) => {
+                Served::Lost { reason, was_serving } => {
                     self.health.connected.store(false, Ordering::Release);
+                    // A connection that worked starts a new outage: retry
+                    // quickly. Failing to connect at all backs off further.
+                    if was_serving {
+                        backoff = MIN_BACKOFF;
+                    }
                     tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "pub/sub connection lost; reconnecting");
                 }
             }
@@ -160,9 +189,6 @@ impl PubSubTask {
             let jitter = Duration::from_millis(rand::random::<u64>() % 100);
             tokio::time::sleep(backoff + jitter).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            if self.health.connected.load(Ordering::Acquire) {
-                backoff = Duration::from_millis(100);
-            }
         }
     }
 
@@ -170,7 +196,7 @@ impl PubSubTask {
         let Self { client, hub, commands, health, on_reconnect, wanted, connected_before } = self;
         let (mut sink, mut messages) = match client.get_async_pubsub().await {
             Ok(pubsub) => pubsub.split(),
-            Err(e) => return Served::Lost(format!("connect: {e}")),
+            Err(e) => return lost(format!("connect: {e}")),
         };
         // Whatever arrived while disconnected is applied before resubscribing.
         while let Ok(command) = commands.try_recv() {
@@ -180,7 +206,7 @@ impl PubSubTask {
         let all: Vec<UserId> = wanted.users.iter().cloned().collect();
         for chunk in all.chunks(BATCH) {
             if let Err(e) = sink.subscribe(chunk.iter().map(user_base).collect::<Vec<_>>()).await {
-                return Served::Lost(format!("resubscribe: {e}"));
+                return lost(format!("resubscribe: {e}"));
             }
             subscribed.extend(chunk.iter().cloned());
         }
@@ -203,7 +229,7 @@ impl PubSubTask {
             tokio::select! {
                 message = messages.next() => match message {
                     Some(message) => deliver(hub, &message),
-                    None => return Served::Lost("stream closed".into()),
+                    None => return lost_while_serving("stream closed".into()),
                 },
                 command = commands.recv(), if inflight.is_none() => {
                     let Some(command) = command else { return Served::CommandsClosed };
@@ -211,29 +237,21 @@ impl PubSubTask {
                     while let Ok(command) = commands.try_recv() {
                         wanted.apply(command);
                     }
-                    let to_subscribe: HashSet<UserId> = wanted.users.difference(&subscribed).take(BATCH).cloned().collect();
-                    let to_unsubscribe: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
-                    if to_subscribe.is_empty() && to_unsubscribe.is_empty() {
+                    inflight = next_change(wanted, &subscribed, &sink);
+                    if inflight.is_none() {
                         wanted.confirm(&subscribed);
-                    } else {
-                        inflight = Some(Box::pin(change_subscriptions(sink.clone(), to_subscribe, to_unsubscribe)));
                     }
                 },
                 done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
-                    inflight = None;
                     let (result, added, removed) = done;
                     if let Err(e) = result {
-                        return Served::Lost(format!("subscribe: {e}"));
+                        return lost_while_serving(format!("subscribe: {e}"));
                     }
                     subscribed.extend(added);
                     subscribed.retain(|u| !removed.contains(u));
                     wanted.confirm(&subscribed);
                     // More may have changed meanwhile, or exceeded one batch.
-                    let more_sub: HashSet<UserId> = wanted.users.difference(&subscribed).take(BATCH).cloned().collect();
-                    let more_unsub: HashSet<UserId> = subscribed.difference(&wanted.users).take(BATCH).cloned().collect();
-                    if !more_sub.is_empty() || !more_unsub.is_empty() {
-                        inflight = Some(Box::pin(change_subscriptions(sink.clone(), more_sub, more_unsub)));
-                    }
+                    inflight = next_change(wanted, &subscribed, &sink);
                 },
                 _ = ping.tick(), if pending_pong.is_none() => {
                     let mut sink = sink.clone();
@@ -249,7 +267,7 @@ impl PubSubTask {
                     pending_pong = None;
                     match pong {
                         Ok(_) => health.mark_alive(),
-                        Err(e) => return Served::Lost(format!("ping: {e}")),
+                        Err(e) => return lost_while_serving(format!("ping: {e}")),
                     }
                 },
             }
