@@ -30,6 +30,12 @@ pub enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Load and validate the configuration, print the result (secrets
+    /// redacted), and exit: 0 if valid, 1 naming the bad setting.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Mint an HS256 token with the configured secret, for trying things out.
     Token {
         /// The user id (`sub`).
@@ -49,6 +55,11 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, demo } => serve(config, demo).await,
+        Command::CheckConfig { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            println!("{settings:#?}\nconfiguration is valid");
+            Ok(())
+        }
         Command::Token { sub, ttl, publisher, config } => {
             let settings = Settings::load(config.as_deref())?;
             let secret = settings

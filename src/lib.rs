@@ -27,7 +27,7 @@
 //! | [`stream`] | SSE frames, per-stream queue, the response body |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`routes`] | HTTP handlers |
-//! | [`cli`] | `serve`, `token` |
+//! | [`cli`] | `serve`, `token`, `check-config` |
 
 pub mod app;
 pub mod auth;

@@ -51,3 +51,28 @@ async fn metrics_count_streams_publishes_and_deliveries() {
     assert_eq!(metric(&text, "herald_deliveries_total"), 6.0, "one per tab");
     assert_eq!(metric(&text, "herald_publish_to_delivery_seconds_count"), 3.0);
 }
+
+/// A bad setting stops the real binary at start-up, naming the setting.
+#[test]
+fn a_bad_setting_stops_start_up_and_names_it() {
+    for (key, value, named) in [
+        ("HERALD__HISTORY__MAX_LEN", "0", "history.max_len"),
+        ("HERALD__SERVER__LISTEN", "not-an-address", "listen"),
+        ("HERALD__ENGINE__KIND", "postgres", "kind"),
+    ] {
+        for command in [&["serve"][..], &["check-config"][..]] {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args(command)
+                .env(key, value)
+                .env("HERALD__AUTH__SECRET", crate::helpers::SECRET)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{command:?} {key}={value}: {stderr}");
+            assert!(stderr.contains(named), "{command:?} {key}={value}: `{stderr}` should name `{named}`");
+        }
+    }
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_herald")).arg("check-config").output().unwrap();
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration is valid"));
+}
