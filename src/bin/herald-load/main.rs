@@ -58,6 +58,26 @@ enum Command {
     },
 }
 
+/// The kind of server under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerKind {
+    /// Herald: `GET /v1/events` with a minted token; publishes per `--via`.
+    Herald,
+    /// Nchan (nginx), the peer of issue #4 (see bench/nchan/nginx.conf):
+    /// `GET /sub/<user>` as EventSource, no token; publishes are
+    /// `POST /pub/<user>` with the notification as the body.
+    Nchan,
+}
+
+impl ServerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Herald => "herald",
+            ServerKind::Nchan => "nchan",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Via {
     /// `POST /v1/publish` on keep-alive connections.
@@ -80,8 +100,11 @@ pub struct RunArgs {
     /// Herald's address, host:port (loopback only).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub target: String,
-    /// The HMAC secret Herald verifies tokens with.
-    #[arg(long, env = "HERALD__AUTH__SECRET", hide_env_values = true)]
+    /// The kind of server at `--target`.
+    #[arg(long, value_enum, default_value_t = ServerKind::Herald)]
+    pub server: ServerKind,
+    /// The HMAC secret Herald verifies tokens with (not used for Nchan).
+    #[arg(long, env = "HERALD__AUTH__SECRET", hide_env_values = true, default_value = "")]
     pub secret: String,
     /// SSE streams to open.
     #[arg(long, default_value_t = 1000)]
@@ -101,7 +124,11 @@ pub struct RunArgs {
     /// Pause after the streams opened, before memory is sampled and publishing starts.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
-    /// How notifications are published.
+    /// How long to hold the open streams idle (no publishing) after the
+    /// settle pause, to measure the server's idle CPU (keep-alives).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub idle: Duration,
+    /// How notifications are published (Nchan: `http` only, to its publisher).
     #[arg(long, value_enum, default_value_t = Via::Http)]
     pub via: Via,
     /// Redis for `--via redis` (loopback only).

@@ -46,7 +46,14 @@ struct Job {
 
 /// Where publishes go.
 pub enum Sink {
-    Http { addr: SocketAddr, token: String },
+    Http {
+        addr: SocketAddr,
+        token: String,
+    },
+    /// Nchan's HTTP publisher: `POST /pub/<user>`, the notification as the body.
+    Nchan {
+        addr: SocketAddr,
+    },
     Redis(redis::aio::MultiplexedConnection),
 }
 
@@ -95,6 +102,9 @@ pub async fn run(plan: &PublishPlan, sink: Sink, ledger: &Arc<Mutex<Ledger>>) ->
             }
             Sink::Redis(conn) => {
                 tasks.spawn(lane.redis(rx, conn.clone()));
+            }
+            Sink::Nchan { addr } => {
+                tasks.spawn(lane.nchan(rx, *addr));
             }
         }
     }
@@ -189,7 +199,8 @@ impl Lane {
                     self.shared.user_prefix,
                     self.notification(&job, seq)
                 );
-                match timeout(PUBLISH_TIMEOUT, c.post(addr, &token, &body)).await {
+                let auth = format!("Authorization: Bearer {token}\r\n");
+                match timeout(PUBLISH_TIMEOUT, c.post(addr, "/v1/publish", &auth, &body)).await {
                     Ok(Ok(202)) => Ok(()),
                     Ok(Ok(status)) => Err(format!("http {status}")),
                     Ok(Err(e)) => Err(e),
@@ -199,6 +210,33 @@ impl Lane {
             .await;
             if result.is_err() {
                 conn = None; // the connection's state is unknown: start afresh
+            }
+            self.settle(user, seq, result);
+        }
+    }
+
+    /// Nchan answers 201 when the channel has subscribers, 202 when not.
+    async fn nchan(mut self, mut jobs: mpsc::Receiver<Job>, addr: SocketAddr) {
+        let mut conn: Option<HttpConn> = None;
+        while let Some(job) = jobs.recv().await {
+            let (user, seq) = (job.user, self.take_seq(job.user));
+            let result = async {
+                if conn.is_none() {
+                    conn = Some(HttpConn::connect(addr).await?);
+                }
+                let c = conn.as_mut().expect("just connected");
+                let path = format!("/pub/{}{user}", self.shared.user_prefix);
+                let body = self.notification(&job, seq);
+                match timeout(PUBLISH_TIMEOUT, c.post(addr, &path, "", &body)).await {
+                    Ok(Ok(200..=202)) => Ok(()),
+                    Ok(Ok(status)) => Err(format!("http {status}")),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            }
+            .await;
+            if result.is_err() {
+                conn = None;
             }
             self.settle(user, seq, result);
         }
@@ -237,11 +275,12 @@ impl HttpConn {
         Ok(Self { socket, raw: Vec::with_capacity(4096), scratch: Vec::new() })
     }
 
-    /// Posts to `/v1/publish`; returns the status once the whole response
-    /// was read (so the connection is ready for the next request).
-    async fn post(&mut self, addr: SocketAddr, token: &str, body: &str) -> Result<u16, String> {
+    /// Posts to `path` (`extra_headers`: complete header lines, or empty);
+    /// returns the status once the whole response was read (so the
+    /// connection is ready for the next request).
+    async fn post(&mut self, addr: SocketAddr, path: &str, extra_headers: &str, body: &str) -> Result<u16, String> {
         let request = format!(
-            "POST /v1/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         self.socket.write_all(request.as_bytes()).await.map_err(|e| format!("write: {}", e.kind()))?;

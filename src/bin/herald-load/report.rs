@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::{
-    Via,
+    ServerKind, Via,
     ledger::{Percentiles, Second, Tally},
     procstat::MachineCpu,
 };
@@ -23,6 +23,8 @@ pub struct ProcessFigures {
     pub rss_end_kib: Option<u64>,
     /// While the streams opened.
     pub cpu_ramp_pct: Option<f64>,
+    /// With the streams open and idle (`--idle`).
+    pub cpu_idle_pct: Option<f64>,
     /// While publishing.
     pub cpu_publish_pct: Option<f64>,
 }
@@ -57,6 +59,7 @@ pub struct Measures {
 
 pub struct Summary {
     pub label: String,
+    pub server_kind: ServerKind,
     pub via: Via,
     pub target: SocketAddr,
     pub measures: Measures,
@@ -126,7 +129,7 @@ impl Summary {
         let m = &self.measures;
         let t = &m.tally;
         let l = &m.latency;
-        println!("run {:?}: via {} to {}", self.label, self.via.as_str(), self.target);
+        println!("run {:?}: {} via {} at {}", self.label, self.server_kind.as_str(), self.via.as_str(), self.target);
         println!(
             "streams:   {} opened, {} failed of {} ({} users × {}), ramp {:.2} s at {}/s; {} ended early",
             m.streams_opened,
@@ -186,12 +189,13 @@ impl Summary {
         );
         if let Some(s) = self.server {
             println!(
-                "server:    RSS {} idle, {} with streams open, {} at the end; {} per stream; CPU {} while opening, {} while publishing",
+                "server:    RSS {} idle, {} with streams open, {} at the end; {} per stream; CPU {} while opening, {} idle, {} while publishing",
                 mib(s.rss_idle_kib),
                 mib(s.rss_open_kib),
                 mib(s.rss_end_kib),
                 self.rss_per_stream_bytes().map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0)),
                 pct(s.cpu_ramp_pct),
+                s.cpu_idle_pct.map_or("-".into(), |v| format!("{v:.2}%")),
                 pct(s.cpu_publish_pct)
             );
         }
@@ -246,6 +250,7 @@ impl Summary {
                     "rss_open_kib": p.rss_open_kib,
                     "rss_end_kib": p.rss_end_kib,
                     "cpu_ramp_pct": p.cpu_ramp_pct.map(|v| round(v, 1)),
+                    "cpu_idle_pct": p.cpu_idle_pct.map(|v| round(v, 2)),
                     "cpu_publish_pct": p.cpu_publish_pct.map(|v| round(v, 1)),
                 })
             })
@@ -258,6 +263,7 @@ impl Summary {
         json!({
             "tool": "herald-load",
             "label": self.label,
+            "server": self.server_kind.as_str(),
             "via": self.via.as_str(),
             "target": self.target.to_string(),
             "passed": self.passed(),

@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    RunArgs, Via, clock,
+    RunArgs, ServerKind, Via, clock,
     ledger::{Ledger, Percentiles},
     procstat::{self, MachineSample, Process, Sample},
     publish::{self, PublishPlan, Sink},
@@ -35,7 +35,14 @@ const MAX_PER_USER: usize = 32;
 /// slack. Stream tasks end at it; `main` aborts the run a little after it.
 pub fn time_budget(args: &RunArgs) -> Duration {
     let ramp_time = Duration::from_secs_f64(args.streams as f64 / f64::from(args.ramp_rate.max(1)));
-    ramp_time + args.open_timeout + args.settle + args.duration + DRAIN_TIMEOUT + args.grace + Duration::from_secs(10)
+    ramp_time
+        + args.open_timeout
+        + args.settle
+        + args.idle
+        + args.duration
+        + DRAIN_TIMEOUT
+        + args.grace
+        + Duration::from_secs(10)
 }
 
 /// Runs the load; returns whether the run passed (`--fail-on-loss`).
@@ -46,6 +53,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     ensure!(args.ramp_rate > 0, "--ramp-rate: must be at least 1");
     ensure!(!args.duration.is_zero(), "--duration: must be above zero");
     ensure!(args.lanes > 0, "--lanes: must be at least 1");
+    match args.server {
+        ServerKind::Herald => ensure!(!args.secret.is_empty(), "--secret (or HERALD__AUTH__SECRET): Herald needs it"),
+        ServerKind::Nchan => ensure!(args.via == Via::Http, "--via: Nchan is published to over HTTP only"),
+    }
     let addr = target::loopback(&args.target)?;
     let redis = match args.via {
         Via::Redis => Some(target::loopback_redis(&args.redis_url)?),
@@ -58,9 +69,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let budget = time_budget(&args);
     let deadline = Instant::now() + budget;
     eprintln!(
-        "herald-load: {} streams ({users} users × {}) to {addr} at {}/s, then {}/s for {:?} via {}; hard deadline in {:.0} s",
+        "herald-load: {} streams ({users} users × {}) to {} at {addr} at {}/s, then {}/s for {:?} via {}; hard deadline in {:.0} s",
         args.streams,
         args.streams_per_user,
+        args.server.as_str(),
         args.ramp_rate,
         args.rate,
         args.duration,
@@ -70,7 +82,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {addr} timed out"))?
-        .with_context(|| format!("nothing answers at {addr}: is Herald running?"))?;
+        .with_context(|| format!("nothing answers at {addr}: is the server running?"))?;
     let sink = match redis {
         Some(client) => {
             let config = redis::AsyncConnectionConfig::new()
@@ -83,13 +95,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
                     .with_context(|| format!("cannot connect to Redis at {}", args.redis_url))?,
             )
         }
+        None if args.server == ServerKind::Nchan => Sink::Nchan { addr },
         None => Sink::Http {
             addr,
             token: herald::auth::mint_token(&args.secret, "herald-load-publisher", args.token_ttl, true)?,
         },
     };
 
-    let server = args.server_pid.map(|pid| Process::pid("herald", pid));
+    let server = args.server_pid.map(|pid| Process::pid(args.server.as_str(), pid));
     let redis_process = args.redis_pid.map(|pid| Process::pid("redis", pid));
     let this = Process::current();
     for process in [&server, &redis_process].into_iter().flatten() {
@@ -100,6 +113,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let ledger = Arc::new(Mutex::new(Ledger::new(users as usize, (0..args.streams).map(|i| (i / spu) as u32))));
     let plan = Arc::new(StreamPlan {
         addr,
+        server: args.server,
         secret: args.secret.clone(),
         user_prefix: args.user_prefix.clone(),
         token_ttl: args.token_ttl,
@@ -129,6 +143,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     sleep(args.settle).await;
     let server_open = sample(&server);
     let this_open = this.sample()?;
+
+    // Phase 2b (optional): hold the streams idle; the server's CPU now is
+    // its keep-alive and bookkeeping cost.
+    let cpu_idle = if args.idle.is_zero() {
+        None
+    } else {
+        let idle_before = sample(&server);
+        sleep(args.idle).await;
+        cpu(idle_before, sample(&server))
+    };
 
     // Phase 3: publish.
     lock(&ledger).start_tracking(clock::now_us());
@@ -177,6 +201,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let summary = Summary {
         label: args.label.clone(),
+        server_kind: args.server,
         via: args.via,
         target: addr,
         measures: Measures {
@@ -208,6 +233,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             rss_open_kib: server_open.map(|s| s.rss_kib),
             rss_end_kib: after.0.map(|s| s.rss_kib),
             cpu_ramp_pct: cpu(server_idle, server_ramped),
+            cpu_idle_pct: cpu_idle,
             cpu_publish_pct: cpu(before.0, after.0),
         }),
         redis: redis_process.as_ref().map(|_| ProcessFigures {
@@ -215,6 +241,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             rss_open_kib: None,
             rss_end_kib: after.1.map(|s| s.rss_kib),
             cpu_ramp_pct: None,
+            cpu_idle_pct: None,
             cpu_publish_pct: cpu(before.1, after.1),
         }),
         load: ProcessFigures {
@@ -222,6 +249,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             rss_open_kib: Some(this_open.rss_kib),
             rss_end_kib: Some(after.2.rss_kib),
             cpu_ramp_pct: None,
+            cpu_idle_pct: None,
             cpu_publish_pct: Some(after.2.cpu_percent_since(&before.2)),
         },
         machine_cpu,

@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use crate::{
-    clock,
+    ServerKind, clock,
     ledger::{Ledger, Receipt},
     wire::{Chunked, SseParser, parse_head},
 };
@@ -28,6 +28,7 @@ use crate::{
 /// What every stream shares.
 pub struct StreamPlan {
     pub addr: SocketAddr,
+    pub server: ServerKind,
     pub secret: String,
     pub user_prefix: String,
     pub token_ttl: Duration,
@@ -107,9 +108,13 @@ async fn read_stream(plan: &StreamPlan, ledger: &Mutex<Ledger>, stream: usize, u
     let mut bye = None;
     loop {
         let received_us = clock::now_us();
-        let mut on_event = |name: &[u8], data: &[u8]| match name {
-            b"notification" => record(ledger, stream, plan.run_id, data, received_us),
-            b"bye" => bye = Some(String::from_utf8_lossy(data).into_owned()),
+        // Herald names its events; Nchan sends the published body as an
+        // unnamed event (`message`).
+        let mut on_event = |name: &[u8], data: &[u8]| match (plan.server, name) {
+            (ServerKind::Herald, b"notification") | (ServerKind::Nchan, b"message" | b"notification") => {
+                record(ledger, stream, plan.run_id, data, received_us)
+            }
+            (ServerKind::Herald, b"bye") => bye = Some(String::from_utf8_lossy(data).into_owned()),
             _ => {}
         };
         let parsed = match chunks.as_mut() {
@@ -140,10 +145,16 @@ async fn read_stream(plan: &StreamPlan, ledger: &Mutex<Ledger>, stream: usize, u
 /// socket, bytes already read past the head, and whether the body is chunked.
 async fn open(plan: &StreamPlan, user: u32) -> Result<(TcpStream, Vec<u8>, bool), String> {
     let user_id = format!("{}{user}", plan.user_prefix);
-    let token = herald::auth::mint_token(&plan.secret, &user_id, plan.token_ttl, false)
-        .map_err(|e| format!("mint token: {e}"))?;
+    let path = match plan.server {
+        ServerKind::Herald => {
+            let token = herald::auth::mint_token(&plan.secret, &user_id, plan.token_ttl, false)
+                .map_err(|e| format!("mint token: {e}"))?;
+            format!("/v1/events?access_token={token}")
+        }
+        ServerKind::Nchan => format!("/sub/{user_id}"),
+    };
     let request = format!(
-        "GET /v1/events?access_token={token} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: herald-load\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: herald-load\r\n\r\n",
         plan.addr
     );
     let mut socket = TcpStream::connect(plan.addr).await.map_err(|e| format!("connect: {}", e.kind()))?;
