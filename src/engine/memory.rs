@@ -157,11 +157,14 @@ impl Engine for MemoryEngine {
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
-        let inboxes = self.inboxes();
-        Ok(inboxes
-            .get(user)
-            .map(|i| StreamStart { last_id: i.last_id, unread: i.unread })
-            .unwrap_or(StreamStart { last_id: EntryId::ZERO, unread: 0 }))
+        let mut inboxes = self.inboxes();
+        let Some(inbox) = inboxes.get_mut(user) else {
+            return Ok(StreamStart { last_id: EntryId::ZERO, unread: 0 });
+        };
+        // History trims on publish; a user who gets nothing new must still
+        // not see (or count) expired entries.
+        inbox.trim(&self.inner.retention, now_ms());
+        Ok(StreamStart { last_id: inbox.last_id, unread: inbox.unread })
     }
 
     async fn check_ready(&self) -> Result<(), EngineError> {
@@ -169,8 +172,9 @@ impl Engine for MemoryEngine {
     }
 
     async fn list(&self, user: &UserId, query: ListQuery) -> Result<ListPage, EngineError> {
-        let inboxes = self.inboxes();
-        let Some(inbox) = inboxes.get(user) else { return Ok(ListPage::default()) };
+        let mut inboxes = self.inboxes();
+        let Some(inbox) = inboxes.get_mut(user) else { return Ok(ListPage::default()) };
+        inbox.trim(&self.inner.retention, now_ms());
         let end = match query.before {
             Some(before) => inbox.entries.partition_point(|e| e.id < before),
             None => inbox.entries.len(),

@@ -76,6 +76,7 @@ crate::on_both_engines!(
     idempotency_key_stores_once_and_returns_the_first_result,
     trimming_by_count_keeps_the_newest_and_resets_old_cursors,
     trimming_by_age_drops_old_entries,
+    expired_entries_go_even_without_new_publishes,
     live_entries_reach_every_stream_of_the_user_only,
 );
 
@@ -180,6 +181,25 @@ async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {
     assert_eq!(page.entries.last().map(|e| e.id), Some(newest));
     let start = b.engine.stream_start(&alice).await.unwrap();
     assert_eq!(start.unread, page.entries.len() as u64);
+}
+
+async fn expired_entries_go_even_without_new_publishes(engine: helpers::Engine) {
+    let b = backend(&engine, &[("history.max_age", "1s")]).await;
+    let alice = user("alice");
+    b.publish(&alice, "one").await;
+    let last = b.publish(&alice, "two").await;
+    assert_eq!(b.engine.stream_start(&alice).await.unwrap().unread, 2);
+    // No publish from here on: reading alone must expire them.
+    wait_for("the entries to expire", Duration::from_secs(5), async || {
+        let start = b.engine.stream_start(&alice).await.unwrap();
+        (start.unread == 0).then_some(())
+    })
+    .await;
+    let query = herald::engine::ListQuery { before: None, limit: 10, unread_only: false };
+    let page = b.engine.list(&alice, query).await.unwrap();
+    assert!(page.items.is_empty() && page.unread == 0);
+    assert_eq!(b.engine.stream_start(&alice).await.unwrap().last_id, last, "ids keep growing after expiry");
+    assert!(b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap().reset);
 }
 
 async fn live_entries_reach_every_stream_of_the_user_only(engine: helpers::Engine) {

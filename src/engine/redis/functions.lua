@@ -166,6 +166,11 @@ local function trim(base, inbox, now_ms)
   end
 end
 
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 local function unread_count(base)
   return redis.call('XLEN', base .. ':inbox') - redis.call('SCARD', base .. ':read')
 end
@@ -199,10 +204,8 @@ local function publish(keys, args)
     end
   end
   local inbox = base .. ':inbox'
-  local t = redis.call('TIME')
-  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local id = redis.call('XADD', inbox, '*', 'n', json)
-  trim(base, inbox, now_ms)
+  trim(base, inbox, now_ms())
   local subscribers = redis.call('PUBLISH', base, 'n ' .. id .. ' ' .. unread_count(base) .. ' ' .. json)
   if idem then
     redis.call('SET', idem, id .. ' ' .. subscribers, 'PX', IDEM_TTL_MS)
@@ -340,14 +343,17 @@ redis.register_function('herald_delete', function(keys, args)
   return {unread}
 end)
 
--- FCALL_RO herald_list 1 <base> <before id or +> <limit> <unread only 0/1>
+-- FCALL herald_list 1 <base> <before id or +> <limit> <unread only 0/1>
 -- Newest first: {unread, next id or '', {{id, json, read, clicked}, ...}}.
-redis.register_function{function_name = 'herald_list', flags = {'no-writes'}, callback = function(keys, args)
+-- Trims by age first: history trims on publish, and a user who gets no new
+-- notifications must not keep seeing (or counting) expired ones.
+redis.register_function('herald_list', function(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
   local inbox, read, clicked = base .. ':inbox', base .. ':read', base .. ':clicked'
   local before = args[1]
   if before ~= '+' and not split_id(before) then return invalid('before must be an event id') end
+  trim(base, inbox, now_ms())
   local limit = tonumber(args[2]) or 20
   local unread_only = args[3] == '1'
   local items = {}
@@ -372,7 +378,7 @@ redis.register_function{function_name = 'herald_list', flags = {'no-writes'}, ca
   local next = ''
   if more then next = items[#items][1] end
   return {unread_count(base), next, items}
-end}
+end)
 
 -- FCALL herald_set_preferences 1 <base> <json> <category> <0/1> ...
 -- Stores the document and the in_app flags the publish path reads.
@@ -387,20 +393,22 @@ redis.register_function('herald_set_preferences', function(keys, args)
   return 'OK'
 end)
 
--- FCALL_RO herald_stream_start 1 <base>: {newest id ever given, unread count}.
-redis.register_function{function_name = 'herald_stream_start', flags = {'no-writes'}, callback = function(keys)
+-- FCALL herald_stream_start 1 <base>: {newest id ever given, unread count},
+-- after trimming by age (as herald_list).
+redis.register_function('herald_stream_start', function(keys)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
   local inbox = base .. ':inbox'
   local last = '0-0'
   if redis.call('EXISTS', inbox) == 1 then
+    trim(base, inbox, now_ms())
     local info = redis.call('XINFO', 'STREAM', inbox)
     for i = 1, #info, 2 do
       if info[i] == 'last-generated-id' then last = info[i + 1] end
     end
   end
   return {last, unread_count(base)}
-end}
+end)
 
 -- FCALL_RO herald_version 0: proves the library is loaded, and which config.
 redis.register_function{function_name = 'herald_version', flags = {'no-writes'}, callback = function()

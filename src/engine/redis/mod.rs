@@ -198,7 +198,7 @@ impl Engine for RedisEngine {
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
-        let mut cmd = redis::cmd("FCALL_RO");
+        let mut cmd = redis::cmd("FCALL");
         cmd.arg("herald_stream_start").arg(1).arg(user_base(user));
         let (last_id, unread): (String, i64) = self.call(&cmd).await?;
         Ok(StreamStart { last_id: parse_id(&last_id)?, unread: unread.max(0) as u64 })
@@ -213,7 +213,7 @@ impl Engine for RedisEngine {
     }
 
     async fn list(&self, user: &UserId, query: ListQuery) -> Result<ListPage, EngineError> {
-        let mut cmd = redis::cmd("FCALL_RO");
+        let mut cmd = redis::cmd("FCALL");
         cmd.arg("herald_list").arg(1).arg(user_base(user));
         match query.before {
             Some(before) => cmd.arg(before.to_string()),
