@@ -5,6 +5,8 @@
 #   bench/run.sh [full]   issue #2's floor: 10,000 streams, 5,000 notifications/s
 #                         to random users for 30 s, via HTTP and via FCALL,
 #                         3 runs each; prints the medians
+#   bench/run.sh suite    issue #4's scenarios, Herald and Nchan side by side
+#                         (bench/suite.sh; needs nginx + libnginx-mod-nchan)
 #   bench/run.sh smoke    200 streams, 500/s for 3 s, each path once, with
 #                         --fail-on-loss: a few seconds, for CI
 #
@@ -24,6 +26,10 @@ set -euo pipefail
 
 mode=${1:-full}
 case "$mode" in
+suite)
+    # Issue #4's suite, Herald and Nchan side by side: its own script.
+    exec bash "$(dirname "$0")/suite.sh"
+    ;;
 full)
     : "${RUNS:=3}" "${STREAMS:=10000}" "${RATE:=5000}" "${DURATION:=30s}" "${QUIET_TIMEOUT:=300}"
     fail_on_loss=()
@@ -33,7 +39,7 @@ smoke)
     fail_on_loss=(--fail-on-loss)
     ;;
 *)
-    echo "usage: $0 [full|smoke]" >&2
+    echo "usage: $0 [full|smoke|suite]" >&2
     exit 64
     ;;
 esac

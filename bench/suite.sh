@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# Issue #4's suite: Herald (redis engine) and Nchan (nginx + nchan, Redis
+# backend, one worker) side by side, in one run on this machine. Run it as
+# `bench/run.sh suite` (or directly). See docs/BENCHMARKS.md, "Issue #4 suite".
+#
+#   P1 capacity   P1_STREAMS idle streams (19,000): RSS per stream, idle CPU
+#                 over P1_IDLE (20s), then a short publish to check they live
+#   P3 latency    P3_STREAMS (10,000) streams, P3_RATE (5,000)/s to random
+#                 users for P3_DURATION (30s): Herald via HTTP and FCALL, Nchan
+#   P2 ceiling    P2_STREAMS (1,000) streams, the rate stepped through P2_RATES
+#                 (each step P2_DURATION, 5s, a fresh server); a target stops at
+#                 its first step with loss, a shortfall or p99 >= 50 ms
+#   raw Redis     redis-benchmark: XADD, PUBLISH, FCALL herald_publish
+#   P4 reconnect  not implemented (herald-load does not reconnect yet)
+#
+# Placement: every server (herald or nginx, and its redis-server) on
+# SERVER_CPUS (0), herald-load and redis-benchmark on LOAD_CPUS (1). Each run
+# gets a fresh redis-server and a fresh server on free loopback ports; all
+# that this script starts is stopped on exit, by pid. SCENARIOS ("p1 p3 p2
+# raw") picks scenarios; NO_BUILD=1 skips the build; OUT sets the output dir.
+set -euo pipefail
+
+: "${SCENARIOS:=p1 p3 p2 raw}"
+: "${P1_STREAMS:=19000}" "${P1_IDLE:=20s}"
+: "${P3_STREAMS:=10000}" "${P3_RATE:=5000}" "${P3_DURATION:=30s}"
+: "${P2_STREAMS:=1000}" "${P2_RATES:=5000 10000 15000 20000 30000 40000 60000}" "${P2_DURATION:=5s}"
+: "${P2_LANES:=32}" "${P2_MAX_P99_MS:=50}"
+: "${RAMP_RATE:=2000}" "${LANES:=8}" "${GRACE:=2s}"
+: "${SERVER_CPUS:=0}" "${LOAD_CPUS:=1}" "${TARGETS:=herald-http herald-redis nchan}"
+
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out/suite-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+ulimit -n "$(ulimit -Hn)"
+
+profile=${PROFILE:-release}
+if [[ -z ${NO_BUILD:-} ]]; then
+    if [[ $profile == release ]]; then cargo build --release --bins; else cargo build --bins; fi
+fi
+herald=$PWD/target/$profile/herald
+load=$PWD/target/$profile/herald-load
+nginx_template=$PWD/bench/nchan/nginx.conf
+for tool in redis-server redis-cli redis-benchmark nginx curl jq taskset; do
+    command -v "$tool" >/dev/null || {
+        echo "$tool is missing (nginx: apt-get install nginx libnginx-mod-nchan)" >&2
+        exit 1
+    }
+done
+
+HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export HERALD__AUTH__SECRET
+
+server_pid= # herald, or nginx's master
+worker_pid= # the process to sample: herald, or nginx's one worker
+redis_pid=
+stop_pid() {
+    local pid=$1
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "pid $pid did not exit within 5 s of SIGTERM; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+stop() {
+    stop_pid "$server_pid"
+    stop_pid "$redis_pid"
+    server_pid= worker_pid= redis_pid=
+}
+trap stop EXIT
+trap 'stop; exit 130' INT TERM
+
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+wait_for() {
+    local what=$1
+    shift
+    for _ in $(seq 1 100); do
+        if "$@" >/dev/null 2>&1; then
+            return
+        fi
+        sleep 0.1
+    done
+    echo "$what did not come up; see $OUT" >&2
+    return 1
+}
+
+# start_redis LABEL: a fresh redis-server on SERVER_CPUS.
+start_redis() {
+    redis_port=$(free_port)
+    taskset -c "$SERVER_CPUS" redis-server --port "$redis_port" --bind 127.0.0.1 \
+        --save '' --appendonly no --logfile "$OUT/redis-$1.log" &
+    redis_pid=$!
+    wait_for redis redis-cli -p "$redis_port" ping
+}
+
+# start_server KIND LABEL: herald or nchan on SERVER_CPUS, on a fresh Redis.
+start_server() {
+    local kind=$1 label=$2
+    start_redis "$label"
+    server_port=$(free_port)
+    case "$kind" in
+    herald)
+        HERALD__ENGINE__KIND=redis \
+            HERALD__ENGINE__REDIS_URL="redis://127.0.0.1:$redis_port" \
+            HERALD__SERVER__LISTEN="127.0.0.1:$server_port" \
+            HERALD__LOG__LEVEL=warn \
+            taskset -c "$SERVER_CPUS" "$herald" serve >"$OUT/herald-$label.log" 2>&1 &
+        server_pid=$!
+        worker_pid=$server_pid
+        wait_for herald curl -sf "http://127.0.0.1:$server_port/readyz"
+        ;;
+    nchan)
+        local dir=$OUT/nginx-$label
+        mkdir -p "$dir"
+        sed -e "s#@RUN_DIR@#$dir#g" -e "s#@PORT@#$server_port#g" -e "s#@REDIS_PORT@#$redis_port#g" \
+            "$nginx_template" >"$dir/nginx.conf"
+        taskset -c "$SERVER_CPUS" nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/stderr.log" 2>&1 &
+        server_pid=$!
+        wait_for nginx curl -sf "http://127.0.0.1:$server_port/ready"
+        worker_pid=$(pgrep -P "$server_pid" | head -1)
+        [[ -n $worker_pid ]] || {
+            echo "nginx has no worker; see $dir" >&2
+            return 1
+        }
+        ;;
+    esac
+}
+
+# load LABEL KIND VIA ARGS...: one herald-load run; its JSON line goes to
+# $OUT/LABEL.json, its report to $OUT/LABEL.txt. Never fails the script.
+load() {
+    local label=$1 kind=$2 via=$3
+    shift 3
+    echo "== $label" >&2
+    taskset -c "$LOAD_CPUS" "$load" run --server "$kind" --via "$via" \
+        --target "127.0.0.1:$server_port" --redis-url "redis://127.0.0.1:$redis_port" \
+        --server-pid "$worker_pid" --redis-pid "$redis_pid" --label "$label" "$@" \
+        >"$OUT/$label.txt" 2>"$OUT/$label.err" || echo "== $label: herald-load exited $?" >&2
+    tail -n 12 "$OUT/$label.txt" | grep -v '^{' >&2 || true
+    tail -n 1 "$OUT/$label.txt" | grep '^{' >"$OUT/$label.json" || echo '{}' >"$OUT/$label.json"
+}
+
+kind_of() { [[ $1 == nchan ]] && echo nchan || echo herald; }
+via_of() { [[ $1 == herald-redis ]] && echo redis || echo http; }
+
+{
+    echo "date: $(date -u)"
+    echo "revision: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' (working tree has uncommitted changes)')"
+    echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+    echo "kernel: $(uname -r); memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); open files: $(ulimit -n)"
+    echo "redis: $(redis-server --version | cut -d' ' -f3); nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)"
+    echo "cpus: servers and redis $SERVER_CPUS, herald-load $LOAD_CPUS; scenarios: $SCENARIOS; targets: $TARGETS"
+} | tee "$OUT/machine.txt" >&2
+
+for scenario in $SCENARIOS; do
+    case "$scenario" in
+    p1)
+        # Idle capacity: the publish afterwards (100/s for 2 s) only checks
+        # that the streams are live.
+        for target in herald nchan; do
+            label=p1-$target
+            start_server "$target" "$label"
+            load "$label" "$target" http --streams "$P1_STREAMS" --ramp-rate "$RAMP_RATE" --settle 2s \
+                --idle "$P1_IDLE" --rate 100 --duration 2s --lanes "$LANES" --grace "$GRACE"
+            stop
+        done
+        ;;
+    p3)
+        for target in $TARGETS; do
+            label=p3-$target
+            start_server "$(kind_of "$target")" "$label"
+            load "$label" "$(kind_of "$target")" "$(via_of "$target")" --streams "$P3_STREAMS" \
+                --ramp-rate "$RAMP_RATE" --rate "$P3_RATE" --duration "$P3_DURATION" --lanes "$LANES" --grace "$GRACE"
+            stop
+        done
+        ;;
+    p2)
+        : >"$OUT/p2.tsv"
+        for target in $TARGETS; do
+            best=0
+            for rate in $P2_RATES; do
+                label=p2-$target-$rate
+                start_server "$(kind_of "$target")" "$label"
+                load "$label" "$(kind_of "$target")" "$(via_of "$target")" --streams "$P2_STREAMS" \
+                    --ramp-rate "$RAMP_RATE" --rate "$rate" --duration "$P2_DURATION" --lanes "$P2_LANES" \
+                    --grace "$GRACE"
+                stop
+                # Sustained: everything delivered once and in order, the
+                # whole schedule acknowledged at ≥ 98% of the rate, p99
+                # (from the scheduled send, so queueing in the tool counts)
+                # under P2_MAX_P99_MS.
+                verdict=$(jq -r --argjson rate "$rate" --argjson max "$P2_MAX_P99_MS" '
+                    if .passed == true and .publish.achieved_rate >= 0.98 * $rate
+                       and .latency_from_schedule_ms.p99 < $max then "ok" else "fail" end' "$OUT/$label.json")
+                jq -r --arg t "$target" --arg v "$verdict" '[$t, .publish.rate, .publish.achieved_rate,
+                    .delivery.lost, .latency_ms.p99, .latency_from_schedule_ms.p99, .server.cpu_publish_pct,
+                    .redis.cpu_publish_pct, .load.cpu_publish_pct, $v] | @tsv' "$OUT/$label.json" >>"$OUT/p2.tsv" ||
+                    printf '%s\t%s\t-\t-\t-\t-\t-\t-\t-\tfail\n' "$target" "$rate" >>"$OUT/p2.tsv"
+                if [[ $verdict != ok ]]; then
+                    break
+                fi
+                best=$rate
+            done
+            echo "p2 $target: highest sustained step $best/s" | tee -a "$OUT/p2-ceiling.txt" >&2
+        done
+        ;;
+    raw)
+        # Redis's own ceiling on one core, for the FCALL path's reference.
+        # herald is started only so that it loads its functions.
+        start_server herald raw
+        payload='{"type":"load.test","title":"t","data":{"run":1,"u":1,"seq":1,"due_us":1,"sent_us":1}}'
+        {
+            taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n 200000 -c 50 -r 100000 \
+                XADD 'bench:{__rand_int__}' MAXLEN '~' 100 '*' f "$payload"
+            taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n 200000 -c 50 -r 100000 \
+                PUBLISH 'ch:__rand_int__' "$payload"
+            taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n 200000 -c 50 -r 100000 \
+                FCALL herald_publish 1 'herald:{u:load-__rand_int__}' "$payload"
+        } 2>&1 | tr '\r' '\n' | grep -v '^$' | grep 'requests per second' | tee "$OUT/raw-redis.txt" >&2
+        stop
+        ;;
+    *)
+        echo "unknown scenario $scenario (p1 p2 p3 raw)" >&2
+        exit 64
+        ;;
+    esac
+done
+
+# One table per scenario, from the JSON lines.
+{
+    echo "## $(head -1 "$OUT/machine.txt")"
+    for f in "$OUT"/p1-*.json "$OUT"/p3-*.json; do
+        [[ -s $f ]] || continue
+        jq -r '"\(.label)\tstreams \(.streams.opened)/\(.streams.requested) failed \(.streams.failed)\trss/stream \(.server.rss_per_stream_bytes) B\tidle cpu \(.server.cpu_idle_pct)%\tacked \(.publish.acked) lost \(.delivery.lost) dup \(.delivery.duplicated) ooo \(.delivery.out_of_order)\tp50 \(.latency_ms.p50) p99 \(.latency_ms.p99) p999 \(.latency_ms.p999) max \(.latency_ms.max) ms\tsched p99 \(.latency_from_schedule_ms.p99)\tcpu server \(.server.cpu_publish_pct)% redis \(.redis.cpu_publish_pct)% load \(.load.cpu_publish_pct)% other \(.machine.other_cpu_publish_pct)%"' "$f" 2>/dev/null || true
+    done
+    [[ -s $OUT/p2.tsv ]] && {
+        echo "p2: target rate achieved lost p99 sched_p99 server% redis% load% verdict"
+        cat "$OUT/p2.tsv"
+        cat "$OUT/p2-ceiling.txt"
+    }
+    [[ -s $OUT/raw-redis.txt ]] && cat "$OUT/raw-redis.txt"
+} | tee "$OUT/summary.txt"
+echo "results in $OUT"
