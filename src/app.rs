@@ -31,6 +31,7 @@ use crate::{
 /// all workers use one hub and one engine connection.
 pub struct AppState {
     pub engine: AnyEngine,
+    pub publish_limiter: crate::limits::PublishLimiter,
     pub hub: Arc<Hub>,
     pub settings: Arc<Settings>,
     pub limits: NotificationLimits,
@@ -85,6 +86,7 @@ impl Application {
         let addr = listener.local_addr()?;
         let state = web::Data::new(AppState {
             engine: engine.clone(),
+            publish_limiter: crate::limits::PublishLimiter::new(settings.limits.publish_per_second),
             hub: hub.clone(),
             settings: settings.clone(),
             limits: NotificationLimits {

@@ -135,6 +135,7 @@ pub struct LimitSettings {
     pub max_title_chars: usize,
     pub max_body_chars: usize,
     pub max_recipients: usize,
+    pub publish_per_second: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -25,6 +25,7 @@
 //! | [`engine`] | the `Engine` trait; `memory` and `redis` |
 //! | [`hub`] | this node's registry of streams |
 //! | [`stream`] | SSE frames, per-stream queue, the response body |
+//! | [`limits`] | the per-publisher publish rate |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`routes`] | HTTP handlers |
 //! | [`cli`] | `serve`, `token`, `check-config` |
@@ -37,6 +38,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod stream;

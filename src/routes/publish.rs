@@ -93,6 +93,12 @@ pub async fn publish(
     let key =
         request.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose().map_err(ApiError::unprocessable)?;
     let stored = request.notification.validate(&state.limits)?;
+    if let Err(wait) = state.publish_limiter.check(&publisher.0.user, users.len()) {
+        return Err(ApiError::too_many(
+            format!("publish rate over limits.publish_per_second for `{}`", publisher.0.user),
+            wait.as_secs_f64().ceil().max(1.0) as u32,
+        ));
+    }
     tracing::Span::current().record("recipients", users.len());
 
     // Concurrent calls pipeline on the engine's one connection. Each user's

@@ -76,3 +76,32 @@ fn a_bad_setting_stops_start_up_and_names_it() {
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration is valid"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_over_its_rate_gets_429_and_nothing_is_stored() {
+    let app = TestApp::spawn_with(&Engine::Memory, &[("limits.publish_per_second", "3")]).await;
+    let (a, b, c, late) = (unique_user("a"), unique_user("b"), unique_user("c"), unique_user("late"));
+    app.publish(&[&a, &b, &c], notification("within budget")).await;
+    let response = reqwest::Client::new()
+        .post(app.url("/v1/publish"))
+        .bearer_auth(crate::helpers::publisher_token())
+        .json(&serde_json::json!({"to": {"users": [late]}, "notification": notification("over")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many");
+    let list: serde_json::Value = reqwest::Client::new()
+        .get(app.url("/v1/notifications"))
+        .bearer_auth(crate::helpers::user_token(&late))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"], serde_json::json!([]), "a refused publish stores nothing");
+}
