@@ -6,64 +6,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, Node, RedisServer, TestApp, notification, unique_user, user_token};
+use crate::helpers::{Engine, Node, RedisServer, TestApp, UserApi, notification, unique_user};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// A user's calls to one node.
-struct Client {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new(node: &impl Node, user: &str) -> Self {
-        Self { base: node.url(""), token: user_token(user), http: reqwest::Client::new() }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let response = request.bearer_auth(&self.token).send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(&body)).await
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.http.delete(format!("{}{path}", self.base))).await
-    }
-
-    /// Every item, following `next` page by page.
-    async fn list_all(&self, query: &str, limit: usize) -> Vec<Value> {
-        let mut items = Vec::new();
-        let mut before: Option<String> = None;
-        for _ in 0..1000 {
-            let mut path = format!("/v1/notifications?limit={limit}{query}");
-            if let Some(b) = &before {
-                path.push_str(&format!("&before={b}"));
-            }
-            let (status, page) = self.get(&path).await;
-            assert_eq!(status, 200, "{page}");
-            items.extend(page["items"].as_array().unwrap().iter().cloned());
-            match page["next"].as_str() {
-                Some(next) => before = Some(next.to_owned()),
-                None => return items,
-            }
-        }
-        panic!("pagination did not end");
-    }
-}
 
 fn ids(items: &[Value]) -> Vec<String> {
     items.iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
@@ -91,7 +36,7 @@ async fn pagination_returns_every_item_once_newest_first(engine: Engine) {
     let app = TestApp::spawn(&engine).await;
     let alice = unique_user("alice");
     let published = publish_n(&app, &alice, 47, "test.page").await;
-    let alice_api = Client::new(&app, &alice);
+    let alice_api = UserApi::new(&app, &alice);
 
     let listed = alice_api.list_all("", 10).await;
     let mut newest_first = published.clone();
@@ -111,7 +56,7 @@ async fn read_clicked_and_delete_change_state_and_the_count(engine: Engine) {
     let app = TestApp::spawn(&engine).await;
     let alice = unique_user("alice");
     let ids_ = publish_n(&app, &alice, 6, "test.state").await;
-    let api = Client::new(&app, &alice);
+    let api = UserApi::new(&app, &alice);
 
     assert_eq!(
         api.post("/v1/notifications/read", json!({"ids": [ids_[0], ids_[1]]})).await,
@@ -156,7 +101,7 @@ async fn unknown_and_foreign_ids_are_not_found_and_change_nothing(engine: Engine
     let (alice, bob) = (unique_user("alice"), unique_user("bob"));
     let alices = publish_n(&app, &alice, 2, "test.private").await;
     publish_n(&app, &bob, 1, "test.private").await;
-    let (alice_api, bob_api) = (Client::new(&app, &alice), Client::new(&app, &bob));
+    let (alice_api, bob_api) = (UserApi::new(&app, &alice), UserApi::new(&app, &bob));
 
     // Bob cannot see, read, click or delete Alice's notifications.
     let (status, body) = bob_api.post("/v1/notifications/read", json!({"ids": [alices[0]]})).await;
@@ -187,7 +132,7 @@ async fn changes_reach_the_users_other_tabs(engine: Engine) {
     let ids_ = publish_n(&a, &alice, 3, "test.sync").await;
     let mut tab_a = a.stream(&alice, None).await;
     let mut tab_b = node_b.stream(&alice, None).await;
-    let api = Client::new(&a, &alice);
+    let api = UserApi::new(&a, &alice);
 
     api.post("/v1/notifications/read", json!({"ids": [ids_[0]]})).await;
     for tab in [&mut tab_a, &mut tab_b] {
@@ -206,7 +151,7 @@ async fn changes_reach_the_users_other_tabs(engine: Engine) {
 
 async fn preferences_are_validated_and_stored_whole(engine: Engine) {
     let app = TestApp::spawn(&engine).await;
-    let api = Client::new(&app, &unique_user("alice"));
+    let api = UserApi::new(&app, &unique_user("alice"));
     let (status, defaults) = api.get("/v1/preferences").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -245,7 +190,7 @@ async fn preferences_are_validated_and_stored_whole(engine: Engine) {
 async fn in_app_off_drops_the_category_for_that_user(engine: Engine) {
     let app = TestApp::spawn(&engine).await;
     let (alice, bob) = (unique_user("alice"), unique_user("bob"));
-    let api = Client::new(&app, &alice);
+    let api = UserApi::new(&app, &alice);
     api.put("/v1/preferences", json!({"categories": {"marketing": {"in_app": false}}})).await;
     let mut stream = app.stream(&alice, None).await;
 
@@ -267,7 +212,7 @@ async fn in_app_off_drops_on_the_fcall_path_too() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&Engine::Redis(redis.url())).await;
     let alice = unique_user("alice");
-    let api = Client::new(&app, &alice);
+    let api = UserApi::new(&app, &alice);
     api.put("/v1/preferences", json!({"default": {"in_app": false}, "categories": {"billing": {"in_app": true}}}))
         .await;
     let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();

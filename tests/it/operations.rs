@@ -94,14 +94,6 @@ async fn a_publisher_over_its_rate_gets_429_and_nothing_is_stored() {
     assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_many");
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(app.url("/v1/notifications"))
-        .bearer_auth(crate::helpers::user_token(&late))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = crate::helpers::UserApi::new(&app, &late).get("/v1/notifications").await;
     assert_eq!(list["items"], serde_json::json!([]), "a refused publish stores nothing");
 }

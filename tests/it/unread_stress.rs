@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, Node, TestApp, notification, publish_to, unique_user, user_token, wait_for};
+use crate::helpers::{Engine, Node, TestApp, UserApi, notification, publish_to, unique_user, user_token, wait_for};
 
 const TASKS: usize = 6;
 const OPS_PER_TASK: usize = 150;
@@ -124,22 +124,11 @@ async fn unread_count_and_item_state_match_the_model_under_concurrency(engine: E
     }
 
     // The final state, as the API reports it.
-    let http = reqwest::Client::new();
-    let (status, page): (StatusCode, Value) = {
-        let r = http.get(app.url("/v1/notifications?limit=100")).bearer_auth(user_token(&alice)).send().await.unwrap();
-        (r.status(), r.json().await.unwrap())
-    };
+    let api = UserApi::new(&app, &alice);
+    let (status, page) = api.get("/v1/notifications?limit=100").await;
     assert_eq!(status, 200);
     let items = page["items"].as_array().unwrap();
-    let count: Value = http
-        .get(app.url("/v1/notifications/unread_count"))
-        .bearer_auth(user_token(&alice))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, count) = api.get("/v1/notifications/unread_count").await;
     let unread_items = items.iter().filter(|i| i["read"] == false).count() as u64;
     assert_eq!(page["unread_count"].as_u64(), Some(unread_items), "the list's count is its unread items (seed {seed})");
     assert_eq!(count["count"].as_u64(), Some(unread_items), "the count endpoint agrees (seed {seed})");

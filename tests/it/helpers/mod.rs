@@ -1,11 +1,13 @@
 //! Test helpers: real processes on loopback, cleaned up on drop.
 
+mod api;
 mod app;
 mod redis_server;
 mod sse;
 
 use std::time::Duration;
 
+pub use api::UserApi;
 pub use app::{Engine, HeraldProcess, Node, TestApp, publisher_token, settings, user_token};
 
 pub use redis_server::RedisServer;
