@@ -42,15 +42,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const STORED: &[u8] = br#"{"type":"comment.mention","title":"Mina mentioned you","priority":"normal","data":{"doc":42}}"#;
+const STORED: &[u8] =
+    br#"{"type":"comment.mention","title":"Mina mentioned you","priority":"normal","data":{"doc":42}}"#;
 
 /// Allocations per event when one user has `tabs` streams on the node.
 fn allocations_per_event(tabs: usize) -> f64 {
     let hub = Arc::new(Hub::new(HubLimits { max_streams: 1000, max_per_user: 1000 }, Duration::from_secs(15), None));
     let user = UserId::parse("alice").unwrap();
-    let streams: Vec<Registration> = (0..tabs)
-        .map(|_| hub.register(Arc::new(Connection::new(user.clone(), u64::MAX, 64))).unwrap().0)
-        .collect();
+    let streams: Vec<Registration> =
+        (0..tabs).map(|_| hub.register(Arc::new(Connection::new(user.clone(), u64::MAX, 64))).unwrap().0).collect();
     let drain = || {
         for s in &streams {
             while let Next::Frame(f) = s.connection().poll_next(&mut Context::from_waker(Waker::noop())) {
