@@ -49,11 +49,29 @@ pub struct Identity {
 pub struct Authenticator {
     hmac_key: Option<DecodingKey>,
     public_key: Option<DecodingKey>,
-    allowed: Vec<Algorithm>,
-    issuer: Option<String>,
-    audience: Option<String>,
-    leeway: u64,
+    /// One validation per allowed algorithm, built once (every stream and
+    /// publish verifies a token).
+    validations: Vec<(Algorithm, Validation)>,
     cookie_name: String,
+}
+
+/// The checks for tokens signed with `alg`: signature, `exp`, `nbf`, the
+/// configured `iss` / `aud`, with leeway.
+fn validation_for(alg: Algorithm, settings: &AuthSettings) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.algorithms = vec![alg];
+    validation.leeway = settings.leeway.as_secs();
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    match &settings.issuer {
+        Some(iss) => validation.set_issuer(&[iss]),
+        None => validation.iss = None,
+    }
+    match &settings.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    validation
 }
 
 impl Authenticator {
@@ -79,10 +97,7 @@ impl Authenticator {
         Ok(Self {
             hmac_key,
             public_key,
-            allowed: settings.algorithms.clone(),
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
-            leeway: settings.leeway.as_secs(),
+            validations: settings.algorithms.iter().map(|alg| (*alg, validation_for(*alg, settings))).collect(),
             cookie_name: settings.cookie_name.clone(),
         })
     }
@@ -90,25 +105,12 @@ impl Authenticator {
     /// Verifies a token and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
         let header = decode_header(token).map_err(|_| ApiError::unauthorized("malformed token"))?;
-        if !self.allowed.contains(&header.alg) {
+        let Some((_, validation)) = self.validations.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(ApiError::unauthorized(format!("token algorithm {:?} is not accepted", header.alg)));
-        }
+        };
         let key = if is_hmac(header.alg) { self.hmac_key.as_ref() } else { self.public_key.as_ref() }
             .ok_or_else(|| ApiError::unauthorized(format!("no key configured for {:?}", header.alg)))?;
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
-        validation.leeway = self.leeway;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        match &self.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
-            None => validation.iss = None,
-        }
-        match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        let data = decode::<Claims>(token, key, &validation).map_err(|e| {
+        let data = decode::<Claims>(token, key, validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             ApiError::unauthorized(match e.kind() {
                 K::ExpiredSignature => "token expired",

@@ -32,6 +32,11 @@ struct Recipients {
     topic: Option<String>,
 }
 
+#[derive(Debug, Serialize)]
+struct PublishResponse {
+    results: Vec<Delivery>,
+}
+
 /// One user's result. `id` is null and `dropped` says why when the user's
 /// preferences turned this category off in-app.
 #[derive(Debug, Serialize)]
@@ -107,5 +112,5 @@ pub async fn publish(
     let published = try_join_all(users.iter().map(|user| state.engine.publish(user, &stored, key.as_ref()))).await?;
     let results: Vec<Delivery> =
         users.iter().zip(published).map(|(user, outcome)| Delivery::new(user, outcome)).collect();
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "results": results })))
+    Ok(HttpResponse::Accepted().json(PublishResponse { results }))
 }
