@@ -4,7 +4,8 @@
 #   1. cargo fmt --check and cargo clippy -D warnings
 #   2. the unit tests and the integration suite (real redis-server processes)
 #   3. the publishing examples (redis-cli, Python, Node) against a real gateway
-#   4. the load-tool smoke run (fails only on loss or duplication)
+#   4. a syntax check of the k6 scripts
+#   5. the load-tool smoke run (fails only on loss or duplication)
 # Usage: scripts/test.sh            (CI: .ci/run calls exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,14 @@ if [ -x tests/examples/run.sh ] || [ -f tests/examples/run.sh ]; then
   log "publishing examples (docs/PUBLISHING.md)"
   HERALD_BIN=target/debug/herald bash tests/examples/run.sh
 fi
+
+log "k6 scripts: syntax only (k6 itself is not installable here)"
+k6_tmp=$(mktemp -d)
+for script in k6/*.js; do
+  cp "$script" "$k6_tmp/$(basename "$script" .js).mjs"
+  node --check "$k6_tmp/$(basename "$script" .js).mjs"
+done
+rm -rf "$k6_tmp"
 
 if [ -f bench/run.sh ]; then
   log "load smoke run (loss and duplication only, never timing)"
