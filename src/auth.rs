@@ -62,15 +62,24 @@ fn validation_for(alg: Algorithm, settings: &AuthSettings) -> Validation {
     validation.algorithms = vec![alg];
     validation.leeway = settings.leeway.as_secs();
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    // A configured issuer or audience is required, not merely checked when
+    // present: a token that omits `iss` must not pass an `iss` check.
+    let mut required = vec!["exp", "sub"];
     match &settings.issuer {
-        Some(iss) => validation.set_issuer(&[iss]),
+        Some(iss) => {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
         None => validation.iss = None,
     }
     match &settings.audience {
-        Some(aud) => validation.set_audience(&[aud]),
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
         None => validation.validate_aud = false,
     }
+    validation.set_required_spec_claims(&required);
     validation
 }
 
@@ -118,7 +127,7 @@ impl Authenticator {
                 K::InvalidSignature => "invalid token signature",
                 K::InvalidIssuer => "token issuer not accepted",
                 K::InvalidAudience => "token audience not accepted",
-                K::MissingRequiredClaim(_) => "token lacks a required claim (sub, exp)",
+                K::MissingRequiredClaim(_) => "token lacks a required claim (sub, exp, and iss / aud when configured)",
                 _ => "invalid token",
             })
         })?;
