@@ -6,6 +6,8 @@ mod preferences;
 mod user;
 
 pub use entry_id::{BadEntryId as BadEntryIdError, EntryId};
-pub use notification::{NewNotification, NotificationLimits, Priority, ValidationError, render_notification, rfc3339};
+pub use notification::{
+    NewNotification, NotificationLimits, Priority, StoredNotification, ValidationError, render_notification, rfc3339,
+};
 pub use preferences::{Channels, Preferences, PreferencesError, QuietHours};
 pub use user::{IdempotencyKey, UserId};

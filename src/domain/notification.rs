@@ -42,6 +42,14 @@ pub struct NewNotification {
     pub data: Option<Box<RawValue>>,
 }
 
+/// A validated notification, ready to store: its compact JSON (`priority`
+/// filled in, no raw line breaks) and its `type`, which preferences need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNotification {
+    pub json: String,
+    pub kind: String,
+}
+
 /// The size limits from config (`[limits]`).
 #[derive(Debug, Clone, Copy)]
 pub struct NotificationLimits {
@@ -68,8 +76,8 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ValidationError {
 }
 
 impl NewNotification {
-    /// Checks every rule and returns the JSON to store.
-    pub fn validate(&self, limits: &NotificationLimits) -> Result<String, ValidationError> {
+    /// Checks every rule and returns what to store.
+    pub fn validate(&self, limits: &NotificationLimits) -> Result<StoredNotification, ValidationError> {
         if !is_valid_type(&self.kind) {
             return Err(invalid(
                 "notification.type",
@@ -102,7 +110,7 @@ impl NewNotification {
         if json.len() > limits.max_payload_bytes {
             return Err(ValidationError::TooLarge { size: json.len(), limit: limits.max_payload_bytes });
         }
-        Ok(json)
+        Ok(StoredNotification { json, kind: self.kind.clone() })
     }
 }
 
@@ -179,7 +187,8 @@ mod tests {
     fn valid_notifications_are_stored_compact_with_priority() {
         let n = parse(r#"{"type":"comment.mention","title":"Hi","data": {"doc": 42}}"#).unwrap();
         let stored = n.validate(&LIMITS).unwrap();
-        assert_eq!(stored, r#"{"type":"comment.mention","title":"Hi","priority":"normal","data":{"doc": 42}}"#);
+        assert_eq!(stored.json, r#"{"type":"comment.mention","title":"Hi","priority":"normal","data":{"doc": 42}}"#);
+        assert_eq!(stored.kind, "comment.mention");
     }
 
     #[test]
@@ -210,7 +219,7 @@ mod tests {
     #[test]
     fn line_breaks_in_data_become_spaces() {
         let n = parse("{\"type\":\"a\",\"title\":\"t\",\"data\":{\n  \"k\": \"v\\nw\"\r\n}}").unwrap();
-        let stored = n.validate(&LIMITS).unwrap();
+        let stored = n.validate(&LIMITS).unwrap().json;
         assert!(!stored.contains(['\n', '\r']), "{stored}");
         let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(v["data"]["k"], "v\nw", "escaped newlines in strings are kept");

@@ -15,7 +15,7 @@ use super::{
     StoredEntry, StreamStart,
 };
 use crate::{
-    domain::{EntryId, IdempotencyKey, Preferences, UserId},
+    domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, UserId},
     hub::Hub,
     stream::frame::{self, SyncEvent},
 };
@@ -111,15 +111,16 @@ impl Engine for MemoryEngine {
     async fn publish(
         &self,
         user: &UserId,
-        stored: &str,
+        notification: &StoredNotification,
         key: Option<&IdempotencyKey>,
     ) -> Result<PublishOutcome, EngineError> {
+        let stored = notification.json.as_str();
         let retention = &self.inner.retention;
         let now = now_ms();
         let mut inboxes = self.inboxes();
         let inbox = inboxes.entry(user.clone()).or_default();
         if let Some(prefs) = &inbox.preferences
-            && !prefs.channels_for(stored_type(stored)).in_app
+            && !prefs.channels_for(&notification.kind).in_app
         {
             return Ok(PublishOutcome::Dropped);
         }
@@ -251,14 +252,4 @@ impl Engine for MemoryEngine {
 fn ids_json(ids: &[EntryId]) -> String {
     let quoted: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
     format!(r#"{{"ids":[{}]}}"#, quoted.join(","))
-}
-
-/// The `type` of a stored notification (validated: plain ASCII, no escapes).
-fn stored_type(stored: &str) -> &str {
-    #[derive(serde::Deserialize)]
-    struct Kind<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: &'a str,
-    }
-    serde_json::from_str::<Kind>(stored).map(|k| k.kind).unwrap_or("")
 }

@@ -13,7 +13,7 @@ pub mod redis;
 
 use std::future::Future;
 
-use crate::domain::{EntryId, IdempotencyKey, Preferences, UserId};
+use crate::domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, UserId};
 
 /// The outcome of one publish to one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,13 +116,13 @@ pub enum EngineError {
 /// The operations every engine provides. Live delivery is not here: engines
 /// push live events into the [`crate::hub::Hub`] they were built with.
 pub trait Engine: Send + Sync {
-    /// Stores a validated notification (`stored` is its JSON) in `user`'s
+    /// Stores a validated notification in `user`'s
     /// inbox, trims history, and fans it out; all in one atomic step. The
     /// user's `in_app` preference for its category may drop it instead.
     fn publish(
         &self,
         user: &UserId,
-        stored: &str,
+        notification: &StoredNotification,
         key: Option<&IdempotencyKey>,
     ) -> impl Future<Output = Result<PublishOutcome, EngineError>> + Send;
 
@@ -192,10 +192,10 @@ impl Engine for AnyEngine {
     async fn publish(
         &self,
         user: &UserId,
-        stored: &str,
+        notification: &StoredNotification,
         key: Option<&IdempotencyKey>,
     ) -> Result<PublishOutcome, EngineError> {
-        delegate!(self, e => e.publish(user, stored, key))
+        delegate!(self, e => e.publish(user, notification, key))
     }
 
     async fn read_after(&self, user: &UserId, after: EntryId, limit: usize) -> Result<HistoryPage, EngineError> {

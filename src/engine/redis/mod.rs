@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     config::Settings,
-    domain::{EntryId, IdempotencyKey, Preferences, UserId},
+    domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, UserId},
     hub::{Hub, SubscriptionCommand},
 };
 
@@ -175,14 +175,18 @@ impl Engine for RedisEngine {
     async fn publish(
         &self,
         user: &UserId,
-        stored: &str,
+        notification: &StoredNotification,
         key: Option<&IdempotencyKey>,
     ) -> Result<PublishOutcome, EngineError> {
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg("herald_publish_detail").arg(1).arg(user_base(user)).arg(stored);
-        if let Some(key) = key {
-            cmd.arg(key.as_str());
-        }
+        // Validated already (NewNotification::validate): the function trusts
+        // it, and needs its type for the user's in_app preference.
+        cmd.arg("herald_publish_detail")
+            .arg(1)
+            .arg(user_base(user))
+            .arg(&notification.json)
+            .arg(key.map(IdempotencyKey::as_str).unwrap_or(""))
+            .arg(&notification.kind);
         let (id, subscribers, duplicate, dropped): (String, i64, i64, i64) = self.call(&cmd).await?;
         if dropped == 1 {
             return Ok(PublishOutcome::Dropped);
