@@ -11,19 +11,24 @@
 #                 (each step P2_DURATION, 5s, a fresh server); a target stops at
 #                 its first step with loss, a shortfall or p99 >= 50 ms
 #   raw Redis     redis-benchmark: XADD, PUBLISH, FCALL herald_publish
-#   P4 reconnect  not implemented (herald-load does not reconnect yet)
+#   P4 reconnect  Herald only: P4_STREAMS (10,000) streams, FCALL publishing at
+#                 P4_RATE (1,000)/s for P4_DURATION (20s); P4_CUT (5s) into it the
+#                 node is killed (P4_SIGNAL, KILL) and started again on the same
+#                 port; herald-load reconnects every stream with Last-Event-ID
 #
 # Placement: every server (herald or nginx, and its redis-server) on
 # SERVER_CPUS (0), herald-load and redis-benchmark on LOAD_CPUS (1). Each run
 # gets a fresh redis-server and a fresh server on free loopback ports; all
 # that this script starts is stopped on exit, by pid. SCENARIOS ("p1 p3 p2
-# raw") picks scenarios; NO_BUILD=1 skips the build; OUT sets the output dir.
+# raw p4") picks scenarios; NO_BUILD=1 skips the build; BIN_DIR=<dir> takes
+# herald and herald-load from there; OUT sets the output dir.
 set -euo pipefail
 
-: "${SCENARIOS:=p1 p3 p2 raw}"
+: "${SCENARIOS:=p1 p3 p2 raw p4}"
 : "${P1_STREAMS:=19000}" "${P1_IDLE:=20s}"
 : "${P3_STREAMS:=10000}" "${P3_RATE:=5000}" "${P3_DURATION:=30s}"
 : "${P2_STREAMS:=1000}" "${P2_RATES:=5000 10000 15000 20000 30000 40000 60000}" "${P2_DURATION:=5s}"
+: "${P4_STREAMS:=10000}" "${P4_RATE:=1000}" "${P4_DURATION:=20s}" "${P4_CUT:=5}" "${P4_SIGNAL:=KILL}"
 : "${P2_LANES:=32}" "${P2_MAX_P99_MS:=50}"
 : "${RAMP_RATE:=2000}" "${LANES:=8}" "${GRACE:=2s}"
 : "${SERVER_CPUS:=0}" "${LOAD_CPUS:=1}" "${TARGETS:=herald-http herald-redis nchan}"
@@ -35,11 +40,14 @@ OUT=$(cd "$OUT" && pwd)
 ulimit -n "$(ulimit -Hn)"
 
 profile=${PROFILE:-release}
-if [[ -z ${NO_BUILD:-} ]]; then
+if [[ -n ${BIN_DIR:-} ]]; then
+    bin=$(cd "$BIN_DIR" && pwd) # prebuilt, e.g. from a clean export
+elif [[ -z ${NO_BUILD:-} ]]; then
     if [[ $profile == release ]]; then cargo build --release --bins; else cargo build --bins; fi
 fi
-herald=$PWD/target/$profile/herald
-load=$PWD/target/$profile/herald-load
+bin=${bin:-$PWD/target/$profile}
+herald=$bin/herald
+load=$bin/herald-load
 nginx_template=$PWD/bench/nchan/nginx.conf
 for tool in redis-server redis-cli redis-benchmark nginx curl jq taskset; do
     command -v "$tool" >/dev/null || {
@@ -111,6 +119,18 @@ start_redis() {
     wait_for redis redis-cli -p "$redis_port" ping
 }
 
+# start_herald LABEL: herald on SERVER_CPUS, at $server_port, on $redis_port.
+start_herald() {
+    HERALD__ENGINE__KIND=redis \
+        HERALD__ENGINE__REDIS_URL="redis://127.0.0.1:$redis_port" \
+        HERALD__SERVER__LISTEN="127.0.0.1:$server_port" \
+        HERALD__LOG__LEVEL=warn \
+        taskset -c "$SERVER_CPUS" "$herald" serve >>"$OUT/herald-$1.log" 2>&1 &
+    server_pid=$!
+    worker_pid=$server_pid
+    wait_for herald curl -sf "http://127.0.0.1:$server_port/readyz"
+}
+
 # start_server KIND LABEL: herald or nchan on SERVER_CPUS, on a fresh Redis.
 start_server() {
     local kind=$1 label=$2
@@ -118,14 +138,7 @@ start_server() {
     server_port=$(free_port)
     case "$kind" in
     herald)
-        HERALD__ENGINE__KIND=redis \
-            HERALD__ENGINE__REDIS_URL="redis://127.0.0.1:$redis_port" \
-            HERALD__SERVER__LISTEN="127.0.0.1:$server_port" \
-            HERALD__LOG__LEVEL=warn \
-            taskset -c "$SERVER_CPUS" "$herald" serve >"$OUT/herald-$label.log" 2>&1 &
-        server_pid=$!
-        worker_pid=$server_pid
-        wait_for herald curl -sf "http://127.0.0.1:$server_port/readyz"
+        start_herald "$label"
         ;;
     nchan)
         local dir=$OUT/nginx-$label
@@ -163,6 +176,7 @@ via_of() { [[ $1 == herald-redis ]] && echo redis || echo http; }
 
 {
     echo "date: $(date -u)"
+    echo "binaries: $bin"
     echo "revision: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' (working tree has uncommitted changes)')"
     echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "kernel: $(uname -r); memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); open files: $(ulimit -n)"
@@ -237,8 +251,32 @@ for scenario in $SCENARIOS; do
         } 2>&1 | tr '\r' '\n' | grep -v '^$' | grep 'requests per second' | tee "$OUT/raw-redis.txt" >&2
         stop
         ;;
+    p4)
+        # Herald only (Nchan's EventSource resume is not exercised here).
+        label=p4-herald
+        start_server herald "$label"
+        echo "== $label" >&2
+        taskset -c "$LOAD_CPUS" "$load" run --server herald --via redis \
+            --target "127.0.0.1:$server_port" --redis-url "redis://127.0.0.1:$redis_port" \
+            --redis-pid "$redis_pid" --label "$label" --streams "$P4_STREAMS" --ramp-rate "$RAMP_RATE" \
+            --rate "$P4_RATE" --duration "$P4_DURATION" --lanes "$LANES" --grace 10s --reconnect 250ms \
+            >"$OUT/$label.txt" 2>"$OUT/$label.err" &
+        load_pid=$!
+        # Cut P4_CUT seconds into publishing: after the ramp and the settle.
+        sleep "$(awk -v n="$P4_STREAMS" -v r="$RAMP_RATE" -v c="$P4_CUT" 'BEGIN { print n / r + 1 + c }')"
+        echo "== $label: kill -$P4_SIGNAL herald (pid $server_pid) at $(date -u +%T.%N), then start it again" >&2
+        kill "-$P4_SIGNAL" "$server_pid"
+        wait "$server_pid" 2>/dev/null || true
+        restart_started=$(date +%s.%N)
+        start_herald "$label"
+        echo "== $label: herald ready again after $(awk -v a="$restart_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s" >&2
+        wait "$load_pid" || echo "== $label: herald-load exited $?" >&2
+        grep -v '^{' "$OUT/$label.txt" >&2 || true
+        tail -n 1 "$OUT/$label.txt" | grep '^{' >"$OUT/$label.json" || echo '{}' >"$OUT/$label.json"
+        stop
+        ;;
     *)
-        echo "unknown scenario $scenario (p1 p2 p3 raw)" >&2
+        echo "unknown scenario $scenario (p1 p2 p3 raw p4)" >&2
         exit 64
         ;;
     esac
@@ -247,7 +285,7 @@ done
 # One table per scenario, from the JSON lines.
 {
     echo "## $(head -1 "$OUT/machine.txt")"
-    for f in "$OUT"/p1-*.json "$OUT"/p3-*.json; do
+    for f in "$OUT"/p1-*.json "$OUT"/p3-*.json "$OUT"/p4-*.json; do
         [[ -s $f ]] || continue
         jq -r '"\(.label)\tstreams \(.streams.opened)/\(.streams.requested) failed \(.streams.failed)\trss/stream \(.server.rss_per_stream_bytes) B\tidle cpu \(.server.cpu_idle_pct)%\tacked \(.publish.acked) lost \(.delivery.lost) dup \(.delivery.duplicated) ooo \(.delivery.out_of_order)\tp50 \(.latency_ms.p50) p99 \(.latency_ms.p99) p999 \(.latency_ms.p999) max \(.latency_ms.max) ms\tsched p99 \(.latency_from_schedule_ms.p99)\tcpu server \(.server.cpu_publish_pct)% redis \(.redis.cpu_publish_pct)% load \(.load.cpu_publish_pct)% other \(.machine.other_cpu_publish_pct)%"' "$f" 2>/dev/null || true
     done
@@ -257,5 +295,6 @@ done
         cat "$OUT/p2-ceiling.txt"
     }
     [[ -s $OUT/raw-redis.txt ]] && cat "$OUT/raw-redis.txt"
+    [[ -s $OUT/p4-herald.json ]] && jq -c '{p4: .reconnect, lost: .delivery.lost, dup: .delivery.duplicated, ooo: .delivery.out_of_order, streams_failed: .streams.failed}' "$OUT/p4-herald.json"
 } | tee "$OUT/summary.txt"
 echo "results in $OUT"

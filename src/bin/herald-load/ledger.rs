@@ -104,6 +104,31 @@ struct StreamBook {
     tracked: bool,
     received: SeqSet,
     max_seq: u32,
+    /// Since when the stream is down and reconnecting (`--reconnect`).
+    down_since_us: Option<u64>,
+    /// Went down before any event id reached it, so it reconnected without
+    /// `Last-Event-ID` (a browser's EventSource would too).
+    cursorless: bool,
+}
+
+/// Reconnections (`--reconnect`): how long streams were down.
+#[derive(Debug, Default, Clone)]
+pub struct Outages {
+    /// Streams that went down (each time counted).
+    pub disconnects: u64,
+    /// Streams that came back (each time counted).
+    pub resumes: u64,
+    /// Tracked streams still down at the end.
+    pub still_down: u64,
+    /// Disconnects of streams that had no event id yet (no cursor to send).
+    pub without_cursor: u64,
+    /// Notifications lost on those streams (part of the run's `lost`).
+    pub lost_without_cursor: u64,
+    /// Each resume's time down, µs.
+    pub down_us: Vec<u64>,
+    /// The first disconnect and the last resume, on the run's clock.
+    pub first_down_us: Option<u64>,
+    pub last_resume_us: Option<u64>,
 }
 
 /// Counts over the whole run, computed by [`Ledger::tally`].
@@ -147,6 +172,7 @@ pub struct Ledger {
     pub publish_failures: BTreeMap<String, u64>,
     pub acked: u64,
     pub publish_failed: u64,
+    pub outages: Outages,
 }
 
 impl Ledger {
@@ -162,18 +188,61 @@ impl Ledger {
                     tracked: false,
                     received: SeqSet::default(),
                     max_seq: 0,
+                    down_since_us: None,
+                    cursorless: false,
                 })
                 .collect(),
             ..Default::default()
         }
     }
 
-    pub fn opened(&mut self, stream: usize) {
+    /// The stream's response head arrived: a first open, or a resume.
+    pub fn opened(&mut self, stream: usize, now_us: u64) {
         let book = &mut self.streams[stream];
         if book.state == StreamState::Connecting {
             book.state = StreamState::Open;
             self.opened += 1;
         }
+        if let Some(since) = book.down_since_us.take() {
+            let o = &mut self.outages;
+            o.resumes += 1;
+            o.down_us.push(now_us.saturating_sub(since));
+            o.last_resume_us = Some(o.last_resume_us.unwrap_or(0).max(now_us));
+        }
+    }
+
+    /// Whether the stream opened once and has not been closed for good.
+    pub fn is_open(&self, stream: usize) -> bool {
+        self.streams[stream].state == StreamState::Open
+    }
+
+    /// An open stream ended and will reconnect (`--reconnect`); attempts
+    /// that fail while it is down do not restart the clock.
+    pub fn disconnected(&mut self, stream: usize, now_us: u64, reason: String, has_cursor: bool) {
+        let book = &mut self.streams[stream];
+        if book.state != StreamState::Open || book.down_since_us.is_some() {
+            return;
+        }
+        book.down_since_us = Some(now_us);
+        book.cursorless |= !has_cursor;
+        let o = &mut self.outages;
+        o.disconnects += 1;
+        o.without_cursor += u64::from(!has_cursor);
+        o.first_down_us = Some(o.first_down_us.map_or(now_us, |f| f.min(now_us)));
+        *self.stream_closes.entry(format!("reconnecting after: {reason}")).or_default() += 1;
+    }
+
+    /// Reconnection figures, with the tracked streams still down now.
+    pub fn outages(&self) -> Outages {
+        let mut o = self.outages.clone();
+        o.still_down = self.streams.iter().filter(|s| s.tracked && s.down_since_us.is_some()).count() as u64;
+        o.lost_without_cursor = self
+            .streams
+            .iter()
+            .filter(|s| s.tracked && s.cursorless)
+            .map(|s| self.users[s.user as usize].acked.count_missing_from(&s.received))
+            .sum();
+        o
     }
 
     pub fn failed(&mut self, stream: usize, reason: String) {
@@ -359,7 +428,7 @@ mod tests {
     /// Two users; user 0 has streams 0 and 1, user 1 has stream 2.
     fn ledger() -> Ledger {
         let mut l = Ledger::new(2, [0, 0, 1]);
-        (0..3).for_each(|s| l.opened(s));
+        (0..3).for_each(|s| l.opened(s, 0));
         l.start_tracking(0);
         l
     }

@@ -166,6 +166,11 @@ pub struct RunArgs {
     /// Runtime worker threads; 0 means one per CPU this process may use.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Reconnect streams that end, after this delay, with `Last-Event-ID`
+    /// (as EventSource does), and report how long they were down. Off by
+    /// default: a stream that ends stays closed.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reconnect: Option<Duration>,
     /// Exit 2 if any notification was lost, duplicated or reordered, or any
     /// stream or publish failed.
     #[arg(long)]

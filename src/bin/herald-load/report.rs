@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     ServerKind, Via,
+    ledger::Outages,
     ledger::{Percentiles, Second, Tally},
     procstat::MachineCpu,
 };
@@ -70,6 +71,30 @@ pub struct Summary {
     pub machine_cpu: MachineCpu,
     /// Stream failures, early stream ends, publish failures: reason → count.
     pub failures: (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>),
+    /// With `--reconnect`: how streams went down and came back.
+    pub outages: Option<Outages>,
+}
+
+/// Reconnection figures: counts, time down per resume, and the span from
+/// the first disconnect to the last resume.
+fn outages_json(o: &Outages) -> Value {
+    let mut down = o.down_us.clone();
+    down.sort_unstable();
+    let at = |q: f64| {
+        down.get(((q * down.len() as f64).ceil() as usize).saturating_sub(1)).map(|&us| round(us as f64 / 1000.0, 1))
+    };
+    json!({
+        "disconnects": o.disconnects,
+        "resumes": o.resumes,
+        "still_down": o.still_down,
+        "without_cursor": o.without_cursor,
+        "lost_without_cursor": o.lost_without_cursor,
+        "down_ms": { "p50": at(0.5), "p99": at(0.99), "max": down.last().map(|&us| round(us as f64 / 1000.0, 1)) },
+        "span_ms": match (o.first_down_us, o.last_resume_us) {
+            (Some(first), Some(last)) => Some(round(last.saturating_sub(first) as f64 / 1000.0, 1)),
+            _ => None,
+        },
+    })
 }
 
 fn ms(us: u32) -> f64 {
@@ -211,6 +236,21 @@ impl Summary {
             mib(self.load.rss_open_kib),
             pct(self.load.cpu_publish_pct)
         );
+        if let Some(o) = self.outages.as_ref() {
+            let j = outages_json(o);
+            println!(
+                "reconnect: {} disconnects ({} without a cursor, {} lost on those), {} resumes, {} still down; time down p50 {} ms, p99 {} ms, max {} ms; first down → last resume {} ms",
+                o.disconnects,
+                o.without_cursor,
+                o.lost_without_cursor,
+                o.resumes,
+                o.still_down,
+                j["down_ms"]["p50"],
+                j["down_ms"]["p99"],
+                j["down_ms"]["max"],
+                j["span_ms"]
+            );
+        }
         println!(
             "machine:   CPU while publishing: {:.0}% in processes ({:.0}% in other processes), {:.0}% in interrupts (loopback TCP)",
             self.machine_cpu.tasks_pct,
@@ -321,6 +361,7 @@ impl Summary {
                 "closes": closed,
                 "publish": publish,
             },
+            "reconnect": self.outages.as_ref().map(outages_json),
         })
     }
 }

@@ -120,6 +120,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         run_id,
         open_timeout: args.open_timeout,
         deadline,
+        reconnect: args.reconnect,
     });
 
     // Phase 1: open the streams.
@@ -195,6 +196,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         let failures = (l.stream_failures.clone(), l.stream_closes.clone(), l.publish_failures.clone());
         (l.tally(), l.take_latencies(), failures)
     };
+    let outages = args.reconnect.map(|_| lock(&ledger).outages());
     let (acked, publish_failed) = {
         let l = lock(&ledger);
         (l.acked, l.publish_failed)
@@ -254,6 +256,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         },
         machine_cpu,
         failures,
+        outages,
     };
     summary.print();
     Ok(!args.fail_on_loss || summary.passed())

@@ -37,6 +37,10 @@ pub struct StreamPlan {
     pub open_timeout: Duration,
     /// No stream task outlives this, whatever happens.
     pub deadline: Instant,
+    /// Reconnect an open stream that ended, after this delay, sending the
+    /// last event id as `Last-Event-ID` (as EventSource does); `None`: a
+    /// stream that ends stays closed.
+    pub reconnect: Option<Duration>,
 }
 
 /// The load data every notification of a run carries (see `publish.rs`).
@@ -78,10 +82,22 @@ pub async fn ramp(
     }
 }
 
-/// Runs one stream until it ends, the deadline passes or the task is
-/// aborted, and records how it went.
+/// Runs one stream until it ends (for good, with `--reconnect`), the
+/// deadline passes or the task is aborted, and records how it went.
 async fn hold(plan: Arc<StreamPlan>, ledger: Arc<Mutex<Ledger>>, stream: usize, user: u32) {
-    let reason = match timeout_at(plan.deadline, read_stream(&plan, &ledger, stream, user)).await {
+    let connection = async {
+        let mut last_id = Vec::new();
+        loop {
+            let reason = read_stream(&plan, &ledger, stream, user, &mut last_id).await;
+            let Some(delay) = plan.reconnect else { return reason };
+            if !lock(&ledger).is_open(stream) {
+                return reason; // never opened: a failure, not an outage
+            }
+            lock(&ledger).disconnected(stream, clock::now_us(), reason, !last_id.is_empty());
+            tokio::time::sleep(delay).await;
+        }
+    };
+    let reason = match timeout_at(plan.deadline, connection).await {
         Ok(reason) => reason,
         Err(_) => "deadline".to_owned(),
     };
@@ -93,18 +109,43 @@ fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
 }
 
 /// Opens the stream and reads it; returns why it ended.
-async fn read_stream(plan: &StreamPlan, ledger: &Mutex<Ledger>, stream: usize, user: u32) -> String {
+/// `last_id` is the last event id seen, kept across reconnections.
+async fn read_stream(
+    plan: &StreamPlan,
+    ledger: &Mutex<Ledger>,
+    stream: usize,
+    user: u32,
+    last_id: &mut Vec<u8>,
+) -> String {
     let open_by = Instant::now() + plan.open_timeout;
-    let (mut socket, mut raw, chunked) = match timeout_at(open_by, open(plan, user)).await {
+    let (mut socket, mut raw, chunked) = match timeout_at(open_by, open(plan, user, last_id)).await {
         Ok(Ok(opened)) => opened,
         Ok(Err(reason)) => return reason,
         Err(_) => return "open timed out".to_owned(),
     };
-    lock(ledger).opened(stream);
+    lock(ledger).opened(stream, clock::now_us());
 
     let mut chunks = chunked.then(Chunked::default);
     let mut body = Vec::new();
     let mut parser = SseParser::default();
+    parser.last_id = std::mem::take(last_id);
+    let reason = read_events(plan, ledger, stream, &mut socket, &mut raw, &mut chunks, &mut body, &mut parser).await;
+    *last_id = parser.last_id;
+    reason
+}
+
+/// Reads events off an open stream until it ends; returns why.
+#[allow(clippy::too_many_arguments)]
+async fn read_events(
+    plan: &StreamPlan,
+    ledger: &Mutex<Ledger>,
+    stream: usize,
+    socket: &mut TcpStream,
+    raw: &mut Vec<u8>,
+    chunks: &mut Option<Chunked>,
+    body: &mut Vec<u8>,
+    parser: &mut SseParser,
+) -> String {
     let mut bye = None;
     loop {
         let received_us = clock::now_us();
@@ -118,8 +159,8 @@ async fn read_stream(plan: &StreamPlan, ledger: &Mutex<Ledger>, stream: usize, u
             _ => {}
         };
         let parsed = match chunks.as_mut() {
-            Some(chunks) => chunks.decode(&mut raw, &mut body).and_then(|()| parser.feed(&mut body, &mut on_event)),
-            None => parser.feed(&mut raw, &mut on_event),
+            Some(chunks) => chunks.decode(raw, body).and_then(|()| parser.feed(body, &mut on_event)),
+            None => parser.feed(raw, &mut on_event),
         };
         if let Err(e) = parsed {
             return format!("protocol: {e}");
@@ -133,7 +174,7 @@ async fn read_stream(plan: &StreamPlan, ledger: &Mutex<Ledger>, stream: usize, u
         if raw.capacity() - raw.len() < 512 {
             raw.reserve(1024);
         }
-        match socket.read_buf(&mut raw).await {
+        match socket.read_buf(raw).await {
             Ok(0) => return "eof".to_owned(),
             Ok(_) => {}
             Err(e) => return format!("read: {}", e.kind()),
@@ -143,7 +184,7 @@ async fn read_stream(plan: &StreamPlan, ledger: &Mutex<Ledger>, stream: usize, u
 
 /// Connects, asks for the stream, and reads the response head. Returns the
 /// socket, bytes already read past the head, and whether the body is chunked.
-async fn open(plan: &StreamPlan, user: u32) -> Result<(TcpStream, Vec<u8>, bool), String> {
+async fn open(plan: &StreamPlan, user: u32, last_id: &[u8]) -> Result<(TcpStream, Vec<u8>, bool), String> {
     let user_id = format!("{}{user}", plan.user_prefix);
     let path = match plan.server {
         ServerKind::Herald => {
@@ -153,8 +194,13 @@ async fn open(plan: &StreamPlan, user: u32) -> Result<(TcpStream, Vec<u8>, bool)
         }
         ServerKind::Nchan => format!("/sub/{user_id}"),
     };
+    let resume = if last_id.is_empty() {
+        String::new()
+    } else {
+        format!("Last-Event-ID: {}\r\n", String::from_utf8_lossy(last_id))
+    };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: herald-load\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}User-Agent: herald-load\r\n\r\n",
         plan.addr
     );
     let mut socket = TcpStream::connect(plan.addr).await.map_err(|e| format!("connect: {}", e.kind()))?;

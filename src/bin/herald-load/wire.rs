@@ -151,10 +151,13 @@ impl Chunked {
 }
 
 /// Parses `text/event-stream` into events (name and data). Only the fields
-/// Herald sends matter here: `event` and `data`; `id`, `retry` and comments
-/// are skipped.
+/// Herald sends matter here: `event`, `data`, and `id` (kept as the last
+/// event id, for `Last-Event-ID` on reconnect); `retry` and comments are
+/// skipped.
 #[derive(Debug, Default)]
 pub struct SseParser {
+    /// The last `id` seen, as EventSource keeps it for reconnecting.
+    pub last_id: Vec<u8>,
     event: Vec<u8>,
     data: Vec<u8>,
     has_data: bool,
@@ -195,6 +198,10 @@ impl SseParser {
                 b"event" => {
                     self.event.clear();
                     self.event.extend_from_slice(value);
+                }
+                b"id" if !value.contains(&0) => {
+                    self.last_id.clear();
+                    self.last_id.extend_from_slice(value);
                 }
                 b"data" => {
                     if self.has_data {
