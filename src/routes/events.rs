@@ -65,15 +65,15 @@ pub async fn events(req: HttpRequest, user: User, state: web::Data<AppState>) ->
     }
     let start = state.engine.stream_start(&identity.user).await?;
 
-    let mut prelude = Vec::with_capacity(64);
-    frame::retry(&mut prelude, settings.retry);
-    frame::write_unread(&mut prelude, start.unread);
     // Without a cursor the stream is live from the newest entry; entries up
     // to it are history, fetched from the list API.
     let (last_id, replay) = match cursor {
         Some(cursor) => (cursor, true),
         None => (start.last_id, false),
     };
+    let mut prelude = Vec::with_capacity(80);
+    frame::retry(&mut prelude, settings.retry);
+    frame::write_opening_unread(&mut prelude, last_id, start.unread);
     tracing::debug!(%last_id, replay, "stream opened");
     let body =
         EventStream::new(registration, state.engine.clone(), prelude.into(), last_id, replay, settings.replay_page);

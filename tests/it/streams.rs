@@ -13,6 +13,7 @@ crate::on_both_engines!(
     every_tab_of_the_user_gets_it_and_nobody_else,
     a_stream_opens_with_retry_and_the_unread_count,
     resume_delivers_exactly_what_was_missed_in_order,
+    a_stream_that_got_nothing_yet_still_resumes_without_loss,
     the_seam_between_replay_and_live_has_no_gap_and_no_duplicate,
     a_cursor_older_than_history_gets_reset_then_what_is_kept,
     a_malformed_cursor_is_refused,
@@ -88,6 +89,25 @@ async fn resume_delivers_exactly_what_was_missed_in_order(engine: Engine) {
     let mut resumed = app.stream(&alice, Some(&cursor)).await;
     let got: Vec<String> = resumed.notifications(100, WAIT).await.into_iter().map(|e| e.id.unwrap()).collect();
     assert_eq!(got, missed);
+    resumed.assert_no_notification(Duration::from_millis(300)).await;
+}
+
+/// A tab that received no notification before it was cut off still has a
+/// cursor (the opening `unread` carries one), so what was published while it
+/// was away is not lost. (Found by herald-load's reconnect storm.)
+async fn a_stream_that_got_nothing_yet_still_resumes_without_loss(engine: Engine) {
+    let app = TestApp::spawn(&engine).await;
+    let alice = unique_user("alice");
+    app.publish(&[&alice], notification("before the tab opened")).await;
+    let mut stream = app.stream(&alice, None).await;
+    let opening = stream.next_of("unread", WAIT).await;
+    let cursor = opening.id.expect("the opening unread event carries the stream's cursor");
+    stream.close();
+
+    let missed = app.publish(&[&alice], notification("while away")).await;
+    let mut resumed = app.stream(&alice, Some(&cursor)).await;
+    let got = resumed.next_of("notification", WAIT).await;
+    assert_eq!(got.id.as_deref(), missed[0]["id"].as_str(), "exactly the one published while away");
     resumed.assert_no_notification(Duration::from_millis(300)).await;
 }
 
