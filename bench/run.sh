@@ -112,34 +112,8 @@ stop() {
 trap stop EXIT
 trap 'stop; exit 130' INT TERM
 
-# A free port below the ephemeral range (32768+), which herald-load's
-# thousands of client sockets use.
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
-
-# Waits (bounded) until `$@` succeeds.
-wait_for() {
-    local what=$1
-    shift
-    for _ in $(seq 1 100); do
-        if "$@" >/dev/null 2>&1; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "$what did not come up; see $OUT" >&2
-    return 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Busy CPU ticks (1/100 s) of the whole machine: all but idle and iowait.
 busy_ticks() {

@@ -1,0 +1,30 @@
+# Shell helpers shared by bench/run.sh and bench/suite.sh (sourced).
+
+# A free port below the ephemeral range (32768+), which herald-load's
+# thousands of client sockets use.
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+# Waits (bounded: 10 s) until `$@` succeeds. Needs OUT for the message.
+wait_for() {
+    local what=$1
+    shift
+    for _ in $(seq 1 100); do
+        if "$@" >/dev/null 2>&1; then
+            return
+        fi
+        sleep 0.1
+    done
+    echo "$what did not come up; see $OUT" >&2
+    return 1
+}
