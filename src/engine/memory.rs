@@ -102,6 +102,13 @@ impl MemoryEngine {
         Self { inner: Arc::new(Inner { inboxes: Mutex::new(HashMap::new()), hub, retention }) }
     }
 
+    /// Tells the user's streams of a state change (`read`, `deleted`), as the
+    /// Redis engine does through the user's channel. Called under the
+    /// inboxes lock, so changes reach the streams in the order they happened.
+    fn sync(&self, user: &UserId, event: SyncEvent, payload: &str, unread: u64) {
+        self.inner.hub.deliver(user.as_str(), || frame::sync_event(event, payload.as_bytes(), unread));
+    }
+
     fn inboxes(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Inbox>> {
         self.inner.inboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -206,7 +213,7 @@ impl Engine for MemoryEngine {
             }
         };
         let unread = inbox.unread;
-        self.inner.hub.deliver(user.as_str(), || frame::sync_event(SyncEvent::Read, payload.as_bytes(), unread));
+        self.sync(user, SyncEvent::Read, &payload, unread);
         Ok(unread)
     }
 
@@ -218,8 +225,7 @@ impl Engine for MemoryEngine {
         let changed = inbox.mark_read([i]);
         let unread = inbox.unread;
         if !changed.is_empty() {
-            let payload = ids_json(&changed);
-            self.inner.hub.deliver(user.as_str(), || frame::sync_event(SyncEvent::Read, payload.as_bytes(), unread));
+            self.sync(user, SyncEvent::Read, &ids_json(&changed), unread);
         }
         Ok(unread)
     }
@@ -233,8 +239,7 @@ impl Engine for MemoryEngine {
             inbox.unread -= 1;
         }
         let unread = inbox.unread;
-        let payload = ids_json(&[id]);
-        self.inner.hub.deliver(user.as_str(), || frame::sync_event(SyncEvent::Deleted, payload.as_bytes(), unread));
+        self.sync(user, SyncEvent::Deleted, &ids_json(&[id]), unread);
         Ok(unread)
     }
 
