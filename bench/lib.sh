@@ -28,3 +28,19 @@ wait_for() {
     echo "$what did not come up; see $OUT" >&2
     return 1
 }
+
+# Stops one process this script started: SIGTERM, up to 5 s, then SIGKILL.
+stop_pid() {
+    local pid=$1
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "pid $pid did not exit within 5 s of SIGTERM; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}

@@ -84,36 +84,22 @@ load=$bin/herald-load
 HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export HERALD__AUTH__SECRET
 
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 server_pid=
 redis_pid=
 stop() {
-    # Only what this script started, by pid.
-    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-        # herald-load has closed its streams by now, so a graceful shutdown
-        # has nothing to wait for: give it 5 s, then kill it.
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$server_pid" 2>/dev/null; then
-            echo "herald (pid $server_pid) did not exit within 5 s of SIGTERM; killing it" >&2
-            kill -KILL "$server_pid" 2>/dev/null || true
-        fi
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    if [[ -n $redis_pid ]] && kill -0 "$redis_pid" 2>/dev/null; then
-        kill -TERM "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
-    fi
+    # Only what this script started, by pid. herald-load has closed its
+    # streams by now, so a graceful shutdown has nothing to wait for.
+    stop_pid "$server_pid"
+    stop_pid "$redis_pid"
     server_pid=
     redis_pid=
 }
 trap stop EXIT
 trap 'stop; exit 130' INT TERM
 
-# shellcheck source=bench/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Busy CPU ticks (1/100 s) of the whole machine: all but idle and iowait.
 busy_ticks() {

@@ -59,23 +59,12 @@ done
 HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export HERALD__AUTH__SECRET
 
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 server_pid= # herald, or nginx's master
 worker_pid= # the process to sample: herald, or nginx's one worker
 redis_pid=
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "pid $pid did not exit within 5 s of SIGTERM; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 stop() {
     stop_pid "$server_pid"
     stop_pid "$redis_pid"
@@ -84,8 +73,6 @@ stop() {
 trap stop EXIT
 trap 'stop; exit 130' INT TERM
 
-# shellcheck source=bench/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # start_redis LABEL: a fresh redis-server on SERVER_CPUS.
 start_redis() {
