@@ -189,10 +189,6 @@ impl AppHandle {
         }
         self.server.stop(true).await;
     }
-
-    pub fn stream_count(&self) -> usize {
-        self.hub.stream_count()
-    }
 }
 
 async fn shutdown_signal() {

@@ -187,30 +187,15 @@ impl Lane {
 
     async fn http(mut self, mut jobs: mpsc::Receiver<Job>, addr: SocketAddr, token: String) {
         let mut conn: Option<HttpConn> = None;
+        let auth = format!("Authorization: Bearer {token}\r\n");
         while let Some(job) = jobs.recv().await {
             let (user, seq) = (job.user, self.take_seq(job.user));
-            let result = async {
-                if conn.is_none() {
-                    conn = Some(HttpConn::connect(addr).await?);
-                }
-                let c = conn.as_mut().expect("just connected");
-                let body = format!(
-                    r#"{{"to":{{"users":["{}{user}"]}},"notification":{}}}"#,
-                    self.shared.user_prefix,
-                    self.notification(&job, seq)
-                );
-                let auth = format!("Authorization: Bearer {token}\r\n");
-                match timeout(PUBLISH_TIMEOUT, c.post(addr, "/v1/publish", &auth, &body)).await {
-                    Ok(Ok(202)) => Ok(()),
-                    Ok(Ok(status)) => Err(format!("http {status}")),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err("timed out".to_owned()),
-                }
-            }
-            .await;
-            if result.is_err() {
-                conn = None; // the connection's state is unknown: start afresh
-            }
+            let body = format!(
+                r#"{{"to":{{"users":["{}{user}"]}},"notification":{}}}"#,
+                self.shared.user_prefix,
+                self.notification(&job, seq)
+            );
+            let result = post(&mut conn, addr, "/v1/publish", &auth, &body, |status| status == 202).await;
             self.settle(user, seq, result);
         }
     }
@@ -220,24 +205,9 @@ impl Lane {
         let mut conn: Option<HttpConn> = None;
         while let Some(job) = jobs.recv().await {
             let (user, seq) = (job.user, self.take_seq(job.user));
-            let result = async {
-                if conn.is_none() {
-                    conn = Some(HttpConn::connect(addr).await?);
-                }
-                let c = conn.as_mut().expect("just connected");
-                let path = format!("/pub/{}{user}", self.shared.user_prefix);
-                let body = self.notification(&job, seq);
-                match timeout(PUBLISH_TIMEOUT, c.post(addr, &path, "", &body)).await {
-                    Ok(Ok(200..=202)) => Ok(()),
-                    Ok(Ok(status)) => Err(format!("http {status}")),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err("timed out".to_owned()),
-                }
-            }
-            .await;
-            if result.is_err() {
-                conn = None;
-            }
+            let path = format!("/pub/{}{user}", self.shared.user_prefix);
+            let body = self.notification(&job, seq);
+            let result = post(&mut conn, addr, &path, "", &body, |status| (200..=202).contains(&status)).await;
             self.settle(user, seq, result);
         }
     }
@@ -321,4 +291,34 @@ impl HttpConn {
             Err(e) => Err(format!("read: {}", e.kind())),
         }
     }
+}
+
+/// One POST on a lane's keep-alive connection, connecting first if needed.
+/// After any failure the connection's state is unknown, so it is dropped
+/// and the next publish starts afresh.
+async fn post(
+    conn: &mut Option<HttpConn>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+    body: &str,
+    accepted: impl Fn(u16) -> bool,
+) -> Result<(), String> {
+    let result = async {
+        if conn.is_none() {
+            *conn = Some(HttpConn::connect(addr).await?);
+        }
+        let c = conn.as_mut().expect("just connected");
+        match timeout(PUBLISH_TIMEOUT, c.post(addr, path, headers, body)).await {
+            Ok(Ok(status)) if accepted(status) => Ok(()),
+            Ok(Ok(status)) => Err(format!("http {status}")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    }
+    .await;
+    if result.is_err() {
+        *conn = None;
+    }
+    result
 }
