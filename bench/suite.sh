@@ -253,12 +253,15 @@ done
         [[ -s $f ]] || continue
         jq -r '"\(.label)\tstreams \(.streams.opened)/\(.streams.requested) failed \(.streams.failed)\trss/stream \(.server.rss_per_stream_bytes) B\tidle cpu \(.server.cpu_idle_pct)%\tacked \(.publish.acked) lost \(.delivery.lost) dup \(.delivery.duplicated) ooo \(.delivery.out_of_order)\tp50 \(.latency_ms.p50) p99 \(.latency_ms.p99) p999 \(.latency_ms.p999) max \(.latency_ms.max) ms\tsched p99 \(.latency_from_schedule_ms.p99)\tcpu server \(.server.cpu_publish_pct)% redis \(.redis.cpu_publish_pct)% load \(.load.cpu_publish_pct)% other \(.machine.other_cpu_publish_pct)%"' "$f" 2>/dev/null || true
     done
-    [[ -s $OUT/p2.tsv ]] && {
+    # `if`, not `&&`: a scenario left out of SCENARIOS must not fail the run.
+    if [[ -s $OUT/p2.tsv ]]; then
         echo "p2: target rate achieved lost p99 sched_p99 server% redis% load% verdict"
         cat "$OUT/p2.tsv"
         cat "$OUT/p2-ceiling.txt"
-    }
-    [[ -s $OUT/raw-redis.txt ]] && cat "$OUT/raw-redis.txt"
-    [[ -s $OUT/p4-herald.json ]] && jq -c '{p4: .reconnect, lost: .delivery.lost, dup: .delivery.duplicated, ooo: .delivery.out_of_order, streams_failed: .streams.failed}' "$OUT/p4-herald.json"
+    fi
+    if [[ -s $OUT/raw-redis.txt ]]; then cat "$OUT/raw-redis.txt"; fi
+    if [[ -s $OUT/p4-herald.json ]]; then
+        jq -c '{p4: .reconnect, lost: .delivery.lost, dup: .delivery.duplicated, ooo: .delivery.out_of_order, streams_failed: .streams.failed}' "$OUT/p4-herald.json"
+    fi
 } | tee "$OUT/summary.txt"
 echo "results in $OUT"
