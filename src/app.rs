@@ -27,16 +27,26 @@ use crate::{
     stream::{ByeReason, frame},
 };
 
-/// What every handler shares. Built once, outside the per-worker factory, so
-/// all workers use one hub and one engine connection.
+/// What every handler shares. One per HTTP worker: the hub, the limiter and
+/// the settings are the node's (shared), the engine's command connection is
+/// the worker's own (see [`AnyEngine::on_this_runtime`]).
+#[derive(Clone)]
 pub struct AppState {
     pub engine: AnyEngine,
-    pub publish_limiter: crate::limits::PublishLimiter,
+    pub publish_limiter: Arc<crate::limits::PublishLimiter>,
     pub hub: Arc<Hub>,
     pub settings: Arc<Settings>,
     pub limits: NotificationLimits,
-    pub node_id: String,
+    pub node_id: Arc<str>,
 }
+
+/// Node-wide tasks (the pub/sub connection, the hub's tick), spawned by the
+/// first HTTP worker on its own runtime. A live event then goes from the
+/// pub/sub socket through the hub into the streams it wakes without
+/// crossing threads (with one worker, the default on one core, all of a
+/// node's I/O runs on one thread; a `perf` profile of the publish path was
+/// dominated by the context switches this avoids: docs/BENCHMARKS.md).
+type NodeTasks = Arc<std::sync::Mutex<Option<Vec<futures_util::future::BoxFuture<'static, ()>>>>>;
 
 pub struct Application {
     addr: SocketAddr,
@@ -62,6 +72,7 @@ impl Application {
             web::Data::new(Authenticator::from_settings(&settings.auth, settings.auth.secret.as_ref())?);
         let node_id = settings.node_id();
         let limits = HubLimits { max_streams: settings.server.max_streams, max_per_user: settings.stream.max_per_user };
+        let mut node_tasks = Vec::new();
         let (hub, engine) = match settings.engine.kind {
             EngineKind::Memory => {
                 let hub = Arc::new(Hub::new(limits, settings.stream.keep_alive, None));
@@ -71,7 +82,8 @@ impl Application {
             EngineKind::Redis => {
                 let (commands, subscriptions) = mpsc::unbounded_channel();
                 let hub = Arc::new(Hub::new(limits, settings.stream.keep_alive, Some(commands)));
-                let engine = RedisEngine::connect(&settings, hub.clone(), subscriptions).await?;
+                let (engine, pubsub) = RedisEngine::connect(&settings, hub.clone(), subscriptions).await?;
+                node_tasks.push(pubsub);
                 (hub, AnyEngine::Redis(engine))
             }
             EngineKind::RedisCluster => {
@@ -79,14 +91,15 @@ impl Application {
             }
         };
         crate::metrics::get(); // the recorder, before any handle is used
-        spawn_ticker(Arc::downgrade(&hub), &settings);
+        node_tasks.push(ticker(Arc::downgrade(&hub), &settings));
+        let node_tasks: NodeTasks = Arc::new(std::sync::Mutex::new(Some(node_tasks)));
 
         let listener = TcpListener::bind(settings.server.listen)
             .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
         let addr = listener.local_addr()?;
-        let state = web::Data::new(AppState {
+        let state = AppState {
             engine: engine.clone(),
-            publish_limiter: crate::limits::PublishLimiter::new(settings.limits.publish_per_second),
+            publish_limiter: Arc::new(crate::limits::PublishLimiter::new(settings.limits.publish_per_second)),
             hub: hub.clone(),
             settings: settings.clone(),
             limits: NotificationLimits {
@@ -94,8 +107,8 @@ impl Application {
                 max_title_chars: settings.limits.max_title_chars,
                 max_body_chars: settings.limits.max_body_chars,
             },
-            node_id: node_id.clone(),
-        });
+            node_id: node_id.as_str().into(),
+        };
         let max_body = settings.server.max_body_bytes;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -103,8 +116,9 @@ impl Application {
         };
         let write_timeout = settings.server.write_timeout;
         let server = HttpServer::new(move || {
+            let (state, node_tasks) = (state.clone(), node_tasks.clone());
             App::new()
-                .app_data(state.clone())
+                .data_factory(move || worker_state(state.clone(), node_tasks.clone()))
                 .app_data(authenticator.clone())
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
@@ -205,12 +219,23 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Drives the hub's node-wide tick (one timer for all streams): expiry,
+/// Runs on each HTTP worker's runtime as it starts: the first one spawns the
+/// node's tasks there, and each gets its own engine connection.
+async fn worker_state(template: AppState, node_tasks: NodeTasks) -> anyhow::Result<AppState> {
+    let tasks = node_tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    for task in tasks.into_iter().flatten() {
+        tokio::spawn(task);
+    }
+    let engine = template.engine.on_this_runtime().await?;
+    Ok(AppState { engine, ..template })
+}
+
+/// The hub's node-wide tick (one timer for all streams): expiry,
 /// `token_expiring`, keep-alives. Ends when the hub is gone.
-fn spawn_ticker(hub: Weak<Hub>, settings: &Settings) {
+fn ticker(hub: Weak<Hub>, settings: &Settings) -> futures_util::future::BoxFuture<'static, ()> {
     let warn_before = settings.stream.token_expiring_before;
     let heartbeat_events = settings.stream.heartbeat_events;
-    tokio::spawn(async move {
+    Box::pin(async move {
         let mut tick = tokio::time::interval(crate::hub::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -224,7 +249,7 @@ fn spawn_ticker(hub: Weak<Hub>, settings: &Settings) {
             };
             hub.tick(now, warn_before, &keep_alive);
         }
-    });
+    })
 }
 
 /// Access log with the path only: the query string may hold a token.

@@ -176,6 +176,17 @@ impl AnyEngine {
             AnyEngine::Redis(_) => "redis",
         }
     }
+
+    /// The same engine with its connections driven by the runtime this is
+    /// awaited on (one per HTTP worker; see `RedisEngine::on_this_runtime`).
+    pub async fn on_this_runtime(&self) -> Result<AnyEngine, EngineError> {
+        Ok(match self {
+            AnyEngine::Memory(e) => AnyEngine::Memory(e.clone()),
+            AnyEngine::Redis(e) => AnyEngine::Redis(
+                e.on_this_runtime().await.map_err(|e| EngineError::Unavailable(format!("cannot connect: {e}")))?,
+            ),
+        })
+    }
 }
 
 /// Forwards a call to whichever engine is configured.

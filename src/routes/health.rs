@@ -25,7 +25,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(json!({
         "status": "ready",
         "engine": state.engine.kind(),
-        "node": state.node_id,
+        "node": &*state.node_id,
         "streams": state.hub.stream_count(),
     })))
 }

@@ -30,7 +30,9 @@ async fn backend(engine: &helpers::Engine, extra: &[(&str, &str)]) -> Backend {
         helpers::Engine::Redis(_) => {
             let (tx, rx) = mpsc::unbounded_channel();
             let hub = Arc::new(Hub::new(limits, Duration::from_secs(15), Some(tx)));
-            let engine = RedisEngine::connect(&settings, hub.clone(), rx).await.expect("redis engine connects");
+            let (engine, pubsub) =
+                RedisEngine::connect(&settings, hub.clone(), rx).await.expect("redis engine connects");
+            tokio::spawn(pubsub);
             Backend { engine: AnyEngine::Redis(engine), hub }
         }
     }

@@ -14,7 +14,10 @@ mod pubsub;
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{Client, aio::ConnectionManager};
+use redis::{
+    Client,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
 use tokio::sync::mpsc;
 
 pub use self::keys::user_base;
@@ -37,12 +40,23 @@ pub struct RedisEngine {
 }
 
 struct Inner {
+    /// Driven by the runtime it was opened on: see [`RedisEngine::on_this_runtime`].
     commands: ConnectionManager,
+    node: Arc<NodeShared>,
+}
+
+/// What every connection of the node shares.
+struct NodeShared {
+    client: Client,
+    config: ConnectionManagerConfig,
     /// The library source with this node's limits filled in.
     library: String,
     version: String,
     pubsub: Arc<PubSubHealth>,
 }
+
+/// The node's pub/sub task: the caller spawns it where its I/O should run.
+pub type PubSubTask = futures_util::future::BoxFuture<'static, ()>;
 
 /// Fills the function library's placeholders from config.
 pub fn library_source(settings: &Settings) -> (String, String) {
@@ -97,33 +111,29 @@ fn is_missing_function(e: &redis::RedisError) -> bool {
 }
 
 impl RedisEngine {
-    /// Connects, loads the function library, and starts the pub/sub task that
-    /// feeds `hub` with the channels it asks for through `subscriptions`.
+    /// Connects and loads the function library. Returns the engine and the
+    /// pub/sub task that feeds `hub` with the channels it asks for through
+    /// `subscriptions`; nothing is delivered live until that task is spawned.
     pub async fn connect(
         settings: &Settings,
         hub: Arc<Hub>,
         subscriptions: mpsc::UnboundedReceiver<SubscriptionCommand>,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<(Self, PubSubTask)> {
         use anyhow::Context;
         let url = &settings.engine.redis_url;
         let client = Client::open(url.as_str()).with_context(|| format!("engine.redis_url: cannot parse `{url}`"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
+        let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let commands = ConnectionManager::new_with_config(client.clone(), config)
+        let commands = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .with_context(|| format!("cannot connect to Redis at {url}"))?;
         let (library, version) = library_source(settings);
-        let engine = Self {
-            inner: Arc::new(Inner {
-                commands,
-                library,
-                version,
-                pubsub: Arc::new(PubSubHealth::new(settings.engine.pubsub_ping_interval)),
-            }),
-        };
+        let pubsub = Arc::new(PubSubHealth::new(settings.engine.pubsub_ping_interval));
+        let node = Arc::new(NodeShared { client: client.clone(), config, library, version, pubsub: pubsub.clone() });
+        let engine = Self { inner: Arc::new(Inner { commands, node }) };
         engine
             .load_library()
             .await
@@ -137,8 +147,18 @@ impl RedisEngine {
                 }
             })
         });
-        pubsub::spawn(client, hub, subscriptions, engine.inner.pubsub.clone(), on_reconnect);
-        Ok(engine)
+        let task = Box::pin(pubsub::task(client, hub, subscriptions, pubsub, on_reconnect));
+        Ok((engine, task))
+    }
+
+    /// The same engine with its own command connection, driven by the
+    /// runtime this is awaited on. Each HTTP worker opens one: a request's
+    /// `FCALL` then goes out and comes back on the worker's own thread,
+    /// instead of waking another thread twice per call.
+    pub async fn on_this_runtime(&self) -> redis::RedisResult<Self> {
+        let node = self.inner.node.clone();
+        let commands = ConnectionManager::new_with_config(node.client.clone(), node.config.clone()).await?;
+        Ok(Self { inner: Arc::new(Inner { commands, node }) })
     }
 
     async fn load_library(&self) -> redis::RedisResult<()> {
@@ -146,7 +166,7 @@ impl RedisEngine {
         redis::cmd("FUNCTION")
             .arg("LOAD")
             .arg("REPLACE")
-            .arg(&self.inner.library)
+            .arg(&self.inner.node.library)
             .query_async::<String>(&mut conn)
             .await?;
         Ok(())
@@ -210,10 +230,10 @@ impl Engine for RedisEngine {
 
     async fn check_ready(&self) -> Result<(), EngineError> {
         let version: String = self.call(redis::cmd("FCALL_RO").arg("herald_version").arg(0)).await?;
-        if version != self.inner.version {
-            tracing::warn!(loaded = %version, ours = %self.inner.version, "another node loaded a different function library");
+        if version != self.inner.node.version {
+            tracing::warn!(loaded = %version, ours = %self.inner.node.version, "another node loaded a different function library");
         }
-        self.inner.pubsub.check()
+        self.inner.node.pubsub.check()
     }
 
     async fn list(&self, user: &UserId, query: ListQuery) -> Result<ListPage, EngineError> {

@@ -80,16 +80,19 @@ impl PubSubHealth {
 /// its function library: a Redis restarted without persistence lost it).
 pub type OnReconnect = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
-pub fn spawn(
+/// The pub/sub task, to be spawned on the runtime that should do its I/O
+/// (see `app.rs`: the first HTTP worker's, so that a message reaches the
+/// streams it wakes without crossing threads). It ends when the hub is gone.
+pub fn task(
     client: Client,
     hub: Arc<Hub>,
     commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
     health: Arc<PubSubHealth>,
     on_reconnect: OnReconnect,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let task =
         PubSubTask { client, hub, commands, health, on_reconnect, wanted: Wanted::default(), connected_before: false };
-    tokio::spawn(task.run());
+    task.run()
 }
 
 /// Channels this node wants, and `ready` senders waiting for a subscription.
