@@ -20,6 +20,9 @@
 #                 build instead of compiling everything again in release)
 #   QUIET_TIMEOUT  seconds to wait before each run for the machine to go idle
 #                  (other builds on these cores skew the figures): full 300, smoke 0
+#   PERF=<seconds>  also records a CPU profile of the server (perf record,
+#                  cpu-clock, call graphs) for that long from the start of each
+#                  run: $OUT/perf-<label>.data and a flat report perf-<label>.txt
 #   REV=<commit>  benchmarks that commit, exported with `git archive` and built
 #                 in target/bench-src (the working tree may hold unfinished work)
 set -euo pipefail
@@ -162,6 +165,12 @@ for via in $VIAS; do
         wait_for herald curl -sf "http://127.0.0.1:$herald_port/readyz"
 
         echo "== $label"
+        perf_pid=
+        if [[ -n ${PERF:-} ]]; then
+            perf record -q -e cpu-clock -F 2000 -p "$server_pid" -o "$OUT/perf-$label.data" \
+                -- sleep "$PERF" 2>/dev/null &
+            perf_pid=$!
+        fi
         status=0
         taskset -c "$LOAD_CPUS" "$load" run \
             --target "127.0.0.1:$herald_port" \
@@ -174,6 +183,11 @@ for via in $VIAS; do
             --label "$label" "${fail_on_loss[@]}" \
             >"$OUT/$label.txt" || status=$?
         cat "$OUT/$label.txt"
+        if [[ -n $perf_pid ]]; then
+            wait "$perf_pid" || true
+            perf report -i "$OUT/perf-$label.data" --no-children --sort symbol --stdio 2>/dev/null \
+                | grep -v '^$' | head -120 >"$OUT/perf-$label.txt" || true
+        fi
         if [[ $status -ne 0 ]]; then
             echo "== $label: herald-load exited $status" >&2
             failures=$((failures + 1))
