@@ -71,7 +71,11 @@ impl Application {
         let authenticator =
             web::Data::new(Authenticator::from_settings(&settings.auth, settings.auth.secret.as_ref())?);
         let node_id = settings.node_id();
-        let limits = HubLimits { max_streams: settings.server.max_streams, max_per_user: settings.stream.max_per_user };
+        let limits = HubLimits {
+            max_streams: settings.server.max_streams,
+            max_per_user: settings.stream.max_per_user,
+            queue_capacity: settings.stream.queue_capacity,
+        };
         let mut node_tasks = Vec::new();
         let (hub, engine) = match settings.engine.kind {
             EngineKind::Memory => {
@@ -97,6 +101,16 @@ impl Application {
         let listener = TcpListener::bind(settings.server.listen)
             .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
         let addr = listener.local_addr()?;
+        // A stream whose client stopped reading stalls in actix's write
+        // buffer, where its body is no longer polled and cannot end itself.
+        // The kernel ends it instead: data unacknowledged this long
+        // (zero-window probes included) aborts the connection, and the client
+        // resumes from history. Set on the listener, every accepted socket
+        // inherits it: no per-connection syscall, and no per-connection
+        // `on_connect` data (actix allocates an extensions map for each).
+        socket2::SockRef::from(&listener)
+            .set_tcp_user_timeout(Some(settings.server.write_timeout))
+            .context("cannot set TCP_USER_TIMEOUT on the listener")?;
         let state = AppState {
             engine: engine.clone(),
             publish_limiter: Arc::new(crate::limits::PublishLimiter::new(settings.limits.publish_per_second)),
@@ -114,7 +128,6 @@ impl Application {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
-        let write_timeout = settings.server.write_timeout;
         let server = HttpServer::new(move || {
             let (state, node_tasks) = (state.clone(), node_tasks.clone());
             App::new()
@@ -133,18 +146,6 @@ impl Application {
                 .wrap(actix_web_lab::middleware::CatchPanic::default())
                 .configure(routes::configure)
                 .default_service(web::to(error::no_route))
-        })
-        .on_connect(move |conn, _| {
-            // A stream whose client stopped reading stalls in actix's write
-            // buffer, where its body is no longer polled and cannot end
-            // itself. The kernel ends it instead: data unacknowledged this
-            // long (zero-window probes included) aborts the connection, and
-            // the client resumes from history.
-            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
-                && let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(write_timeout))
-            {
-                tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
-            }
         })
         .workers(workers)
         .backlog(4096)

@@ -47,6 +47,8 @@ pub enum SubscriptionCommand {
 pub struct HubLimits {
     pub max_streams: usize,
     pub max_per_user: usize,
+    /// Frames a stream may have waiting before it is a slow consumer.
+    pub queue_capacity: usize,
 }
 
 /// The node-wide tick: token expiry, `token_expiring`, keep-alives. Short,
@@ -101,7 +103,9 @@ impl Subscribed {
 }
 
 struct UserSlot {
-    streams: Vec<Arc<Connection>>,
+    /// Most users have one stream on a node: it is kept inline, without a
+    /// heap allocation of its own.
+    streams: smallvec::SmallVec<[Arc<Connection>; 1]>,
     /// Becomes true once the user's channel subscription is confirmed. Every
     /// stream waits for it before replaying, or an entry published between
     /// replay and subscription would be lost.
@@ -119,6 +123,13 @@ pub struct Hub {
     /// Ticks so far (see [`TICK`]); frames record it, keep-alives read it.
     ticks: std::sync::atomic::AtomicU64,
     keep_alive_ticks: u64,
+    /// The keep-alive of the current tick (a comment, or a `heartbeat`
+    /// event with the time): streams owed one send this.
+    keep_alive: Mutex<bytes::Bytes>,
+    /// The one confirmed flag every user's slot points to once its channel is
+    /// subscribed: a user's own flag is needed only while streams wait for it
+    /// (see [`Hub::settle_subscription`]).
+    confirmed: Arc<Subscribed>,
 }
 
 impl Hub {
@@ -139,6 +150,8 @@ impl Hub {
             // reach back a whole interval from the very first tick.
             ticks: std::sync::atomic::AtomicU64::new(keep_alive_ticks),
             keep_alive_ticks,
+            keep_alive: Mutex::new(frame::KEEP_ALIVE.clone()),
+            confirmed: Arc::new(Subscribed::already()),
         }
     }
 
@@ -179,9 +192,12 @@ impl Hub {
                     .send(SubscriptionCommand::Subscribe { user: conn.user.clone(), ready: subscribed.clone() });
                 subscribed
             }
-            None => Arc::new(Subscribed::already()),
+            None => self.confirmed.clone(),
         };
-        shard.insert(conn.user.clone(), UserSlot { streams: vec![conn.clone()], subscribed: subscribed.clone() });
+        shard.insert(
+            conn.user.clone(),
+            UserSlot { streams: smallvec::smallvec![conn.clone()], subscribed: subscribed.clone() },
+        );
         Ok(subscribed)
     }
 
@@ -195,6 +211,18 @@ impl Hub {
         metrics.streams_open.increment(1.0);
         metrics.streams_opened.increment(1);
         Ok(())
+    }
+
+    /// Once `user`'s own flag is confirmed, points their slot at the shared
+    /// one, so the flag is freed when the streams that waited on it let go:
+    /// an idle stream then carries no subscription state of its own.
+    pub fn settle_subscription(&self, user: &UserId) {
+        let mut shard = self.shard(user.as_str());
+        if let Some(slot) = shard.get_mut(user.as_str())
+            && slot.subscribed.is_confirmed()
+        {
+            slot.subscribed = self.confirmed.clone();
+        }
     }
 
     /// Removes a stream; the user's entry (and subscription) goes with the last.
@@ -232,7 +260,7 @@ impl Hub {
             metrics.observe_delivery_latency(id);
         }
         let tick = self.ticks.load(Ordering::Relaxed);
-        let queued = slot.streams.iter().filter(|c| c.push(frame.clone(), tick)).count();
+        let queued = slot.streams.iter().filter(|c| c.push(frame.clone(), tick, self.limits.queue_capacity)).count();
         metrics.deliveries.increment(queued as u64);
         queued
     }
@@ -278,18 +306,22 @@ impl Hub {
     /// 10,000 streams never get their keep-alives written in one burst.
     pub fn tick(&self, now_unix: u64, warn_before: Duration, keep_alive: &bytes::Bytes) {
         let tick = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()) = keep_alive.clone();
         self.for_each(|c| {
             if now_unix >= c.expires_at {
                 c.close(ByeReason::TokenExpired, None);
                 return;
             }
             if now_unix + warn_before.as_secs() >= c.expires_at && c.take_expiry_warning() {
-                c.push(frame::token_expiring(c.expires_at), tick);
+                c.push(frame::token_expiring(c.expires_at), tick, self.limits.queue_capacity);
             }
-            if c.quiet_for(tick) >= self.keep_alive_ticks {
-                c.push(Frame { id: None, bytes: keep_alive.clone() }, tick);
-            }
+            c.keep_alive_if_quiet(tick, self.keep_alive_ticks);
         });
+    }
+
+    /// What a stream owed a keep-alive sends.
+    pub fn keep_alive(&self) -> bytes::Bytes {
+        self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -303,6 +335,10 @@ pub struct Registration {
 impl Registration {
     pub fn connection(&self) -> &Arc<Connection> {
         &self.conn
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 }
 
@@ -320,11 +356,15 @@ mod tests {
     use crate::stream::Next;
 
     fn hub(commands: Option<mpsc::UnboundedSender<SubscriptionCommand>>) -> Arc<Hub> {
-        Arc::new(Hub::new(HubLimits { max_streams: 3, max_per_user: 2 }, Duration::from_secs(1), commands))
+        Arc::new(Hub::new(
+            HubLimits { max_streams: 3, max_per_user: 2, queue_capacity: 8 },
+            Duration::from_secs(1),
+            commands,
+        ))
     }
 
     fn conn(user: &str) -> Arc<Connection> {
-        Arc::new(Connection::new(UserId::parse(user).unwrap(), u64::MAX, 8))
+        Arc::new(Connection::new(UserId::parse(user).unwrap(), u64::MAX))
     }
 
     #[test]
@@ -357,13 +397,19 @@ mod tests {
     #[test]
     fn keep_alives_are_spread_over_the_interval_and_skip_busy_streams() {
         // keep_alive 1 s = 4 ticks of 250 ms.
-        let hub = Arc::new(Hub::new(HubLimits { max_streams: 1000, max_per_user: 1 }, Duration::from_secs(1), None));
+        let hub = Arc::new(Hub::new(
+            HubLimits { max_streams: 1000, max_per_user: 1, queue_capacity: 8 },
+            Duration::from_secs(1),
+            None,
+        ));
         let streams: Vec<_> = (0..400).map(|i| hub.register(conn(&format!("u{i}"))).unwrap().0).collect();
         let ka = bytes::Bytes::from_static(b": ka\n\n");
         let mut per_tick = Vec::new();
         let queued = |r: &Registration| {
             let mut n = 0;
-            while let Next::Frame(_) = r.connection().poll_next(&mut Context::from_waker(Waker::noop())) {
+            while let Next::Frame(_) | Next::KeepAlive =
+                r.connection().poll_next(&mut Context::from_waker(Waker::noop()))
+            {
                 n += 1;
             }
             n

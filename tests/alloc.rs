@@ -56,10 +56,14 @@ const STORED: &[u8] =
 
 /// Allocations per event when one user has `tabs` streams on the node.
 fn allocations_per_event(tabs: usize) -> f64 {
-    let hub = Arc::new(Hub::new(HubLimits { max_streams: 1000, max_per_user: 1000 }, Duration::from_secs(15), None));
+    let hub = Arc::new(Hub::new(
+        HubLimits { max_streams: 1000, max_per_user: 1000, queue_capacity: 64 },
+        Duration::from_secs(15),
+        None,
+    ));
     let user = UserId::parse("alice").unwrap();
     let streams: Vec<Registration> =
-        (0..tabs).map(|_| hub.register(Arc::new(Connection::new(user.clone(), u64::MAX, 64))).unwrap().0).collect();
+        (0..tabs).map(|_| hub.register(Arc::new(Connection::new(user.clone(), u64::MAX))).unwrap().0).collect();
     let drain = || {
         for s in &streams {
             while let Next::Frame(f) = s.connection().poll_next(&mut Context::from_waker(Waker::noop())) {
@@ -104,14 +108,16 @@ fn an_idle_stream_costs_herald_under_a_kibibyte() {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     use herald::{engine::memory::MemoryEngine, stream::EventStream};
     const STREAMS: usize = 2000;
-    let hub = Arc::new(Hub::new(HubLimits { max_streams: 10_000, max_per_user: 4 }, Duration::from_secs(15), None));
+    let hub = Arc::new(Hub::new(
+        HubLimits { max_streams: 10_000, max_per_user: 4, queue_capacity: 256 },
+        Duration::from_secs(15),
+        None,
+    ));
     let retention = herald::engine::Retention { max_len: 1000, max_age_ms: 86_400_000, idempotency_window_ms: 1000 };
     let engine = herald::engine::AnyEngine::Memory(MemoryEngine::new(hub.clone(), retention));
     // Warm up the hub's shards and the metrics before counting.
     let warm: Vec<_> = (0..64)
-        .map(|i| {
-            hub.register(Arc::new(Connection::new(UserId::parse(&format!("w{i}")).unwrap(), u64::MAX, 256))).unwrap()
-        })
+        .map(|i| hub.register(Arc::new(Connection::new(UserId::parse(&format!("w{i}")).unwrap(), u64::MAX))).unwrap())
         .collect();
     let users: Vec<UserId> = (0..STREAMS).map(|i| UserId::parse(&format!("load-{i}")).unwrap()).collect();
 
@@ -119,8 +125,8 @@ fn an_idle_stream_costs_herald_under_a_kibibyte() {
     let bodies: Vec<Box<EventStream>> = users
         .iter()
         .map(|user| {
-            let (registration, _) = hub.register(Arc::new(Connection::new(user.clone(), u64::MAX, 256))).unwrap();
-            Box::new(EventStream::new(registration, engine.clone(), bytes::Bytes::new(), EntryId::ZERO, false, 200))
+            let (registration, _) = hub.register(Arc::new(Connection::new(user.clone(), u64::MAX))).unwrap();
+            Box::new(EventStream::new(registration, engine.clone(), Box::default(), EntryId::ZERO, false, 200))
         })
         .collect();
     let per_stream = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / STREAMS as f64;

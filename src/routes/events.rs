@@ -55,7 +55,7 @@ pub async fn events(req: HttpRequest, user: User, state: web::Data<AppState>) ->
 
     // Register (and so subscribe) before reading anything: from here on every
     // live entry of this user is queued for this stream.
-    let conn = Arc::new(Connection::new(identity.user.clone(), identity.expires_at, settings.queue_capacity));
+    let conn = Arc::new(Connection::new(identity.user.clone(), identity.expires_at));
     let (registration, subscribed) = state.hub.register(conn).map_err(|e| match e {
         RegisterError::UserFull => ApiError::too_many(e.to_string(), 5),
         RegisterError::NodeFull | RegisterError::ShuttingDown => ApiError::unavailable(e.to_string(), 2),

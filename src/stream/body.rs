@@ -33,13 +33,16 @@ pub struct EventStream {
     /// goes away.
     registration: Registration,
     engine: AnyEngine,
-    prelude: Option<Bytes>,
+    /// A boxed slice, not `Bytes`: 16 bytes instead of 32 in a struct every
+    /// idle stream keeps (actix boxes the body), and it becomes `Bytes`
+    /// without a copy.
+    prelude: Option<Box<[u8]>>,
     /// The page being read, while replaying. Boxed so that an idle live
     /// stream carries no replay state.
     replay: Option<BoxFuture<'static, Result<HistoryPage, EngineError>>>,
     /// The newest history id this stream has sent (or its starting cursor).
     last_id: EntryId,
-    page_size: usize,
+    page_size: u32,
     done: bool,
 }
 
@@ -48,11 +51,12 @@ impl EventStream {
     pub fn new(
         registration: Registration,
         engine: AnyEngine,
-        prelude: Bytes,
+        prelude: Box<[u8]>,
         last_id: EntryId,
         replay: bool,
         page_size: usize,
     ) -> Self {
+        let page_size = u32::try_from(page_size).unwrap_or(u32::MAX);
         let mut stream =
             Self { registration, engine, prelude: Some(prelude), replay: None, last_id, page_size, done: false };
         if replay {
@@ -65,7 +69,7 @@ impl EventStream {
         crate::metrics::get().replays.increment(1);
         let engine = self.engine.clone();
         let user = self.registration.connection().user.clone();
-        let (after, limit) = (self.last_id, self.page_size);
+        let (after, limit) = (self.last_id, self.page_size as usize);
         self.replay = Some(Box::pin(async move {
             // A replay right after a Redis restart may meet a command
             // connection still reconnecting: retry briefly before giving up.
@@ -89,7 +93,7 @@ impl EventStream {
         if page.reset {
             frame::write_reset(&mut out);
         }
-        let full = page.entries.len() >= self.page_size;
+        let full = page.entries.len() >= self.page_size as usize;
         crate::metrics::get().replayed_entries.increment(page.entries.len() as u64);
         for entry in &page.entries {
             // After a reset every kept entry is newer than the cursor too.
@@ -123,7 +127,7 @@ impl MessageBody for EventStream {
                 return Poll::Ready(None);
             }
             if let Some(prelude) = this.prelude.take() {
-                return Poll::Ready(Some(Ok(prelude)));
+                return Poll::Ready(Some(Ok(prelude.into())));
             }
             if let Some(page) = this.replay.as_mut() {
                 // Live frames wait in the queue meanwhile.
@@ -155,6 +159,7 @@ impl MessageBody for EventStream {
                     }
                     return Poll::Ready(Some(Ok(frame.bytes)));
                 }
+                Next::KeepAlive => return Poll::Ready(Some(Ok(this.registration.hub().keep_alive()))),
                 Next::Resync => this.start_replay(),
                 Next::Bye(bytes) => {
                     this.done = true;

@@ -40,6 +40,8 @@ impl ByeReason {
 /// What the body should do next.
 pub enum Next {
     Frame(Frame),
+    /// Send the node's current keep-alive (see [`Connection::keep_alive_if_quiet`]).
+    KeepAlive,
     /// The node lost live traffic for a while (pub/sub reconnect): replay from
     /// the last delivered id before taking more live frames.
     Resync,
@@ -52,7 +54,6 @@ pub struct Connection {
     pub user: UserId,
     /// Token expiry (unix seconds): the stream is ended at this instant.
     pub expires_at: u64,
-    capacity: usize,
     /// A std mutex: held only to push or pop, never across an `.await`, and
     /// contended only by the hub's delivery and this stream's own poll.
     state: Mutex<State>,
@@ -62,8 +63,15 @@ pub struct Connection {
 struct State {
     /// Grows on demand: an idle stream holds no queue memory.
     frames: VecDeque<Frame>,
-    closing: Option<(ByeReason, Option<Duration>)>,
+    /// Why and (milliseconds) the `retry:` to send with `bye`. Milliseconds
+    /// in a u32, not a `Duration`: every idle stream holds one of these, and
+    /// this keeps the whole `Connection` in a 128-byte allocation.
+    closing: Option<(ByeReason, Option<u32>)>,
     resync: bool,
+    /// A keep-alive is owed. A flag, not a queued frame: an idle stream then
+    /// never grows its queue (a first push allocates room for four frames,
+    /// about 240 bytes, which would be most of an idle stream's own memory).
+    keep_alive_due: bool,
     warned_expiry: bool,
     waker: Option<Waker>,
     /// The hub tick of the last frame queued: keep-alives go only to streams
@@ -72,8 +80,8 @@ struct State {
 }
 
 impl Connection {
-    pub fn new(user: UserId, expires_at: u64, capacity: usize) -> Self {
-        Self { user, expires_at, capacity, state: Mutex::new(State::default()) }
+    pub fn new(user: UserId, expires_at: u64) -> Self {
+        Self { user, expires_at, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -82,9 +90,9 @@ impl Connection {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame (at hub tick `tick`). Returns false if the stream is
-    /// closing or just became a slow consumer.
-    pub fn push(&self, frame: Frame, tick: u64) -> bool {
+    /// Queues a frame (at hub tick `tick`) if fewer than `capacity` wait.
+    /// Returns false if the stream is closing or just became a slow consumer.
+    pub fn push(&self, frame: Frame, tick: u64, capacity: usize) -> bool {
         let waker;
         {
             let mut s = self.lock();
@@ -92,7 +100,7 @@ impl Connection {
             if s.closing.is_some() {
                 return false;
             }
-            if s.frames.len() >= self.capacity {
+            if s.frames.len() >= capacity {
                 s.closing = Some((ByeReason::SlowConsumer, None));
                 crate::metrics::get().bye(ByeReason::SlowConsumer).increment(1);
                 waker = s.waker.take();
@@ -116,7 +124,7 @@ impl Connection {
         let waker = {
             let mut s = self.lock();
             if s.closing.is_none() {
-                s.closing = Some((reason, retry));
+                s.closing = Some((reason, retry.map(|r| r.as_millis().min(u32::MAX as u128) as u32)));
                 crate::metrics::get().bye(reason).increment(1);
             }
             s.waker.take()
@@ -137,9 +145,22 @@ impl Connection {
         }
     }
 
-    /// Ticks since the last frame.
-    pub fn quiet_for(&self, tick: u64) -> u64 {
-        tick.saturating_sub(self.lock().last_frame_tick)
+    /// Owes the stream a keep-alive if nothing was queued for `every` ticks
+    /// up to `tick`. Returns whether it did.
+    pub fn keep_alive_if_quiet(&self, tick: u64, every: u64) -> bool {
+        let waker = {
+            let mut s = self.lock();
+            if tick.saturating_sub(s.last_frame_tick) < every || s.closing.is_some() {
+                return false;
+            }
+            s.last_frame_tick = tick;
+            s.keep_alive_due = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
     }
 
     /// Starts the quiet clock at `tick` (the hub staggers new streams, so
@@ -161,10 +182,15 @@ impl Connection {
             return Next::Resync;
         }
         if let Some(frame) = s.frames.pop_front() {
+            // Anything sent keeps the connection alive as well.
+            s.keep_alive_due = false;
             return Next::Frame(frame);
         }
-        if let Some((reason, retry)) = s.closing {
-            return Next::Bye(frame::bye(reason, retry));
+        if std::mem::take(&mut s.keep_alive_due) {
+            return Next::KeepAlive;
+        }
+        if let Some((reason, retry_ms)) = s.closing {
+            return Next::Bye(frame::bye(reason, retry_ms.map(|ms| Duration::from_millis(ms.into()))));
         }
         match &s.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -189,11 +215,11 @@ mod tests {
 
     #[test]
     fn a_full_queue_makes_a_slow_consumer_that_drains_then_says_bye() {
-        let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX, 2);
-        assert!(c.push(frame(1), 0));
-        assert!(c.push(frame(2), 0));
-        assert!(!c.push(frame(3), 0), "third push must overflow");
-        assert!(!c.push(frame(4), 0), "closing stream takes nothing more");
+        let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX);
+        assert!(c.push(frame(1), 0, 2));
+        assert!(c.push(frame(2), 0, 2));
+        assert!(!c.push(frame(3), 0, 2), "third push must overflow");
+        assert!(!c.push(frame(4), 0, 2), "closing stream takes nothing more");
         assert!(matches!(next(&c), Next::Frame(f) if f.id == Some(EntryId::new(1, 0))));
         assert!(matches!(next(&c), Next::Frame(f) if f.id == Some(EntryId::new(2, 0))));
         match next(&c) {
@@ -203,9 +229,24 @@ mod tests {
     }
 
     #[test]
+    fn a_keep_alive_is_owed_without_growing_the_queue() {
+        let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX);
+        assert!(!c.keep_alive_if_quiet(3, 4), "quiet for 3 ticks of 4");
+        assert!(c.keep_alive_if_quiet(4, 4));
+        assert_eq!(c.lock().frames.capacity(), 0, "a keep-alive takes no queue slot");
+        assert!(matches!(next(&c), Next::KeepAlive));
+        assert!(matches!(next(&c), Next::Pending), "owed once");
+        assert!(!c.keep_alive_if_quiet(7, 4), "the clock restarted at tick 4");
+        assert!(c.keep_alive_if_quiet(8, 4));
+        c.push(frame(1), 8, 8);
+        assert!(matches!(next(&c), Next::Frame(_)));
+        assert!(matches!(next(&c), Next::Pending), "a frame sent stands in for the keep-alive");
+    }
+
+    #[test]
     fn resync_comes_before_queued_frames() {
-        let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX, 8);
-        c.push(frame(1), 0);
+        let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX);
+        c.push(frame(1), 0, 8);
         c.request_resync();
         assert!(matches!(next(&c), Next::Resync));
         assert!(matches!(next(&c), Next::Frame(_)));

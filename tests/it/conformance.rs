@@ -20,7 +20,7 @@ struct Backend {
 
 async fn backend(engine: &helpers::Engine, extra: &[(&str, &str)]) -> Backend {
     let settings = helpers::settings(engine, extra);
-    let limits = HubLimits { max_streams: 100, max_per_user: 10 };
+    let limits = HubLimits { max_streams: 100, max_per_user: 10, queue_capacity: 64 };
     match engine {
         helpers::Engine::Memory => {
             let hub = Arc::new(Hub::new(limits, Duration::from_secs(15), None));
@@ -54,7 +54,7 @@ impl Backend {
 
     /// A registered stream whose subscription is confirmed.
     async fn listen(&self, user: &UserId) -> Registration {
-        let conn = Arc::new(Connection::new(user.clone(), u64::MAX, 64));
+        let conn = Arc::new(Connection::new(user.clone(), u64::MAX));
         let (registration, ready) = self.hub.register(conn).unwrap();
         tokio::time::timeout(Duration::from_secs(5), ready.wait()).await.unwrap();
         registration

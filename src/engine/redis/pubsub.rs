@@ -116,16 +116,22 @@ impl Wanted {
     }
 
     /// Tells every waiting stream whose channel is now subscribed.
-    fn confirm(&mut self, subscribed: &HashSet<UserId>) {
+    fn confirm(&mut self, subscribed: &HashSet<UserId>, hub: &Hub) {
         self.waiting.retain(|(user, ready)| {
             if subscribed.contains(user) {
                 ready.confirm();
+                hub.settle_subscription(user);
                 false
             } else {
                 // Kept until confirmed, unless its streams are all gone.
                 Arc::strong_count(ready) > 1
             }
         });
+        // A reconnect storm leaves room for thousands of waiters behind;
+        // idle, it would be memory every stream pays for.
+        if self.waiting.is_empty() && self.waiting.capacity() > 64 {
+            self.waiting = Vec::new();
+        }
     }
 }
 
@@ -214,7 +220,7 @@ impl PubSubTask {
             subscribed.extend(chunk.iter().cloned());
         }
         health.mark_alive();
-        wanted.confirm(&subscribed);
+        wanted.confirm(&subscribed, hub);
         if std::mem::replace(connected_before, true) {
             tracing::info!(channels = subscribed.len(), "pub/sub reconnected; resyncing streams from history");
             crate::metrics::get().pubsub_reconnects.increment(1);
@@ -242,7 +248,7 @@ impl PubSubTask {
                     }
                     inflight = next_change(wanted, &subscribed, &sink);
                     if inflight.is_none() {
-                        wanted.confirm(&subscribed);
+                        wanted.confirm(&subscribed, hub);
                     }
                 },
                 done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
@@ -252,7 +258,7 @@ impl PubSubTask {
                     }
                     subscribed.extend(added);
                     subscribed.retain(|u| !removed.contains(u));
-                    wanted.confirm(&subscribed);
+                    wanted.confirm(&subscribed, hub);
                     // More may have changed meanwhile, or exceeded one batch.
                     inflight = next_change(wanted, &subscribed, &sink);
                 },
