@@ -11,10 +11,15 @@
 #                 (each step P2_DURATION, 5s, a fresh server); a target stops at
 #                 its first step with loss, a shortfall or p99 >= 50 ms
 #   raw Redis     redis-benchmark: XADD, PUBLISH, FCALL herald_publish
-#   P4 reconnect  Herald only: P4_STREAMS (10,000) streams, FCALL publishing at
-#                 P4_RATE (1,000)/s for P4_DURATION (20s); P4_CUT (5s) into it the
-#                 node is killed (P4_SIGNAL, KILL) and started again on the same
-#                 port; herald-load reconnects every stream with Last-Event-ID
+#   P4 reconnect  each of P4_TARGETS ("herald nchan"): P4_STREAMS (10,000)
+#                 streams, publishing at P4_RATE (1,000)/s for P4_DURATION (20s)
+#                 (Herald: FCALL herald_publish, straight into Redis; Nchan:
+#                 POST /pub/<user>, its only publish path, so publishes fail
+#                 while nginx is down and are counted as failed, not expected);
+#                 P4_CUT (5s) into it the server is killed (P4_SIGNAL, KILL: for
+#                 Nchan nginx's master and then its worker) and started again on
+#                 the same port with the same Redis; herald-load reconnects
+#                 every stream with the Last-Event-ID it last saw
 #
 # Placement: every server (herald or nginx, and its redis-server) on
 # SERVER_CPUS (0), herald-load and redis-benchmark on LOAD_CPUS (1). Each run
@@ -29,6 +34,7 @@ set -euo pipefail
 : "${P3_STREAMS:=10000}" "${P3_RATE:=5000}" "${P3_DURATION:=30s}"
 : "${P2_STREAMS:=1000}" "${P2_RATES:=5000 7500 10000 12500 15000 20000 25000 30000 35000 40000 50000}" "${P2_DURATION:=5s}"
 : "${P4_STREAMS:=10000}" "${P4_RATE:=1000}" "${P4_DURATION:=20s}" "${P4_CUT:=5}" "${P4_SIGNAL:=KILL}"
+: "${P4_TARGETS:=herald nchan}"
 : "${P2_LANES:=32}" "${P2_MAX_P99_MS:=50}"
 : "${RAMP_RATE:=2000}" "${LANES:=8}" "${GRACE:=2s}"
 : "${SERVER_CPUS:=0}" "${LOAD_CPUS:=1}" "${TARGETS:=herald-http herald-redis nchan}"
@@ -67,6 +73,8 @@ worker_pid= # the process to sample: herald, or nginx's one worker
 redis_pid=
 stop() {
     stop_pid "$server_pid"
+    # nginx's worker outlives a master that had to be SIGKILLed.
+    [[ $worker_pid == "$server_pid" ]] || stop_pid "$worker_pid"
     stop_pid "$redis_pid"
     server_pid= worker_pid= redis_pid=
 }
@@ -109,16 +117,54 @@ start_server() {
         mkdir -p "$dir"
         sed -e "s#@RUN_DIR@#$dir#g" -e "s#@PORT@#$server_port#g" -e "s#@REDIS_PORT@#$redis_port#g" \
             "$nginx_template" >"$dir/nginx.conf"
-        taskset -c "$SERVER_CPUS" nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/stderr.log" 2>&1 &
-        server_pid=$!
-        wait_for nginx curl -sf "http://127.0.0.1:$server_port/ready"
-        worker_pid=$(pgrep -P "$server_pid" | head -1)
-        [[ -n $worker_pid ]] || {
-            echo "nginx has no worker; see $dir" >&2
-            return 1
-        }
+        start_nginx "$label"
         ;;
     esac
+}
+
+# start_nginx LABEL: nginx + Nchan on SERVER_CPUS with the config that
+# start_server wrote for LABEL (so at $server_port, on $redis_port).
+start_nginx() {
+    local dir=$OUT/nginx-$1
+    taskset -c "$SERVER_CPUS" nginx -p "$dir" -c "$dir/nginx.conf" >>"$dir/stderr.log" 2>&1 &
+    server_pid=$!
+    wait_for nginx curl -sf "http://127.0.0.1:$server_port/ready"
+    worker_pid=$(pgrep -P "$server_pid" | head -1)
+    [[ -n $worker_pid ]] || {
+        echo "nginx has no worker; see $dir" >&2
+        return 1
+    }
+}
+
+# gone PID: the process has exited (a zombie counts as gone: its sockets are
+# closed). For nginx's worker, which is not this shell's child.
+gone() {
+    local state
+    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 0
+    [[ -z $state || $state == Z || $state == X ]]
+}
+
+# cut_server KIND: kills the server abruptly (P4_SIGNAL) and waits (bounded:
+# 5 s) until every process of it is gone; the pids go to $cut_pids. nginx:
+# the master first, so that it cannot fork a new worker, then its worker(s).
+cut_server() {
+    local pids=("$server_pid")
+    if [[ $1 == nchan ]]; then
+        mapfile -t -O 1 pids < <(pgrep -P "$server_pid")
+    fi
+    kill "-$P4_SIGNAL" "${pids[@]}" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        local left=0 pid
+        for pid in "${pids[@]}"; do gone "$pid" || left=1; done
+        ((left)) || break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
+        gone "$pid" || echo "pid $pid still there 5 s after kill -$P4_SIGNAL" >&2
+    done
+    cut_pids=${pids[*]}
+    server_pid='' worker_pid=''
 }
 
 # load LABEL KIND VIA ARGS...: one herald-load run; its JSON line goes to
@@ -145,7 +191,7 @@ via_of() { [[ $1 == herald-redis ]] && echo redis || echo http; }
     echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "kernel: $(uname -r); memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); open files: $(ulimit -n)"
     echo "redis: $(redis-server --version | cut -d' ' -f3); nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)"
-    echo "cpus: servers and redis $SERVER_CPUS, herald-load $LOAD_CPUS; scenarios: $SCENARIOS; targets: $TARGETS"
+    echo "cpus: servers and redis $SERVER_CPUS, herald-load $LOAD_CPUS; scenarios: $SCENARIOS; targets: $TARGETS; p4 targets: $P4_TARGETS"
 } | tee "$OUT/machine.txt" >&2
 
 for scenario in $SCENARIOS; do
@@ -216,28 +262,42 @@ for scenario in $SCENARIOS; do
         stop
         ;;
     p4)
-        # Herald only (Nchan's EventSource resume is not exercised here).
-        label=p4-herald
-        start_server herald "$label"
-        echo "== $label" >&2
-        taskset -c "$LOAD_CPUS" "$load" run --server herald --via redis \
-            --target "127.0.0.1:$server_port" --redis-url "redis://127.0.0.1:$redis_port" \
-            --redis-pid "$redis_pid" --label "$label" --streams "$P4_STREAMS" --ramp-rate "$RAMP_RATE" \
-            --rate "$P4_RATE" --duration "$P4_DURATION" --lanes "$LANES" --grace 10s --reconnect 250ms \
-            >"$OUT/$label.txt" 2>"$OUT/$label.err" &
-        load_pid=$!
         # Cut P4_CUT seconds into publishing: after the ramp and the settle.
-        sleep "$(awk -v n="$P4_STREAMS" -v r="$RAMP_RATE" -v c="$P4_CUT" 'BEGIN { print n / r + 1 + c }')"
-        echo "== $label: kill -$P4_SIGNAL herald (pid $server_pid) at $(date -u +%T.%N), then start it again" >&2
-        kill "-$P4_SIGNAL" "$server_pid"
-        wait "$server_pid" 2>/dev/null || true
-        restart_started=$(date +%s.%N)
-        start_herald "$label"
-        echo "== $label: herald ready again after $(awk -v a="$restart_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s" >&2
-        wait "$load_pid" || echo "== $label: herald-load exited $?" >&2
-        grep -v '^{' "$OUT/$label.txt" >&2 || true
-        tail -n 1 "$OUT/$label.txt" | grep '^{' >"$OUT/$label.json" || echo '{}' >"$OUT/$label.json"
-        stop
+        cut_after=$(awk -v n="$P4_STREAMS" -v r="$RAMP_RATE" -v c="$P4_CUT" 'BEGIN { print n / r + 1 + c }')
+        for target in $P4_TARGETS; do
+            label=p4-$target
+            case "$target" in
+            herald) via=redis ;; # FCALL: publishing goes on while the node is down
+            nchan) via=http ;;   # POST /pub/<user>: fails while nginx is down
+            *)
+                echo "unknown P4 target $target (herald nchan)" >&2
+                exit 64
+                ;;
+            esac
+            start_server "$target" "$label"
+            echo "== $label" >&2
+            # No --server-pid: the server's pid changes at the cut.
+            taskset -c "$LOAD_CPUS" "$load" run --server "$target" --via "$via" \
+                --target "127.0.0.1:$server_port" --redis-url "redis://127.0.0.1:$redis_port" \
+                --redis-pid "$redis_pid" --label "$label" --streams "$P4_STREAMS" --ramp-rate "$RAMP_RATE" \
+                --rate "$P4_RATE" --duration "$P4_DURATION" --lanes "$LANES" --grace 10s --reconnect 250ms \
+                >"$OUT/$label.txt" 2>"$OUT/$label.err" &
+            load_pid=$!
+            sleep "$cut_after"
+            cut_at=$(date -u +%T.%N)
+            cut_server "$target"
+            restart_started=$(date +%s.%N)
+            echo "== $label: kill -$P4_SIGNAL $target (pids $cut_pids) at $cut_at, gone by $(date -u +%T.%N); starting it again" >&2
+            case "$target" in
+            herald) start_herald "$label" ;;
+            nchan) start_nginx "$label" ;;
+            esac
+            echo "== $label: $target ready again after $(awk -v a="$restart_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s" >&2
+            wait "$load_pid" || echo "== $label: herald-load exited $?" >&2
+            grep -v '^{' "$OUT/$label.txt" >&2 || true
+            tail -n 1 "$OUT/$label.txt" | grep '^{' >"$OUT/$label.json" || echo '{}' >"$OUT/$label.json"
+            stop
+        done
         ;;
     *)
         echo "unknown scenario $scenario (p1 p2 p3 raw p4)" >&2
@@ -260,8 +320,12 @@ done
         cat "$OUT/p2-ceiling.txt"
     fi
     if [[ -s $OUT/raw-redis.txt ]]; then cat "$OUT/raw-redis.txt"; fi
-    if [[ -s $OUT/p4-herald.json ]]; then
-        jq -c '{p4: .reconnect, lost: .delivery.lost, dup: .delivery.duplicated, ooo: .delivery.out_of_order, streams_failed: .streams.failed}' "$OUT/p4-herald.json"
-    fi
+    for f in "$OUT"/p4-herald.json "$OUT"/p4-nchan.json; do
+        [[ -s $f ]] || continue
+        # Publishes that failed (Nchan while nginx is down) are not expected
+        # anywhere; one that failed yet was delivered counts as unexpected.
+        jq -r '.reconnect as $r | "\(.label): resumed \($r.resumes) of \($r.disconnects) disconnects, still down \($r.still_down); down p50 \($r.down_ms.p50) p99 \($r.down_ms.p99) max \($r.down_ms.max) ms; first down -> last resume \($r.span_ms) ms; without a cursor \($r.without_cursor) (lost on those \($r.lost_without_cursor)); publishes acked \(.publish.acked) failed \(.publish.failed); lost \(.delivery.lost) dup \(.delivery.duplicated) ooo \(.delivery.out_of_order) unexpected \(.delivery.unexpected); streams failed \(.streams.failed)"' "$f" 2>/dev/null ||
+            echo "$(basename "$f" .json): no result"
+    done
 } | tee "$OUT/summary.txt"
 echo "results in $OUT"

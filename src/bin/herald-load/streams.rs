@@ -185,24 +185,7 @@ async fn read_events(
 /// Connects, asks for the stream, and reads the response head. Returns the
 /// socket, bytes already read past the head, and whether the body is chunked.
 async fn open(plan: &StreamPlan, user: u32, last_id: &[u8]) -> Result<(TcpStream, Vec<u8>, bool), String> {
-    let user_id = format!("{}{user}", plan.user_prefix);
-    let path = match plan.server {
-        ServerKind::Herald => {
-            let token = herald::auth::mint_token(&plan.secret, &user_id, plan.token_ttl, false)
-                .map_err(|e| format!("mint token: {e}"))?;
-            format!("/v1/events?access_token={token}")
-        }
-        ServerKind::Nchan => format!("/sub/{user_id}"),
-    };
-    let resume = if last_id.is_empty() {
-        String::new()
-    } else {
-        format!("Last-Event-ID: {}\r\n", String::from_utf8_lossy(last_id))
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}User-Agent: herald-load\r\n\r\n",
-        plan.addr
-    );
+    let request = request(plan, user, last_id)?;
     let mut socket = TcpStream::connect(plan.addr).await.map_err(|e| format!("connect: {}", e.kind()))?;
     socket.set_nodelay(true).map_err(|e| format!("nodelay: {}", e.kind()))?;
     socket.write_all(request.as_bytes()).await.map_err(|e| format!("write: {}", e.kind()))?;
@@ -226,6 +209,32 @@ async fn open(plan: &StreamPlan, user: u32, last_id: &[u8]) -> Result<(TcpStream
     }
 }
 
+/// The stream's request: Herald's `/v1/events` with a minted token, or
+/// Nchan's `/sub/<user>`. A stream that saw an event id sends it back as
+/// `Last-Event-ID`, verbatim, as EventSource does: Herald's ids are Redis
+/// stream ids (`1732480000000-0`), Nchan's are `<time>:<tag>`
+/// (`1732480000:3`), and both servers resume after that id.
+fn request(plan: &StreamPlan, user: u32, last_id: &[u8]) -> Result<String, String> {
+    let user_id = format!("{}{user}", plan.user_prefix);
+    let path = match plan.server {
+        ServerKind::Herald => {
+            let token = herald::auth::mint_token(&plan.secret, &user_id, plan.token_ttl, false)
+                .map_err(|e| format!("mint token: {e}"))?;
+            format!("/v1/events?access_token={token}")
+        }
+        ServerKind::Nchan => format!("/sub/{user_id}"),
+    };
+    let resume = if last_id.is_empty() {
+        String::new()
+    } else {
+        format!("Last-Event-ID: {}\r\n", String::from_utf8_lossy(last_id))
+    };
+    Ok(format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}User-Agent: herald-load\r\n\r\n",
+        plan.addr
+    ))
+}
+
 /// Matches a received notification against the ledger.
 fn record(ledger: &Mutex<Ledger>, stream: usize, run_id: u32, data: &[u8], received_us: u64) {
     let load = serde_json::from_slice::<Notification>(data).ok().and_then(|n| n.data).filter(|d| d.run == run_id);
@@ -234,5 +243,52 @@ fn record(ledger: &Mutex<Ledger>, stream: usize, run_id: u32, data: &[u8], recei
         Some(d) => ledger
             .received(stream, Receipt { user: d.u, seq: d.seq, due_us: d.due_us, sent_us: d.sent_us, received_us }),
         None => ledger.foreign(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(server: ServerKind) -> StreamPlan {
+        StreamPlan {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            server,
+            secret: "s3cret".into(),
+            user_prefix: "load-".into(),
+            token_ttl: Duration::from_secs(60),
+            run_id: 1,
+            open_timeout: Duration::from_secs(1),
+            deadline: Instant::now() + Duration::from_secs(60),
+            reconnect: Some(Duration::from_millis(250)),
+        }
+    }
+
+    #[test]
+    fn nchan_streams_resume_with_the_last_nchan_id() {
+        let plan = plan(ServerKind::Nchan);
+        // What Nchan's EventSource subscriber sends: a comment at connect,
+        // then `id: <time>:<tag>` and the published body as unnamed events.
+        let mut body = b": hi\n\nid: 1795562315:0\ndata: {\"a\":1}\n\nid: 1795562315:1\ndata: {\"a\":2}\n\n".to_vec();
+        let mut parser = SseParser::default();
+        let mut names = Vec::new();
+        parser.feed(&mut body, |name, _| names.push(name.to_vec())).unwrap();
+        assert_eq!(names, [b"message".to_vec(), b"message".to_vec()]);
+        assert_eq!(parser.last_id, b"1795562315:1");
+
+        let first = request(&plan, 7, b"").unwrap();
+        assert!(first.starts_with("GET /sub/load-7 HTTP/1.1\r\n"), "{first}");
+        assert!(!first.contains("Last-Event-ID"), "no id yet, no cursor: {first}");
+        let again = request(&plan, 7, &parser.last_id).unwrap();
+        assert!(again.contains("\r\nLast-Event-ID: 1795562315:1\r\n"), "{again}");
+        assert!(again.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn herald_streams_carry_a_token_and_the_last_id() {
+        let plan = plan(ServerKind::Herald);
+        let again = request(&plan, 3, b"1732480000000-0").unwrap();
+        assert!(again.starts_with("GET /v1/events?access_token="), "{again}");
+        assert!(again.contains("\r\nLast-Event-ID: 1732480000000-0\r\n"), "{again}");
     }
 }
