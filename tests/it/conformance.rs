@@ -253,6 +253,11 @@ async fn fcall_validates_and_stores_nothing_invalid() {
         ("[1,2]".to_owned(), "HERALD_INVALID"),
         (r#"{"type":"a","title":"t","titel":"x"}"#.to_owned(), "unknown field"),
         (r#"{"type":"Bad","title":"t"}"#.to_owned(), "notification.type"),
+        (r#"{"type":".a","title":"t"}"#.to_owned(), "notification.type"),
+        (r#"{"type":"a.","title":"t"}"#.to_owned(), "notification.type"),
+        (r#"{"type":"a..b","title":"t"}"#.to_owned(), "notification.type"),
+        (r#"{"type":"a b","title":"t"}"#.to_owned(), "notification.type"),
+        (r#"{"type":"","title":"t"}"#.to_owned(), "notification.type"),
         (r#"{"type":"a","title":""}"#.to_owned(), "notification.title"),
         (r#"{"type":"a","title":"t","priority":"urgent"}"#.to_owned(), "notification.priority"),
         (format!(r#"{{"type":"a","title":"t","body":"{}"}}"#, "x".repeat(600)), "HERALD_TOO_LARGE"),
@@ -260,10 +265,23 @@ async fn fcall_validates_and_stores_nothing_invalid() {
         let err = fcall(bad.clone()).query_async::<String>(&mut conn).await.unwrap_err();
         assert!(err.to_string().contains(expect), "{bad}: {err}");
     }
+    // Keys that are not one user's base name are refused, whatever the JSON.
+    let good = r#"{"type":"a","title":"t"}"#;
+    for bad_key in ["herald:{u:}", "herald:{u:a b}", "herald:{u:a{b}", "herald:{u:a}x", "herald:{x:a}", "other"] {
+        let err = ::redis::cmd("FCALL")
+            .arg("herald_publish")
+            .arg(1)
+            .arg(bad_key)
+            .arg(good)
+            .query_async::<String>(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("key must be"), "{bad_key}: {err}");
+    }
     assert!(b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap().entries.is_empty());
 
     // A good one, pretty-printed across lines, is stored on one line.
-    let id: String = fcall("{\n  \"type\": \"order.shipped\",\n  \"title\": \"Shipped\"\n}".into())
+    let id: String = fcall("{\n  \"type\": \"order.shipped_2-x\",\n  \"title\": \"Shipped\"\n}".into())
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -272,5 +290,5 @@ async fn fcall_validates_and_stores_nothing_invalid() {
     assert_eq!(page.entries[0].id.to_string(), id);
     assert!(!page.entries[0].body.contains('\n'));
     let v: serde_json::Value = serde_json::from_str(&page.entries[0].body).unwrap();
-    assert_eq!((v["type"].as_str(), v["priority"].as_str()), (Some("order.shipped"), Some("normal")));
+    assert_eq!((v["type"].as_str(), v["priority"].as_str()), (Some("order.shipped_2-x"), Some("normal")));
 }

@@ -58,9 +58,12 @@ local function chars(s)
 end
 
 -- Same rules as UserId::parse: 1-128 bytes, no braces, spaces or controls.
+-- (Plain comparisons and one class scan: this runs on every call.)
 local function user_base(keys)
   local base = keys[1]
-  if type(base) ~= 'string' or #base > 128 + 11 or not string.match(base, '^herald:{u:[^{}%s%c]+}$') then
+  if type(base) ~= 'string' or #base < 12 or #base > 128 + 11
+    or string.sub(base, 1, 10) ~= 'herald:{u:' or string.byte(base, -1) ~= 125 -- '}'
+    or string.find(base, '[{}%s%c]', 11) ~= #base then
     return nil
   end
   return base
@@ -76,12 +79,11 @@ local function strip(s)
   return string.sub(s, first, last)
 end
 
+-- Dot-separated parts of a-z 0-9 _ -, none empty.
 local function valid_type(t)
   if #t == 0 or #t > MAX_TYPE then return false end
-  for part in string.gmatch(t .. '.', '([^.]*)%.') do
-    if not string.match(part, '^[a-z0-9_%-]+$') then return false end
-  end
-  return true
+  return not (string.find(t, '[^a-z0-9_%-.]') or string.byte(t, 1) == 46 or string.byte(t, -1) == 46
+    or string.find(t, '..', 1, true))
 end
 
 local function absent(v)
