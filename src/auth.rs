@@ -5,7 +5,13 @@
 //! secret or public key), so `alg: none` and HS/RS confusion cannot pass.
 //! Tokens are never logged; errors say what was wrong, not the token.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use anyhow::Context;
@@ -53,6 +59,20 @@ pub struct Authenticator {
     /// publish verifies a token).
     validations: Vec<(Algorithm, Validation)>,
     cookie_name: String,
+    /// Publisher tokens already verified, by their full text. A backend
+    /// sends the same token with every publish; verifying it each time cost
+    /// a few percent of an HS256 publish, and an RS256 or ES256 signature
+    /// check costs more than the rest of the request. Stream tokens are not
+    /// kept: each is used once per connection, and every idle stream would
+    /// pay for the entry.
+    publishers: Mutex<HashMap<String, Identity>>,
+}
+
+/// Most publisher tokens kept; when full, the cache starts over.
+const PUBLISHER_CACHE: usize = 1024;
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The checks for tokens signed with `alg`: signature, `exp`, `nbf`, the
@@ -108,7 +128,29 @@ impl Authenticator {
             public_key,
             validations: settings.algorithms.iter().map(|alg| (*alg, validation_for(*alg, settings))).collect(),
             cookie_name: settings.cookie_name.clone(),
+            publishers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Verifies a token that must carry the `publish` scope, remembering it
+    /// until it expires (`now` in unix seconds).
+    pub fn verify_publisher(&self, token: &str, now: u64) -> Result<Identity, ApiError> {
+        let cache = || self.publishers.lock().unwrap_or_else(|p| p.into_inner());
+        // A cached token is used only strictly before its `exp`; at or after
+        // it, the full check (with its leeway) decides again.
+        if let Some(identity) = cache().get(token).filter(|i| now < i.expires_at) {
+            return Ok(identity.clone());
+        }
+        let identity = self.verify(token)?;
+        if !identity.can_publish {
+            return Err(ApiError::forbidden("this token may not publish (its scope lacks `publish`)"));
+        }
+        let mut cache = cache();
+        if cache.len() >= PUBLISHER_CACHE {
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), identity.clone());
+        Ok(identity)
     }
 
     /// Verifies a token and returns who it names.
@@ -155,11 +197,14 @@ impl Authenticator {
         req.cookie(&self.cookie_name).map(|c| c.value().to_owned())
     }
 
-    pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, ApiError> {
-        let token = self.token_from(req).ok_or_else(|| {
+    fn required_token(&self, req: &HttpRequest) -> Result<String, ApiError> {
+        self.token_from(req).ok_or_else(|| {
             ApiError::unauthorized("missing token: send Authorization: Bearer, ?access_token= or the auth cookie")
-        })?;
-        self.verify(&token)
+        })
+    }
+
+    pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, ApiError> {
+        self.verify(&self.required_token(req)?)
     }
 }
 
@@ -220,20 +265,59 @@ impl FromRequest for Publisher {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = authenticator(req).authenticate(req).and_then(|identity| {
-            if identity.can_publish {
-                Ok(Publisher(identity))
-            } else {
-                Err(ApiError::forbidden("this token may not publish (its scope lacks `publish`)"))
-            }
-        });
-        Box::pin(std::future::ready(result))
+        let auth = authenticator(req);
+        let result = auth.required_token(req).and_then(|token| auth.verify_publisher(&token, now_unix()));
+        Box::pin(std::future::ready(result.map(Publisher)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECRET: &str = "a-test-secret-of-some-length";
+
+    fn hs256() -> Authenticator {
+        let settings = crate::config::Settings::with_overrides(&[]).unwrap();
+        Authenticator::from_settings(&settings.auth, Some(&Secret::new(SECRET.into()))).unwrap()
+    }
+
+    fn cached(auth: &Authenticator) -> usize {
+        auth.publishers.lock().unwrap().len()
+    }
+
+    #[test]
+    fn a_publisher_token_is_verified_once_and_kept_only_before_its_exp() {
+        let auth = hs256();
+        let token = mint_token(SECRET, "backend", Duration::from_secs(60), true).unwrap();
+        let exp = auth.verify(&token).unwrap().expires_at;
+        assert_eq!(auth.verify_publisher(&token, exp - 60).unwrap().user.as_str(), "backend");
+        assert_eq!(cached(&auth), 1);
+
+        // What the cache answers for, it answers without checking again: an
+        // entry planted under a token that would not verify proves it...
+        let planted = "not.a.token";
+        let identity = Identity { user: UserId::parse("planted").unwrap(), expires_at: exp, can_publish: true };
+        auth.publishers.lock().unwrap().insert(planted.to_owned(), identity);
+        assert_eq!(auth.verify_publisher(planted, exp - 1).unwrap().user.as_str(), "planted");
+        // ...and from its `exp` on, the full check decides again.
+        assert!(auth.verify_publisher(planted, exp).is_err());
+    }
+
+    #[test]
+    fn forged_and_reader_tokens_are_refused_and_never_kept() {
+        let auth = hs256();
+        let token = mint_token(SECRET, "backend", Duration::from_secs(60), true).unwrap();
+        let now = auth.verify(&token).unwrap().expires_at - 60;
+        let forged = mint_token("another-secret-of-some-length", "backend", Duration::from_secs(60), true).unwrap();
+        assert!(auth.verify_publisher(&forged, now).is_err());
+        let reader = mint_token(SECRET, "reader", Duration::from_secs(60), false).unwrap();
+        assert_eq!(
+            actix_web::ResponseError::status_code(&auth.verify_publisher(&reader, now).unwrap_err()).as_u16(),
+            403
+        );
+        assert_eq!(cached(&auth), 0);
+    }
 
     #[test]
     fn query_params_are_found_and_decoded() {
