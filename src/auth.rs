@@ -208,12 +208,11 @@ impl Authenticator {
     }
 }
 
-/// One query parameter, percent-decoded.
+/// One query parameter, percent-decoded. A stream open looks up three
+/// (`access_token`, `last_event_id`, `topics`): each scan decodes only the
+/// value it returns, not every pair into owned strings.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-        .ok()?
-        .into_iter()
-        .find_map(|(k, v)| (k == name).then_some(v))
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 fn public_key_from_pem(pem: &[u8], algorithms: &[Algorithm]) -> anyhow::Result<DecodingKey> {
