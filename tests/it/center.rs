@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, Node, RedisServer, TestApp, UserApi, notification, unique_user};
+use crate::helpers::{Engine, Node, RedisServer, TestApp, UserApi, fcall_publish, notification, unique_user};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -216,16 +216,9 @@ async fn in_app_off_drops_on_the_fcall_path_too() {
     api.put("/v1/preferences", json!({"default": {"in_app": false}, "categories": {"billing": {"in_app": true}}}))
         .await;
     let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
-    let fcall = |kind: &str| {
-        ::redis::cmd("FCALL")
-            .arg("herald_publish")
-            .arg(1)
-            .arg(format!("herald:{{u:{alice}}}"))
-            .arg(json!({"type": kind, "title": "t"}).to_string())
-            .clone()
-    };
-    let dropped: Option<String> = fcall("social.like").query_async(&mut conn).await.unwrap();
+    let of_kind = |kind: &str| json!({"type": kind, "title": "t"}).to_string();
+    let dropped = fcall_publish(&mut conn, &alice, &of_kind("social.like")).await.unwrap();
     assert_eq!(dropped, None, "the default turns social off");
-    let kept: Option<String> = fcall("billing.invoice").query_async(&mut conn).await.unwrap();
+    let kept = fcall_publish(&mut conn, &alice, &of_kind("billing.invoice")).await.unwrap();
     assert_eq!(ids(&api.list_all("", 100).await), vec![kept.unwrap()]);
 }

@@ -244,9 +244,7 @@ async fn fcall_validates_and_stores_nothing_invalid() {
     let engine = helpers::Engine::Redis(server.url());
     let b = backend(&engine, &[("limits.max_payload_bytes", "512")]).await;
     let alice = user("alice");
-    let key = format!("herald:{{u:{alice}}}");
     let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
-    let fcall = |json: String| ::redis::cmd("FCALL").arg("herald_publish").arg(1).arg(&key).arg(json).clone();
 
     for (bad, expect) in [
         ("not json".to_owned(), "HERALD_INVALID"),
@@ -262,10 +260,11 @@ async fn fcall_validates_and_stores_nothing_invalid() {
         (r#"{"type":"a","title":"t","priority":"urgent"}"#.to_owned(), "notification.priority"),
         (format!(r#"{{"type":"a","title":"t","body":"{}"}}"#, "x".repeat(600)), "HERALD_TOO_LARGE"),
     ] {
-        let err = fcall(bad.clone()).query_async::<String>(&mut conn).await.unwrap_err();
+        let err = helpers::fcall_publish(&mut conn, alice.as_str(), &bad).await.unwrap_err();
         assert!(err.to_string().contains(expect), "{bad}: {err}");
     }
-    // Keys that are not one user's base name are refused, whatever the JSON.
+    // Keys that are not one user's base name are refused, whatever the JSON
+    // (built by hand: the helper only builds good keys).
     let good = r#"{"type":"a","title":"t"}"#;
     for bad_key in ["herald:{u:}", "herald:{u:a b}", "herald:{u:a{b}", "herald:{u:a}x", "herald:{x:a}", "other"] {
         let err = ::redis::cmd("FCALL")
@@ -281,10 +280,8 @@ async fn fcall_validates_and_stores_nothing_invalid() {
     assert!(b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap().entries.is_empty());
 
     // A good one, pretty-printed across lines, is stored on one line.
-    let id: String = fcall("{\n  \"type\": \"order.shipped_2-x\",\n  \"title\": \"Shipped\"\n}".into())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let pretty = "{\n  \"type\": \"order.shipped_2-x\",\n  \"title\": \"Shipped\"\n}";
+    let id = helpers::fcall_publish(&mut conn, alice.as_str(), pretty).await.unwrap().expect("stored");
     let page = b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap();
     assert_eq!(page.entries.len(), 1);
     assert_eq!(page.entries[0].id.to_string(), id);

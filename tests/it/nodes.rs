@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    Engine, Follower, HeraldProcess, Node, RedisServer, TestApp, notification, publish_to, publisher_token, unique_user,
+    Engine, Follower, HeraldProcess, Node, RedisServer, TestApp, fcall_publish, notification, publish_to,
+    publisher_token, unique_user,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -91,17 +92,9 @@ async fn nodes_recover_from_a_redis_restart_without_loss() {
     // connection is not back yet, so only history can bring these to the
     // open stream (the node resyncs it after resubscribing).
     let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
-    let key = format!("herald:{{u:{alice}}}");
     for i in 0..5 {
-        let id: String = redis::cmd("FCALL")
-            .arg("herald_publish")
-            .arg(1)
-            .arg(&key)
-            .arg(notification(&format!("fcall {i}")).to_string())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        accepted.push(id);
+        let id = fcall_publish(&mut conn, &alice, &notification(&format!("fcall {i}")).to_string()).await.unwrap();
+        accepted.push(id.expect("no preferences drop it"));
     }
 
     // Then over HTTP, as soon as the node accepts again.

@@ -16,7 +16,9 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, Node, TestApp, UserApi, notification, publish_to, unique_user, user_token, wait_for};
+use crate::helpers::{
+    Engine, Node, TestApp, UserApi, fcall_publish, notification, publish_to, unique_user, user_token, wait_for,
+};
 
 const TASKS: usize = 6;
 const OPS_PER_TASK: usize = 150;
@@ -58,6 +60,13 @@ async fn unread_count_and_item_state_match_the_model_under_concurrency(engine: E
                 let mut rng = StdRng::seed_from_u64(seed + t as u64);
                 let http = reqwest::Client::new();
                 let user = user_token(&alice);
+                // A backend's own connection, for the FCALL publishes.
+                let mut backend = match &engine {
+                    Engine::Redis(url) => Some(
+                        ::redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap(),
+                    ),
+                    Engine::Memory => None,
+                };
                 for i in 0..OPS_PER_TASK {
                     let pick = |rng: &mut StdRng| {
                         // Mostly recent ids, which trimming has not removed yet.
@@ -71,20 +80,12 @@ async fn unread_count_and_item_state_match_the_model_under_concurrency(engine: E
                         let title = format!("t{t} op{i}");
                         let id = match &engine {
                             // With Redis, half the publishes are a backend's FCALL.
-                            Engine::Redis(url) if rng.random_bool(0.5) => {
-                                let mut conn = ::redis::Client::open(url.as_str())
-                                    .unwrap()
-                                    .get_multiplexed_async_connection()
-                                    .await
-                                    .unwrap();
-                                ::redis::cmd("FCALL")
-                                    .arg("herald_publish")
-                                    .arg(1)
-                                    .arg(format!("herald:{{u:{alice}}}"))
-                                    .arg(notification(&title).to_string())
-                                    .query_async::<String>(&mut conn)
+                            Engine::Redis(_) if rng.random_bool(0.5) => {
+                                let conn = backend.as_mut().expect("a Redis connection on the redis engine");
+                                fcall_publish(conn, &alice, &notification(&title).to_string())
                                     .await
                                     .unwrap()
+                                    .expect("no preferences drop it")
                             }
                             _ => publish_to(&http, &base, &alice, notification(&title)).await,
                         };

@@ -48,6 +48,18 @@ pub async fn publish_to(http: &reqwest::Client, base: &str, user: &str, notifica
     response["results"][0]["id"].as_str().unwrap_or_else(|| panic!("publish failed: {response}")).to_owned()
 }
 
+/// A backend's publish: `FCALL herald_publish` for `user` with the
+/// notification JSON as given (not checked here: the function checks it).
+/// `None` when the user's preferences drop it.
+pub async fn fcall_publish(
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    user: &str,
+    notification: &str,
+) -> ::redis::RedisResult<Option<String>> {
+    let key = herald::engine::redis::user_base(&herald::domain::UserId::parse(user).expect("a valid user id"));
+    ::redis::cmd("FCALL").arg("herald_publish").arg(1).arg(key).arg(notification).query_async(conn).await
+}
+
 pub fn notification(title: &str) -> serde_json::Value {
     serde_json::json!({"type": "test.event", "title": title})
 }
