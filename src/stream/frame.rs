@@ -86,10 +86,16 @@ impl SyncEvent {
     }
 }
 
+/// A message of its own that sets the client's reconnect delay.
 pub fn retry(out: &mut Vec<u8>, retry: Duration) {
+    write_retry_field(out, retry);
+    out.push(b'\n');
+}
+
+fn write_retry_field(out: &mut Vec<u8>, retry: Duration) {
     out.extend_from_slice(b"retry: ");
     out.extend_from_slice(itoa::Buffer::new().format(retry.as_millis()).as_bytes());
-    out.extend_from_slice(b"\n\n");
+    out.push(b'\n');
 }
 
 pub fn write_reset(out: &mut Vec<u8>) {
@@ -100,9 +106,7 @@ pub fn bye(reason: ByeReason, retry_after: Option<Duration>) -> Bytes {
     let mut out = Vec::with_capacity(80);
     if let Some(d) = retry_after {
         // In the same block as the event: one message tells the client both.
-        out.extend_from_slice(b"retry: ");
-        out.extend_from_slice(itoa::Buffer::new().format(d.as_millis()).as_bytes());
-        out.push(b'\n');
+        write_retry_field(&mut out, d);
     }
     out.extend_from_slice(b"event: bye\ndata: {\"reason\":\"");
     out.extend_from_slice(reason.as_str().as_bytes());
