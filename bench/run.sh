@@ -21,7 +21,7 @@
 #   QUIET_TIMEOUT  seconds to wait before each run for the machine to go idle
 #                  (other builds on these cores skew the figures): full 300, smoke 0
 #   PERF=<seconds>  also records a CPU profile of the server (perf record,
-#                  cpu-clock, call graphs) for that long from the start of each
+#                  cpu-clock, flat: no call graphs) for that long from the start of each
 #                  run: $OUT/perf-<label>.data and a flat report perf-<label>.txt
 #   REV=<commit>  benchmarks that commit, exported with `git archive` and built
 #                 in target/bench-src (the working tree may hold unfinished work)

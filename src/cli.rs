@@ -1,4 +1,4 @@
-//! The `herald` command line: `serve` and `token`.
+//! The `herald` command line: `serve`, `token` and `check-config`.
 
 use std::{path::PathBuf, time::Duration};
 

@@ -106,7 +106,7 @@ pub async fn publish(
     }
     tracing::Span::current().record("recipients", users.len());
 
-    // Concurrent calls pipeline on the engine's one connection. Each user's
+    // Concurrent calls pipeline on this worker's command connection. Each user's
     // publish is atomic on its own; a retry with the same idempotency_key
     // completes a partly failed call without storing anything twice.
     let published = try_join_all(users.iter().map(|user| state.engine.publish(user, &stored, key.as_ref()))).await?;

@@ -70,7 +70,7 @@ struct State {
     resync: bool,
     /// A keep-alive is owed. A flag, not a queued frame: an idle stream then
     /// never grows its queue (a first push allocates room for four frames,
-    /// about 240 bytes, which would be most of an idle stream's own memory).
+    /// 224 bytes, which would be most of an idle stream's own memory).
     keep_alive_due: bool,
     warned_expiry: bool,
     waker: Option<Waker>,

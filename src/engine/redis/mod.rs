@@ -1,8 +1,10 @@
 //! The Redis engine: history in Redis Streams, fan-out over pub/sub.
 //!
-//! * Commands go over one multiplexed [`ConnectionManager`]: every call here
-//!   is a short `FCALL`, so pipelining them on one socket beats a pool (no
-//!   checkout, no idle sockets), and the manager reconnects by itself. A pool
+//! * Commands go over one multiplexed [`ConnectionManager`] per HTTP worker
+//!   ([`RedisEngine::on_this_runtime`]), plus the start-up one that loads the
+//!   function library: every call here is a short `FCALL`, so pipelining them
+//!   on one socket beats a pool (no checkout, no idle sockets), and the
+//!   manager reconnects by itself. A pool
 //!   earns its place only for blocking commands (push workers' `XREADGROUP
 //!   BLOCK`), which the gateway does not issue.
 //! * Live traffic comes over one dedicated pub/sub connection per node
