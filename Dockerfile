@@ -18,7 +18,7 @@ WORKDIR /src
 # The whole context (see .dockerignore): Cargo.toml may name targets outside
 # src/ (tests, benches), and cargo needs them all to read the manifest.
 COPY . .
-# The same build step as CI. The caches keep the registry and target/ between
+# CI compiles the same locked sources (in debug, for its tests). The caches keep the registry and target/ between
 # builds; the binary is copied out of the cache mount before the step ends.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
