@@ -55,7 +55,12 @@ try {
   await client.connect();
   // Same as client.sendCommand(['FCALL', 'herald_publish', '1', key, ...args]).
   const id = await client.fCall('herald_publish', { keys: [key], arguments: args });
-  console.log(id);
+  if (id === null) {
+    // Not an error: the user's preferences turn this category off in-app.
+    console.error(`not stored: ${user}'s preferences turn this category off in-app`);
+  } else {
+    console.log(id);
+  }
 } catch (err) {
   const message = err && err.message ? err.message : String(err);
   if (/^HERALD_(INVALID|TOO_LARGE) /.test(message)) {

@@ -77,6 +77,10 @@ def main(argv: list[str]) -> int:
         return 3
     finally:
         client.close()
+    if entry_id is None:
+        # Not an error: the user's preferences turn this category off in-app.
+        print(f"not stored: {user}'s preferences turn this category off in-app", file=sys.stderr)
+        return 0
     print(entry_id)
     return 0
 

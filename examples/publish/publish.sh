@@ -39,6 +39,12 @@ if [[ $status -eq 0 && $reply =~ ^[0-9]+-[0-9]+$ ]]; then
   echo "$reply"
   exit 0
 fi
+# A nil reply (empty in raw mode) is not an error: the user's preferences
+# turn this category off in-app, so nothing was stored.
+if [[ $status -eq 0 && -z $reply ]]; then
+  echo "not stored: ${user}'s preferences turn this category off in-app" >&2
+  exit 0
+fi
 case $reply in
   HERALD_INVALID\ * | HERALD_TOO_LARGE\ *)
     echo "herald refused the notification: $reply" >&2

@@ -139,6 +139,15 @@ token() { HERALD__AUTH__SECRET=$SECRET "$HERALD_BIN" token "$@"; }
 USER_TOKEN=$(token --sub "$USER_ID") || die "herald token --sub $USER_ID failed"
 PUBLISHER_TOKEN=$(token --sub backend --publisher) || die "herald token --publisher failed"
 
+# A user whose preferences turn everything off in-app: a publish to them is
+# answered with nil, which the examples must not report as a failure.
+QUIET_USER=quiet-$$
+QUIET_TOKEN=$(token --sub "$QUIET_USER") || die "herald token --sub $QUIET_USER failed"
+[[ $(curl -s -o /dev/null -w '%{http_code}' -X PUT "$BASE/v1/preferences" \
+  -H "Authorization: Bearer $QUIET_TOKEN" -H 'Content-Type: application/json' \
+  -d '{"default": {"in_app": false, "push": false}}') == 200 ]] ||
+  die "could not store $QUIET_USER's preferences"
+
 # --- the SSE stream ------------------------------------------------------
 SSE=$TMP/sse.out
 curl -sS -N -H 'Accept: text/event-stream' \
@@ -177,6 +186,16 @@ run_example() {
     fail "$name publish" "exit $status: $(cat "$TMP/$name.err")"
   else
     check_published "$name publish" "$out"
+  fi
+
+  out=$(REDIS_URL=$REDIS_URL timeout 60 "$@" "$QUIET_USER" 2>"$TMP/$name.quiet.err")
+  status=$?
+  if ((status != 0)); then
+    fail "$name dropped" "exit $status for a notification the user's preferences drop: $(cat "$TMP/$name.quiet.err")"
+  elif [[ -n $out ]] || ! grep -q "preferences" "$TMP/$name.quiet.err"; then
+    fail "$name dropped" "expected nothing on stdout and a preferences note on stderr, got '$out' / $(cat "$TMP/$name.quiet.err")"
+  else
+    pass "$name dropped by preferences (exit 0, nothing stored)"
   fi
 
   REDIS_URL=$REDIS_URL timeout 60 "$@" "$USER_ID" "$INVALID" >"$TMP/$name.invalid.out" 2>"$TMP/$name.invalid.err"
