@@ -21,8 +21,10 @@
 #                 the same port with the same Redis; herald-load reconnects
 #                 every stream with the Last-Event-ID it last saw
 #
-# Placement: every server (herald or nginx, and its redis-server) on
-# SERVER_CPUS (0), herald-load and redis-benchmark on LOAD_CPUS (1). Each run
+# Placement: every server (herald or nginx) on SERVER_CPUS (0), its
+# redis-server on REDIS_CPUS (the same by default), herald-load and
+# redis-benchmark on LOAD_CPUS (1); "raw" keeps Redis on SERVER_CPUS, off the
+# benchmark's core, whatever REDIS_CPUS says. Each run
 # gets a fresh redis-server and a fresh server on free loopback ports; all
 # that this script starts is stopped on exit, by pid. SCENARIOS ("p1 p3 p2
 # raw p4") picks scenarios; NO_BUILD=1 skips the build; BIN_DIR=<dir> takes
@@ -38,6 +40,7 @@ set -euo pipefail
 : "${P2_LANES:=32}" "${P2_MAX_P99_MS:=50}"
 : "${RAMP_RATE:=2000}" "${LANES:=8}" "${GRACE:=2s}"
 : "${SERVER_CPUS:=0}" "${LOAD_CPUS:=1}" "${TARGETS:=herald-http herald-redis nchan}"
+: "${REDIS_CPUS:=$SERVER_CPUS}"
 
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/suite-$(date +%Y%m%d-%H%M%S)}
@@ -82,10 +85,10 @@ trap stop EXIT
 trap 'stop; exit 130' INT TERM
 
 
-# start_redis LABEL: a fresh redis-server on SERVER_CPUS.
+# start_redis LABEL [CPUS]: a fresh redis-server on CPUS (REDIS_CPUS).
 start_redis() {
     redis_port=$(free_port)
-    taskset -c "$SERVER_CPUS" redis-server --port "$redis_port" --bind 127.0.0.1 \
+    taskset -c "${2:-$REDIS_CPUS}" redis-server --port "$redis_port" --bind 127.0.0.1 \
         --save '' --appendonly no --logfile "$OUT/redis-$1.log" &
     redis_pid=$!
     wait_for redis redis-cli -p "$redis_port" ping
@@ -103,10 +106,11 @@ start_herald() {
     wait_for herald curl -sf "http://127.0.0.1:$server_port/readyz"
 }
 
-# start_server KIND LABEL: herald or nchan on SERVER_CPUS, on a fresh Redis.
+# start_server KIND LABEL [REDIS_CPUS]: herald or nchan on SERVER_CPUS, on a
+# fresh Redis.
 start_server() {
     local kind=$1 label=$2
-    start_redis "$label"
+    start_redis "$label" "${3:-}"
     server_port=$(free_port)
     case "$kind" in
     herald)
@@ -191,7 +195,7 @@ via_of() { [[ $1 == herald-redis ]] && echo redis || echo http; }
     echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "kernel: $(uname -r); memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); open files: $(ulimit -n)"
     echo "redis: $(redis-server --version | cut -d' ' -f3); nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)"
-    echo "cpus: servers and redis $SERVER_CPUS, herald-load $LOAD_CPUS; scenarios: $SCENARIOS; targets: $TARGETS; p4 targets: $P4_TARGETS"
+    echo "cpus: servers $SERVER_CPUS, redis $REDIS_CPUS, herald-load $LOAD_CPUS; scenarios: $SCENARIOS; targets: $TARGETS; p4 targets: $P4_TARGETS"
 } | tee "$OUT/machine.txt" >&2
 
 for scenario in $SCENARIOS; do
@@ -249,7 +253,7 @@ for scenario in $SCENARIOS; do
     raw)
         # Redis's own ceiling on one core, for the FCALL path's reference.
         # herald is started only so that it loads its functions.
-        start_server herald raw
+        start_server herald raw "$SERVER_CPUS"
         payload='{"type":"load.test","title":"t","data":{"run":1,"u":1,"seq":1,"due_us":1,"sent_us":1}}'
         {
             taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n 200000 -c 50 -r 100000 \

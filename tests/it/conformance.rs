@@ -5,7 +5,7 @@ use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
 
 use herald::{
     domain::{EntryId, IdempotencyKey, NewNotification, NotificationLimits, UserId},
-    engine::{AnyEngine, Engine, Retention, memory::MemoryEngine, redis::RedisEngine},
+    engine::{AnyEngine, Engine, ReadTarget, Retention, memory::MemoryEngine, redis::RedisEngine},
     hub::{Hub, HubLimits, Registration},
     stream::{Connection, Frame, Next},
 };
@@ -78,6 +78,7 @@ crate::on_both_engines!(
     idempotency_key_stores_once_and_returns_the_first_result,
     trimming_by_count_keeps_the_newest_and_resets_old_cursors,
     trimming_by_age_drops_old_entries,
+    every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept,
     expired_entries_go_even_without_new_publishes,
     live_entries_reach_every_stream_of_the_user_only,
 );
@@ -188,6 +189,43 @@ async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {
     assert!(page.reset);
     assert_eq!(page.entries.last().map(|e| e.id), Some(newest));
     assert_eq!(start.unread, page.entries.len() as u64);
+}
+
+/// The age trim keeps up as time passes, not just once: the Redis engine
+/// skips the check until the oldest entry it last saw may have expired, so a
+/// check that ran too rarely (or remembered the wrong entry) would leave
+/// expired entries behind. Some entries are read, so the unread count each
+/// publish streams must also leave the expired ones out.
+async fn every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept(engine: helpers::Engine) {
+    const MAX_AGE_MS: u64 = 1000;
+    let b = backend(&engine, &[("history.max_age", "1s")]).await;
+    let alice = user("alice");
+    let tab = b.listen(&alice).await;
+    let (mut published, mut read) = (Vec::new(), Vec::new());
+    // 25 publishes 100 ms apart: each entry ages out while more arrive.
+    for round in 0..25 {
+        let id = b.publish(&alice, &format!("n{round}")).await;
+        let frame = loop {
+            let frame = next_frame(&tab, Duration::from_secs(5)).await.expect("the publish's live frame");
+            if frame.id == Some(id) {
+                break frame;
+            }
+        };
+        published.push(id);
+        // The entry ages out by the clock that stamped the newest id.
+        let kept: Vec<EntryId> = published.iter().copied().filter(|e| e.ms >= id.ms - MAX_AGE_MS).collect();
+        let page = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
+        assert_eq!(page.entries.iter().map(|e| e.id).collect::<Vec<_>>(), kept, "round {round}");
+        let unread = kept.iter().filter(|e| !read.contains(*e)).count();
+        let text = std::str::from_utf8(&frame.bytes).unwrap();
+        assert!(text.contains(&format!("event: unread\ndata: {{\"count\":{unread}}}")), "round {round}: {text}");
+        if round % 3 == 0 {
+            b.engine.mark_read(&alice, &ReadTarget::Ids(vec![id])).await.unwrap();
+            read.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published[0].ms + 2 * MAX_AGE_MS <= published[24].ms, "the run spans two ages");
 }
 
 async fn expired_entries_go_even_without_new_publishes(engine: helpers::Engine) {

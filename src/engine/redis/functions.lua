@@ -22,11 +22,20 @@ name, which is also their pub/sub channel:
                                          with idempotency key <k>; expires
   herald:{u:<user>}:prefs      string    the preferences document (JSON)
   herald:{u:<user>}:in_app     hash      category -> 1/0 (`*` = default): whether
-                                         notifications are kept, from the prefs
+                                         notifications are kept, from the prefs;
+                                         and `~age_check`: the time (ms) from which
+                                         the oldest entry may have expired
 
 The unread count is XLEN(inbox) - SCARD(read): both sets only ever hold ids
 that are still in the inbox (trimming removes them), so the count is exact
-and needs no counter that could drift.
+and needs no counter that could drift. Clicked implies read, so `clicked` is
+empty whenever `read` is.
+
+`~age_check` lets a publish skip the age trim's range scan: the in_app hash
+is read on every publish anyway, so the field costs no extra call. It may be
+early (entries removed since it was set only make the oldest younger; a
+missing field means "check now"), never late: it is set right after an age
+check, from the oldest entry then kept. Category names cannot start with `~`.
 ]]
 
 local VERSION = '{{VERSION}}'
@@ -52,18 +61,19 @@ local function invalid(message)
 end
 
 -- Characters, not bytes: counts the bytes that start a UTF-8 sequence.
-local function chars(s)
+-- A string of at most `limit` bytes has at most `limit` characters, so the
+-- count (a copy of the string) is made only for longer ones.
+local function chars_over(s, limit)
+  if #s <= limit then return false end
   local _, n = string.gsub(s, '[^\128-\191]', '')
-  return n
+  return n > limit
 end
 
 -- Same rules as UserId::parse: 1-128 bytes, no braces, spaces or controls.
--- (Plain comparisons and one class scan: this runs on every call.)
+-- (One anchored match: this runs on every call.)
 local function user_base(keys)
   local base = keys[1]
-  if type(base) ~= 'string' or #base < 12 or #base > 128 + 11
-    or string.sub(base, 1, 10) ~= 'herald:{u:' or string.byte(base, -1) ~= 125 -- '}'
-    or string.find(base, '[{}%s%c]', 11) ~= #base then
+  if type(base) ~= 'string' or #base > 128 + 11 or not string.find(base, '^herald:{u:[^{}%s%c]+}$') then
     return nil
   end
   return base
@@ -113,11 +123,10 @@ local function validate(json)
   if type(n.type) ~= 'string' or not valid_type(n.type) then
     return nil, invalid('notification.type: must be 1-' .. MAX_TYPE .. ' characters of a-z 0-9 _ - in dot-separated parts, like `comment.mention`')
   end
-  local title_chars = type(n.title) == 'string' and chars(n.title) or 0
-  if title_chars == 0 or title_chars > MAX_TITLE then
+  if type(n.title) ~= 'string' or #n.title == 0 or chars_over(n.title, MAX_TITLE) then
     return nil, invalid('notification.title: must be 1-' .. MAX_TITLE .. ' characters')
   end
-  if not absent(n.body) and (type(n.body) ~= 'string' or chars(n.body) > MAX_BODY) then
+  if not absent(n.body) and (type(n.body) ~= 'string' or chars_over(n.body, MAX_BODY)) then
     return nil, invalid('notification.body: must be at most ' .. MAX_BODY .. ' characters')
   end
   for _, f in ipairs(LINKS) do
@@ -144,31 +153,41 @@ local function id_before(a, b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
 
-local function forget(base, id)
-  redis.call('SREM', base .. ':read', id)
+-- Drops a removed entry's id from the read and clicked sets. Given the
+-- read set's size, skips the calls when it is empty (clicked implies read)
+-- and returns its size after.
+local function forget(base, id, read_count)
+  if read_count == 0 then return 0 end
+  local was_read = redis.call('SREM', base .. ':read', id)
   redis.call('SREM', base .. ':clicked', id)
+  return read_count and read_count - was_read
 end
 
--- Trims the inbox to MAX_LEN entries and MAX_AGE_MS, keeping the read and
--- clicked sets and the trimmed watermark in step. Returns the inbox's length.
-local function trim(base, inbox, now_ms)
+local function entry_ms(id)
+  return tonumber(string.match(id, '^%d+'))
+end
+
+-- Trims the inbox to MAX_LEN entries and, when `check_age`, to MAX_AGE_MS,
+-- keeping the read and clicked sets and the trimmed watermark in step.
+-- `len` and `read_count` are the inbox's length and SCARD(read) now; returns
+-- them after trimming.
+local function trim(base, inbox, now_ms, len, read_count, check_age)
   local newest_trimmed
-  local len = redis.call('XLEN', inbox)
   local excess = math.min(len - MAX_LEN, TRIM_BATCH)
   if excess > 0 then
     local old = redis.call('XRANGE', inbox, '-', '+', 'COUNT', excess)
     for _, e in ipairs(old) do
-      forget(base, e[1])
+      read_count = forget(base, e[1], read_count)
       newest_trimmed = e[1]
     end
     len = len - #old
     redis.call('XTRIM', inbox, 'MAXLEN', len)
   end
   local cutoff = now_ms - MAX_AGE_MS
-  if cutoff > 0 then
+  if check_age and cutoff > 0 then
     local aged = redis.call('XRANGE', inbox, '-', '(' .. cutoff .. '-0', 'COUNT', TRIM_BATCH)
     for _, e in ipairs(aged) do
-      forget(base, e[1])
+      read_count = forget(base, e[1], read_count)
       redis.call('XDEL', inbox, e[1])
       newest_trimmed = e[1]
     end
@@ -177,7 +196,7 @@ local function trim(base, inbox, now_ms)
   if newest_trimmed then
     redis.call('SET', base .. ':trimmed', newest_trimmed)
   end
-  return len
+  return len, read_count
 end
 
 local function now_ms()
@@ -189,17 +208,25 @@ local function unread_count(base)
   return redis.call('XLEN', base .. ':inbox') - redis.call('SCARD', base .. ':read')
 end
 
--- in_app for a notification type: its category's flag, else the default.
-local function in_app(base, type)
-  local flags = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*')
-  local flag = flags[1] or flags[2]
-  return flag ~= '0'
+-- Trims the inbox by length and age for a read path, which always checks
+-- the age: a user who gets no new notifications must not keep seeing (or
+-- counting) expired ones. Returns the unread count after.
+local function trim_for_read(base, inbox)
+  local len, read_count = trim(base, inbox, now_ms(), redis.call('XLEN', inbox),
+    redis.call('SCARD', base .. ':read'), true)
+  return len - read_count
 end
+
+local OLDEST = '~oldest_ms'
 
 -- Stores `json` (valid, compact, with priority) of type `type` for the user.
 -- Returns {id, subscribers, duplicate (0/1), dropped (0/1)} or an error reply.
+-- Each redis.call here is paid on every publish: the common case is HMGET,
+-- XADD, XLEN, SCARD and PUBLISH.
 local function store(base, json, type, key)
-  if not in_app(base, type) then
+  -- The category's in_app flag, the default's, and the age-check mark.
+  local settings = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*', OLDEST)
+  if (settings[1] or settings[2]) == '0' then
     return {'', 0, 0, 1}
   end
   local idem
@@ -216,10 +243,22 @@ local function store(base, json, type, key)
   end
   local inbox = base .. ':inbox'
   local id = redis.call('XADD', inbox, '*', 'n', json)
-  -- The new id's milliseconds are the server's clock (no TIME call), and
-  -- the length trim returns saves an XLEN: each call here is paid per publish.
-  local len = trim(base, inbox, tonumber(string.match(id, '^%d+')))
-  local unread = len - redis.call('SCARD', base .. ':read')
+  -- The new id's milliseconds are the server's clock: no TIME call.
+  local now = entry_ms(id)
+  local len = redis.call('XLEN', inbox)
+  local read_count = redis.call('SCARD', base .. ':read')
+  -- The age check scans the inbox's head, so it runs only once the oldest
+  -- entry seen at the last check may have expired (or none was recorded).
+  local oldest = tonumber(settings[3])
+  local check_age = not oldest or oldest < now - MAX_AGE_MS
+  if check_age or len > MAX_LEN then
+    len, read_count = trim(base, inbox, now, len, read_count, check_age)
+  end
+  if check_age then
+    local head = len == 1 and id or redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1][1]
+    redis.call('HSET', base .. ':in_app', OLDEST, entry_ms(head))
+  end
+  local unread = len - read_count
   local subscribers = redis.call('PUBLISH', base, 'n ' .. id .. ' ' .. unread .. ' ' .. json)
   if idem then
     redis.call('SET', idem, id .. ' ' .. subscribers, 'PX', IDEM_TTL_MS)
@@ -386,7 +425,7 @@ redis.register_function('herald_list', function(keys, args)
   local inbox, read, clicked = base .. ':inbox', base .. ':read', base .. ':clicked'
   local before = args[1]
   if before ~= '+' and not split_id(before) then return invalid('before must be an event id') end
-  trim(base, inbox, now_ms())
+  local unread = trim_for_read(base, inbox)
   local limit = tonumber(args[2]) or 20
   local unread_only = args[3] == '1'
   local items = {}
@@ -410,7 +449,7 @@ redis.register_function('herald_list', function(keys, args)
   end
   local next = ''
   if more then next = items[#items][1] end
-  return {unread_count(base), next, items}
+  return {unread, next, items}
 end)
 
 -- FCALL herald_set_preferences 1 <base> <json> <category> <0/1> ...
@@ -432,15 +471,15 @@ redis.register_function('herald_stream_start', function(keys)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
   local inbox = base .. ':inbox'
-  local last = '0-0'
+  local last, unread = '0-0', 0
   if redis.call('EXISTS', inbox) == 1 then
-    trim(base, inbox, now_ms())
+    unread = trim_for_read(base, inbox)
     local info = redis.call('XINFO', 'STREAM', inbox)
     for i = 1, #info, 2 do
       if info[i] == 'last-generated-id' then last = info[i + 1] end
     end
   end
-  return {last, unread_count(base)}
+  return {last, unread}
 end)
 
 -- FCALL_RO herald_version 0: proves the library is loaded, and which config.
