@@ -249,14 +249,19 @@ local function store(base, json, type, key)
   local read_count = redis.call('SCARD', base .. ':read')
   -- The age check scans the inbox's head, so it runs only once the oldest
   -- entry seen at the last check may have expired (or none was recorded).
+  -- A new entry alone in the inbox is the oldest, and has not expired.
   local oldest = tonumber(settings[3])
   local check_age = not oldest or oldest < now - MAX_AGE_MS
-  if check_age or len > MAX_LEN then
-    len, read_count = trim(base, inbox, now, len, read_count, check_age)
-  end
-  if check_age then
-    local head = len == 1 and id or redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1][1]
-    redis.call('HSET', base .. ':in_app', OLDEST, entry_ms(head))
+  if len == 1 then
+    if check_age then redis.call('HSET', base .. ':in_app', OLDEST, now) end
+  else
+    if check_age or len > MAX_LEN then
+      len, read_count = trim(base, inbox, now, len, read_count, check_age)
+    end
+    if check_age then
+      local head = redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1][1]
+      redis.call('HSET', base .. ':in_app', OLDEST, entry_ms(head))
+    end
   end
   local unread = len - read_count
   local subscribers = redis.call('PUBLISH', base, 'n ' .. id .. ' ' .. unread .. ' ' .. json)
