@@ -10,7 +10,9 @@
 #   P2 ceiling    P2_STREAMS (1,000) streams, the rate stepped through P2_RATES
 #                 (each step P2_DURATION, 5s, a fresh server); a target stops at
 #                 its first step with loss, a shortfall or p99 >= 50 ms
-#   raw Redis     redis-benchmark: XADD, PUBLISH, FCALL herald_publish
+#   raw Redis     redis-benchmark: XADD, PUBLISH, FCALL herald_publish, over
+#                 100,000 users (mostly first publishes: "cold"), then XADD
+#                 and FCALL over 1,000 users with inboxes ("warm", as P2)
 #   P4 reconnect  each of P4_TARGETS ("herald nchan"): P4_STREAMS (10,000)
 #                 streams, publishing at P4_RATE (1,000)/s for P4_DURATION (20s)
 #                 (Herald: FCALL herald_publish, straight into Redis; Nchan:
@@ -255,14 +257,25 @@ for scenario in $SCENARIOS; do
         # herald is started only so that it loads its functions.
         start_server herald raw "$SERVER_CPUS"
         payload='{"type":"load.test","title":"t","data":{"run":1,"u":1,"seq":1,"due_us":1,"sent_us":1}}'
+        # rb LABEL USERS N COMMAND...: one redis-benchmark line, labelled.
+        rb() {
+            local label=$1 users=$2 n=$3
+            shift 3
+            taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n "$n" -c 50 -r "$users" "$@" 2>&1 |
+                tr '\r' '\n' | grep 'requests per second' | tail -n 1 | sed "s/^/$label /"
+        }
         {
-            taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n 200000 -c 50 -r 100000 \
-                XADD 'bench:{__rand_int__}' MAXLEN '~' 100 '*' f "$payload"
-            taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n 200000 -c 50 -r 100000 \
-                PUBLISH 'ch:__rand_int__' "$payload"
-            taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n 200000 -c 50 -r 100000 \
-                FCALL herald_publish 1 'herald:{u:load-__rand_int__}' "$payload"
-        } 2>&1 | tr '\r' '\n' | grep -v '^$' | grep 'requests per second' | tee "$OUT/raw-redis.txt" >&2
+            rb cold 100000 200000 XADD 'bench:{__rand_int__}' MAXLEN '~' 100 '*' f "$payload"
+            rb cold 100000 200000 PUBLISH 'ch:__rand_int__' "$payload"
+            rb cold 100000 200000 FCALL herald_publish 1 'herald:{u:load-__rand_int__}' "$payload"
+            # Warm: 1,000 users, as many as P2's, whose inboxes exist (the
+            # first pass fills them; the second is the one to read).
+            redis-cli -p "$redis_port" flushall >/dev/null
+            for pass in fill warm; do
+                rb "$pass" 1000 100000 XADD 'herald:{u:load-__rand_int__}:inbox' '*' n "$payload"
+                rb "$pass" 1000 100000 FCALL herald_publish 1 'herald:{u:load-__rand_int__}' "$payload"
+            done
+        } | tee "$OUT/raw-redis.txt" >&2
         stop
         ;;
     p4)

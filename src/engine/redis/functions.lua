@@ -246,7 +246,8 @@ local function store(base, json, type, key)
   -- The new id's milliseconds are the server's clock: no TIME call.
   local now = entry_ms(id)
   local len = redis.call('XLEN', inbox)
-  local read_count = redis.call('SCARD', base .. ':read')
+  -- The read set holds only ids in the inbox: none besides a new one.
+  local read_count = len == 1 and 0 or redis.call('SCARD', base .. ':read')
   -- The age check scans the inbox's head, so it runs only once the oldest
   -- entry seen at the last check may have expired (or none was recorded).
   -- A new entry alone in the inbox is the oldest, and has not expired.
