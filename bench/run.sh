@@ -9,6 +9,8 @@
 #                         (bench/suite.sh; needs nginx + libnginx-mod-nchan)
 #   bench/run.sh smoke    200 streams, 500/s for 3 s, each path once, with
 #                         --fail-on-loss: a few seconds, for CI
+#   bench/run.sh redis-cost  Redis's CPU per call: XADD vs FCALL herald_publish
+#                         (bench/redis-cost.sh; HERALDS compares builds)
 #
 # Each run gets a fresh redis-server and a fresh `herald serve` (pinned to
 # SERVER_CPUS), and herald-load runs pinned to LOAD_CPUS. Everything started
@@ -33,6 +35,9 @@ suite)
     # Issue #4's suite, Herald and Nchan side by side: its own script.
     exec bash "$(dirname "$0")/suite.sh"
     ;;
+redis-cost)
+    exec bash "$(dirname "$0")/redis-cost.sh"
+    ;;
 full)
     : "${RUNS:=3}" "${STREAMS:=10000}" "${RATE:=5000}" "${DURATION:=30s}" "${QUIET_TIMEOUT:=300}"
     fail_on_loss=()
@@ -42,7 +47,7 @@ smoke)
     fail_on_loss=(--fail-on-loss)
     ;;
 *)
-    echo "usage: $0 [full|smoke|suite]" >&2
+    echo "usage: $0 [full|smoke|suite|redis-cost]" >&2
     exit 64
     ;;
 esac

@@ -4,7 +4,8 @@
 # `bench/run.sh suite` (or directly). See docs/BENCHMARKS.md, "Issue #4 suite".
 #
 #   P1 capacity   P1_STREAMS idle streams (19,000): RSS per stream, idle CPU
-#                 over P1_IDLE (20s), then a short publish to check they live
+#                 over P1_IDLE (20s), then a short publish to check they live;
+#                 for each of P1_TARGETS ("herald nchan")
 #   P3 latency    P3_STREAMS (10,000) streams, P3_RATE (5,000)/s to random
 #                 users for P3_DURATION (30s): Herald via HTTP and FCALL, Nchan
 #   P2 ceiling    P2_STREAMS (1,000) streams, the rate stepped through P2_RATES
@@ -38,7 +39,7 @@ set -euo pipefail
 : "${P3_STREAMS:=10000}" "${P3_RATE:=5000}" "${P3_DURATION:=30s}"
 : "${P2_STREAMS:=1000}" "${P2_RATES:=5000 7500 10000 12500 15000 20000 25000 30000 35000 40000 50000}" "${P2_DURATION:=5s}"
 : "${P4_STREAMS:=10000}" "${P4_RATE:=1000}" "${P4_DURATION:=20s}" "${P4_CUT:=5}" "${P4_SIGNAL:=KILL}"
-: "${P4_TARGETS:=herald nchan}"
+: "${P4_TARGETS:=herald nchan}" "${P1_TARGETS:=herald nchan}"
 : "${P2_LANES:=32}" "${P2_MAX_P99_MS:=50}"
 : "${RAMP_RATE:=2000}" "${LANES:=8}" "${GRACE:=2s}"
 : "${SERVER_CPUS:=0}" "${LOAD_CPUS:=1}" "${TARGETS:=herald-http herald-redis nchan}"
@@ -205,7 +206,7 @@ for scenario in $SCENARIOS; do
     p1)
         # Idle capacity: the publish afterwards (100/s for 2 s) only checks
         # that the streams are live.
-        for target in herald nchan; do
+        for target in $P1_TARGETS; do
             label=p1-$target
             start_server "$target" "$label"
             load "$label" "$target" http --streams "$P1_STREAMS" --ramp-rate "$RAMP_RATE" --settle 2s \
@@ -328,7 +329,7 @@ done
     echo "## $(head -1 "$OUT/machine.txt")"
     for f in "$OUT"/p1-*.json "$OUT"/p3-*.json "$OUT"/p4-*.json; do
         [[ -s $f ]] || continue
-        jq -r '"\(.label)\tstreams \(.streams.opened)/\(.streams.requested) failed \(.streams.failed)\trss/stream \(.server.rss_per_stream_bytes) B\tidle cpu \(.server.cpu_idle_pct)%\tacked \(.publish.acked) lost \(.delivery.lost) dup \(.delivery.duplicated) ooo \(.delivery.out_of_order)\tp50 \(.latency_ms.p50) p99 \(.latency_ms.p99) p999 \(.latency_ms.p999) max \(.latency_ms.max) ms\tsched p99 \(.latency_from_schedule_ms.p99)\tcpu server \(.server.cpu_publish_pct)% redis \(.redis.cpu_publish_pct)% load \(.load.cpu_publish_pct)% other \(.machine.other_cpu_publish_pct)%"' "$f" 2>/dev/null || true
+        jq -r '"\(.label)\tstreams \(.streams.opened)/\(.streams.requested) failed \(.streams.failed)\trss/stream \(.server.rss_per_stream_bytes) B (at the end \(.server.rss_per_stream_end_bytes) B)\tidle cpu \(.server.cpu_idle_pct)%\tacked \(.publish.acked) lost \(.delivery.lost) dup \(.delivery.duplicated) ooo \(.delivery.out_of_order)\tp50 \(.latency_ms.p50) p99 \(.latency_ms.p99) p999 \(.latency_ms.p999) max \(.latency_ms.max) ms\tsched p99 \(.latency_from_schedule_ms.p99)\tcpu server \(.server.cpu_publish_pct)% redis \(.redis.cpu_publish_pct)% load \(.load.cpu_publish_pct)% other \(.machine.other_cpu_publish_pct)%"' "$f" 2>/dev/null || true
     done
     # `if`, not `&&`: a scenario left out of SCENARIOS must not fail the run.
     if [[ -s $OUT/p2.tsv ]]; then

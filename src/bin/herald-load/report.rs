@@ -115,10 +115,22 @@ fn pct(value: Option<f64>) -> String {
 }
 
 impl Summary {
-    /// Memory the server took per open stream, in bytes.
+    /// Memory the server took per open stream, in bytes, right after the
+    /// streams opened (plus `--settle`).
     pub fn rss_per_stream_bytes(&self) -> Option<f64> {
-        let server = self.server?;
-        let grown = server.rss_open_kib? as f64 - server.rss_idle_kib? as f64;
+        self.server_growth_per_stream(self.server?.rss_open_kib?)
+    }
+
+    /// The same at the end of the run. With `--idle` longer than the
+    /// allocator's decay (jemalloc: 10 s), the pages it still held from
+    /// the opening requests' freed memory are gone by then, so this is the
+    /// steadier figure of what an idle stream keeps.
+    pub fn rss_per_stream_end_bytes(&self) -> Option<f64> {
+        self.server_growth_per_stream(self.server?.rss_end_kib?)
+    }
+
+    fn server_growth_per_stream(&self, rss_kib: u64) -> Option<f64> {
+        let grown = rss_kib as f64 - self.server?.rss_idle_kib? as f64;
         (self.measures.streams_opened > 0).then(|| grown * 1024.0 / self.measures.streams_opened as f64)
     }
 
@@ -299,6 +311,9 @@ impl Summary {
         if let (Some(Value::Object(s)), Some(b)) = (&mut server, self.rss_per_stream_bytes()) {
             s.insert("rss_per_stream_bytes".into(), json!(b.round()));
         }
+        if let (Some(Value::Object(s)), Some(b)) = (&mut server, self.rss_per_stream_end_bytes()) {
+            s.insert("rss_per_stream_end_bytes".into(), json!(b.round()));
+        }
         let (failed, closed, publish) = &self.failures;
         json!({
             "tool": "herald-load",
@@ -390,6 +405,7 @@ const SUMMARY_ROWS: &[(&str, &str)] = &[
     ("server.rss_idle_kib", "server RSS idle (KiB)"),
     ("server.rss_open_kib", "server RSS, streams open (KiB)"),
     ("server.rss_per_stream_bytes", "server RSS per stream (B)"),
+    ("server.rss_per_stream_end_bytes", "server RSS per stream at the end (B)"),
     ("server.cpu_ramp_pct", "server CPU opening (%)"),
     ("server.cpu_publish_pct", "server CPU publishing (%)"),
     ("redis.cpu_publish_pct", "redis CPU publishing (%)"),
