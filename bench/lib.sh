@@ -1,4 +1,6 @@
-# Shell helpers shared by bench/run.sh and bench/suite.sh (sourced).
+# shellcheck shell=bash
+# Shell helpers shared by bench/run.sh, bench/suite.sh and bench/redis-cost.sh
+# (sourced).
 
 # A free port below the ephemeral range (32768+), which herald-load's
 # thousands of client sockets use.
@@ -43,4 +45,15 @@ stop_pid() {
         kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || true
+}
+
+# start_redis LOG CPUS: a fresh redis-server (no persistence) on a free port,
+# pinned to CPUS, logging to LOG; sets redis_port and redis_pid.
+# shellcheck disable=SC2034 # redis_pid is for the caller
+start_redis() {
+    redis_port=$(free_port)
+    taskset -c "$2" redis-server --port "$redis_port" --bind 127.0.0.1 \
+        --save '' --appendonly no --logfile "$1" &
+    redis_pid=$!
+    wait_for redis redis-cli -p "$redis_port" ping
 }

@@ -34,14 +34,6 @@ export HERALD__AUTH__SECRET
 redis_pid='' herald_pid=''
 trap 'stop_pid "$herald_pid"; stop_pid "$redis_pid"' EXIT
 
-start_redis() {
-    redis_port=$(free_port)
-    taskset -c "$SERVER_CPUS" redis-server --port "$redis_port" --bind 127.0.0.1 \
-        --save '' --appendonly no --logfile "$OUT/redis.log" &
-    redis_pid=$!
-    wait_for redis redis-cli -p "$redis_port" ping
-}
-
 # library NAME BINARY: the library BINARY loads into Redis (its config
 # filled in), renamed so that several can be loaded at once.
 library() {
@@ -77,7 +69,7 @@ library_at() {
     fi
 }
 
-start_redis
+start_redis "$OUT/redis.log" "$SERVER_CPUS"
 targets=(XADD)
 for pair in $HERALDS; do
     library "${pair%%=*}" "${pair#*=}"

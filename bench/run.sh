@@ -154,11 +154,7 @@ for via in $VIAS; do
     for run in $(seq 1 "$RUNS"); do
         label="$via-$run"
         wait_quiet
-        redis_port=$(free_port)
-        taskset -c "$REDIS_CPUS" redis-server --port "$redis_port" --bind 127.0.0.1 \
-            --save '' --appendonly no --logfile "$OUT/redis-$label.log" &
-        redis_pid=$!
-        wait_for redis redis-cli -p "$redis_port" ping
+        start_redis "$OUT/redis-$label.log" "$REDIS_CPUS"
 
         herald_port=$(free_port)
         HERALD__ENGINE__KIND=redis \

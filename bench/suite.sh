@@ -82,20 +82,11 @@ stop() {
     # nginx's worker outlives a master that had to be SIGKILLed.
     [[ $worker_pid == "$server_pid" ]] || stop_pid "$worker_pid"
     stop_pid "$redis_pid"
-    server_pid= worker_pid= redis_pid=
+    server_pid='' worker_pid='' redis_pid=''
 }
 trap stop EXIT
 trap 'stop; exit 130' INT TERM
 
-
-# start_redis LABEL [CPUS]: a fresh redis-server on CPUS (REDIS_CPUS).
-start_redis() {
-    redis_port=$(free_port)
-    taskset -c "${2:-$REDIS_CPUS}" redis-server --port "$redis_port" --bind 127.0.0.1 \
-        --save '' --appendonly no --logfile "$OUT/redis-$1.log" &
-    redis_pid=$!
-    wait_for redis redis-cli -p "$redis_port" ping
-}
 
 # start_herald LABEL: herald on SERVER_CPUS, at $server_port, on $redis_port.
 start_herald() {
@@ -113,7 +104,7 @@ start_herald() {
 # fresh Redis.
 start_server() {
     local kind=$1 label=$2
-    start_redis "$label" "${3:-}"
+    start_redis "$OUT/redis-$label.log" "${3:-$REDIS_CPUS}"
     server_port=$(free_port)
     case "$kind" in
     herald)

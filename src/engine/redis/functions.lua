@@ -23,19 +23,20 @@ name, which is also their pub/sub channel:
   herald:{u:<user>}:prefs      string    the preferences document (JSON)
   herald:{u:<user>}:in_app     hash      category -> 1/0 (`*` = default): whether
                                          notifications are kept, from the prefs;
-                                         and `~age_check`: the time (ms) from which
-                                         the oldest entry may have expired
+                                         and `~oldest_ms`: the oldest entry's time
+                                         (ms) at the last age check
 
 The unread count is XLEN(inbox) - SCARD(read): both sets only ever hold ids
 that are still in the inbox (trimming removes them), so the count is exact
 and needs no counter that could drift. Clicked implies read, so `clicked` is
 empty whenever `read` is.
 
-`~age_check` lets a publish skip the age trim's range scan: the in_app hash
-is read on every publish anyway, so the field costs no extra call. It may be
-early (entries removed since it was set only make the oldest younger; a
-missing field means "check now"), never late: it is set right after an age
-check, from the oldest entry then kept. Category names cannot start with `~`.
+`~oldest_ms` lets a publish skip the age trim's range scan until the oldest
+entry may have expired: the in_app hash is read on every publish anyway, so
+the field costs no extra call. It may be early (entries removed since it was
+set only make the oldest younger; a missing field, as after new preferences,
+means "check now"), never late: it is set right after an age check, from the
+oldest entry then kept. Category names cannot start with `~`.
 ]]
 
 local VERSION = '{{VERSION}}'
