@@ -49,14 +49,14 @@ async fn a_killed_node_loses_nothing_clients_resume_on_another() {
     let b = TestApp::spawn(&engine).await;
     let alice = unique_user("alice");
     let follower = Follower::start(&alice, vec![a.url(""), b.url("")]);
-    crate::helpers::wait_for("the stream on node A", WAIT, async || (a.streams_open().await == Some(1)).then_some(()))
-        .await;
+    follower.wait_until_open(WAIT).await;
+    assert_eq!(a.streams_open().await, Some(1), "the first URL is node A's");
 
     let publisher = tokio::spawn(publish_many(b.url(""), alice.clone(), 300, Duration::from_millis(3)));
     follower.wait_for_count(60, WAIT).await;
     a.kill(); // SIGKILL mid-stream
     let published = publisher.await.unwrap();
-    let received = follower.wait_for_count(published.len(), WAIT).await;
+    let received = follower.wait_for_all(&published, WAIT).await;
     assert!(
         follower.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 1,
         "the client must have moved to node B"
@@ -71,7 +71,7 @@ async fn nodes_recover_from_a_redis_restart_without_loss() {
     let node = TestApp::spawn(&engine).await;
     let alice = unique_user("alice");
     let follower = Follower::start(&alice, vec![node.url("")]);
-    crate::helpers::wait_for("the stream", WAIT, async || (node.streams_open().await == Some(1)).then_some(())).await;
+    follower.wait_until_open(WAIT).await;
 
     let mut accepted = publish_many(node.url(""), alice.clone(), 20, Duration::ZERO).await;
     follower.wait_for_count(20, WAIT).await;

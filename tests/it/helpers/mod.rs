@@ -70,6 +70,9 @@ pub fn notification(title: &str) -> serde_json::Value {
 pub struct Follower {
     pub ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub reconnects: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Streams opened: the response head arrived, so the stream's starting
+    /// point is fixed and every later notification belongs to it.
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -77,8 +80,9 @@ impl Follower {
     pub fn start(user: &str, bases: Vec<String>) -> Self {
         let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let token = user_token(user);
-        let (ids2, reconnects2) = (ids.clone(), reconnects.clone());
+        let (ids2, reconnects2, opened2) = (ids.clone(), reconnects.clone(), opened.clone());
         let task = tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut cursor: Option<String> = None;
@@ -98,6 +102,7 @@ impl Follower {
                     base = nodes.next().expect("cycle");
                     continue;
                 };
+                opened2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 loop {
                     match tokio::time::timeout(Duration::from_secs(30), stream.next(Duration::from_secs(3600))).await {
                         Ok(Some(event)) if event.event == "notification" => {
@@ -111,20 +116,66 @@ impl Follower {
                 }
             }
         });
-        Self { ids, reconnects, task }
+        Self { ids, reconnects, opened, task }
+    }
+
+    /// Waits until the first stream is open. A node counts a stream as open
+    /// (`herald_streams_open`) from the moment it registers it, before the
+    /// stream's starting point is fixed: a notification published in between
+    /// is history to that stream, not a live event. The client knows the
+    /// stream is live once the response head arrives.
+    pub async fn wait_until_open(&self, timeout: Duration) {
+        wait_for("the follower's stream to open", timeout, async || {
+            (self.opened.load(std::sync::atomic::Ordering::Relaxed) >= 1).then_some(())
+        })
+        .await
     }
 
     pub fn received(&self) -> Vec<String> {
         self.ids.lock().unwrap().clone()
     }
 
-    /// Waits until `n` notifications have arrived.
+    /// Waits until `n` notifications have arrived; a timeout says how many
+    /// did, and after how many reconnects.
     pub async fn wait_for_count(&self, n: usize, timeout: Duration) -> Vec<String> {
-        wait_for(&format!("{n} notifications"), timeout, async || {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
             let ids = self.received();
-            (ids.len() >= n).then_some(ids)
-        })
-        .await
+            if ids.len() >= n {
+                return ids;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {n} notifications: {} arrived (last {:?}), {} reconnects",
+                ids.len(),
+                ids.last(),
+                self.reconnects.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every id of `expected` has arrived; a timeout lists the
+    /// missing ones, with their places among the expected.
+    pub async fn wait_for_all(&self, expected: &[String], timeout: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ids = self.received();
+            let missing: Vec<(usize, &String)> =
+                expected.iter().enumerate().filter(|(_, id)| !ids.contains(id)).collect();
+            if missing.is_empty() {
+                return ids;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?}: {} of {} arrived, {} reconnects; missing (index, id): {:?}",
+                ids.len(),
+                expected.len(),
+                self.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+                &missing[..missing.len().min(10)]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

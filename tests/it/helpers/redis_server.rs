@@ -47,11 +47,22 @@ impl RedisServer {
             cmd.args(["--appendonly", "no"]);
         }
         self.child = Some(cmd.spawn().expect("redis-server must be installed (scripts/test.sh installs it)"));
+        // Ready means serving commands: Redis accepts connections while it
+        // loads the AOF and answers most commands with LOADING until done.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+        while !self.loaded() {
+            assert!(Instant::now() < deadline, "redis-server did not come up on port {}", self.port);
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Answers, and has finished loading its data.
+    fn loaded(&self) -> bool {
+        let Ok(mut conn) = self.client().get_connection() else { return false };
+        redis::cmd("INFO")
+            .arg("persistence")
+            .query::<String>(&mut conn)
+            .is_ok_and(|info| info.lines().any(|line| line.trim() == "loading:0"))
     }
 
     pub fn url(&self) -> String {
