@@ -18,12 +18,18 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
 pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_explained(timeout, async || check().await.ok_or_else(|| format!("waiting for {what}"))).await
+}
+
+/// Polls `check` until it returns `Ok`, or panics after `timeout` with what
+/// its last `Err` said was still missing.
+pub async fn wait_explained<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        match check().await {
+            Ok(value) => return value,
+            Err(missing) => assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} {missing}"),
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -138,44 +144,45 @@ impl Follower {
     /// Waits until `n` notifications have arrived; a timeout says how many
     /// did, and after how many reconnects.
     pub async fn wait_for_count(&self, n: usize, timeout: Duration) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        wait_explained(timeout, async || {
             let ids = self.received();
             if ids.len() >= n {
-                return ids;
+                return Ok(ids);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {n} notifications: {} arrived (last {:?}), {} reconnects",
+            Err(format!(
+                "waiting for {n} notifications: {} arrived (last {:?}), {}",
                 ids.len(),
                 ids.last(),
-                self.reconnects.load(std::sync::atomic::Ordering::Relaxed)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                self.tries()
+            ))
+        })
+        .await
     }
 
     /// Waits until every id of `expected` has arrived; a timeout lists the
     /// missing ones, with their places among the expected.
     pub async fn wait_for_all(&self, expected: &[String], timeout: Duration) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        wait_explained(timeout, async || {
             let ids = self.received();
             let missing: Vec<(usize, &String)> =
                 expected.iter().enumerate().filter(|(_, id)| !ids.contains(id)).collect();
             if missing.is_empty() {
-                return ids;
+                return Ok(ids);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out after {timeout:?}: {} of {} arrived, {} reconnects; missing (index, id): {:?}",
-                ids.len(),
+            let first = &missing[..missing.len().min(10)];
+            Err(format!(
+                "for {} ids: {} arrived, {}; missing (index, id): {first:?}",
                 expected.len(),
-                self.reconnects.load(std::sync::atomic::Ordering::Relaxed),
-                &missing[..missing.len().min(10)]
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                ids.len(),
+                self.tries()
+            ))
+        })
+        .await
+    }
+
+    fn tries(&self) -> String {
+        let opened = self.opened.load(std::sync::atomic::Ordering::Relaxed);
+        format!("{opened} streams opened, {} reconnects", self.reconnects.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
