@@ -7,7 +7,8 @@
 #
 #   USERS (1000)   users (keys) the calls spread over, at random
 #   FILL (100000)  calls per target before measuring, so that inboxes exist
-#                  (0, with USERS=100000: mostly first publishes, "cold")
+#                  (0, with USERS=100000: 43 % of 200,000 calls are a
+#                  user's first publish, "cold")
 #   CALLS (200000) calls measured per target and round
 #   ROUNDS (5)     rounds; each target starts from an empty Redis each round
 #   HERALDS ("now=target/release/herald")  name=binary pairs: the function
@@ -16,11 +17,12 @@
 #   REVS ("")      name=commit pairs: that commit's functions.lua, with the
 #                  settings the first of HERALDS filled in (no build needed),
 #                  e.g. REVS="before=a5192fc" to compare with an older library
-#   SERVER_CPUS (0) redis-server; LOAD_CPUS (1) redis-benchmark
+#   REDIS_CPUS (0) redis-server; LOAD_CPUS (1) redis-benchmark
+# Needs a release build (cargo build --release --bins): it builds nothing.
 set -euo pipefail
 
 : "${USERS:=1000}" "${FILL:=100000}" "${CALLS:=200000}" "${ROUNDS:=5}"
-: "${HERALDS:=now=target/release/herald}" "${REVS:=}" "${SERVER_CPUS:=0}" "${LOAD_CPUS:=1}"
+: "${HERALDS:=now=target/release/herald}" "${REVS:=}" "${REDIS_CPUS:=0}" "${LOAD_CPUS:=1}"
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -69,7 +71,7 @@ library_at() {
     fi
 }
 
-start_redis "$OUT/redis.log" "$SERVER_CPUS"
+start_redis "$OUT/redis.log" "$REDIS_CPUS"
 targets=(XADD)
 for pair in $HERALDS; do
     library "${pair%%=*}" "${pair#*=}"
@@ -100,7 +102,7 @@ bench() {
 
 {
     echo "date: $(date -u); revision: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "users $USERS, fill $FILL, calls $CALLS, rounds $ROUNDS; redis $(redis-server --version | cut -d' ' -f3) on cpu $SERVER_CPUS, redis-benchmark (50 clients) on cpu $LOAD_CPUS"
+    echo "users $USERS, fill $FILL, calls $CALLS, rounds $ROUNDS; redis $(redis-server --version | cut -d' ' -f3) on cpu $REDIS_CPUS, redis-benchmark (50 clients) on cpu $LOAD_CPUS"
 } | tee "$OUT/summary.txt"
 : >"$OUT/rounds.txt"
 for round in $(seq 1 "$ROUNDS"); do

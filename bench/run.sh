@@ -10,7 +10,7 @@
 #   bench/run.sh smoke    200 streams, 500/s for 3 s, each path once, with
 #                         --fail-on-loss: a few seconds, for CI
 #   bench/run.sh redis-cost  Redis's CPU per call: XADD vs FCALL herald_publish
-#                         (bench/redis-cost.sh; HERALDS compares builds)
+#                         (bench/redis-cost.sh; HERALDS / REVS compare builds / commits)
 #
 # Each run gets a fresh redis-server and a fresh `herald serve` (pinned to
 # SERVER_CPUS), and herald-load runs pinned to LOAD_CPUS. Everything started
@@ -54,6 +54,8 @@ esac
 : "${STREAMS_PER_USER:=1}" "${RAMP_RATE:=2000}" "${LANES:=8}" "${GRACE:=2s}"
 : "${VIAS:=http redis}" "${SERVER_CPUS:=0}" "${REDIS_CPUS:=0}" "${LOAD_CPUS:=1}"
 
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/$mode-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
@@ -92,8 +94,6 @@ load=$bin/herald-load
 HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export HERALD__AUTH__SECRET
 
-# shellcheck source=bench/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 server_pid=
 redis_pid=

@@ -12,7 +12,8 @@
 #                 (each step P2_DURATION, 5s, a fresh server); a target stops at
 #                 its first step with loss, a shortfall or p99 >= 50 ms
 #   raw Redis     redis-benchmark: XADD, PUBLISH, FCALL herald_publish, over
-#                 100,000 users (mostly first publishes: "cold"), then XADD
+#                 100,000 users (43 % of the calls a user's first publish:
+#                 "cold"), then XADD
 #                 and FCALL over 1,000 users with inboxes ("warm", as P2)
 #   P4 reconnect  each of P4_TARGETS ("herald nchan"): P4_STREAMS (10,000)
 #                 streams, publishing at P4_RATE (1,000)/s for P4_DURATION (20s)
@@ -45,6 +46,8 @@ set -euo pipefail
 : "${SERVER_CPUS:=0}" "${LOAD_CPUS:=1}" "${TARGETS:=herald-http herald-redis nchan}"
 : "${REDIS_CPUS:=$SERVER_CPUS}"
 
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/suite-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
@@ -71,8 +74,6 @@ done
 HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export HERALD__AUTH__SECRET
 
-# shellcheck source=bench/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 server_pid= # herald, or nginx's master
 worker_pid= # the process to sample: herald, or nginx's one worker
