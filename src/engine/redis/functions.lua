@@ -36,7 +36,8 @@ entry may have expired: the in_app hash is read on every publish anyway, so
 the field costs no extra call. It may be early (entries removed since it was
 set only make the oldest younger; a missing field, as after new preferences,
 means "check now"), never late: it is set right after an age check, from the
-oldest entry then kept. Category names cannot start with `~`.
+oldest entry then kept. Category names cannot start with `~`. So every user
+who has received a notification has an in_app hash, preferences or not.
 ]]
 
 local VERSION = '{{VERSION}}'
@@ -222,8 +223,9 @@ local OLDEST = '~oldest_ms'
 
 -- Stores `json` (valid, compact, with priority) of type `type` for the user.
 -- Returns {id, subscribers, duplicate (0/1), dropped (0/1)} or an error reply.
--- Each redis.call here is paid on every publish: the common case is HMGET,
--- XADD, XLEN, SCARD and PUBLISH.
+-- Each redis.call here is paid on every publish: HMGET, XADD, XLEN, SCARD
+-- and PUBLISH, plus XRANGE, XTRIM and SET (and SREMs if any are read) once
+-- the inbox is full, which is every publish for a busy user.
 local function store(base, json, type, key)
   -- The category's in_app flag, the default's, and the age-check mark.
   local settings = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*', OLDEST)
@@ -244,7 +246,8 @@ local function store(base, json, type, key)
   end
   local inbox = base .. ':inbox'
   local id = redis.call('XADD', inbox, '*', 'n', json)
-  -- The new id's milliseconds are the server's clock: no TIME call.
+  -- The new id's milliseconds are the server's clock (or the last id's, if
+  -- the clock stepped back): no TIME call.
   local now = entry_ms(id)
   local len = redis.call('XLEN', inbox)
   -- The read set holds only ids in the inbox: none besides a new one.
@@ -424,8 +427,7 @@ end)
 
 -- FCALL herald_list 1 <base> <before id or +> <limit> <unread only 0/1>
 -- Newest first: {unread, next id or '', {{id, json, read, clicked}, ...}}.
--- Trims by age first: history trims on publish, and a user who gets no new
--- notifications must not keep seeing (or counting) expired ones.
+-- Trims first (trim_for_read).
 redis.register_function('herald_list', function(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
