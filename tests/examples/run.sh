@@ -192,8 +192,10 @@ run_example() {
   status=$?
   if ((status != 0)); then
     fail "$name dropped" "exit $status for a notification the user's preferences drop: $(cat "$TMP/$name.quiet.err")"
-  elif [[ -n $out ]] || ! grep -q "preferences" "$TMP/$name.quiet.err"; then
-    fail "$name dropped" "expected nothing on stdout and a preferences note on stderr, got '$out' / $(cat "$TMP/$name.quiet.err")"
+  elif [[ -n $out ]] || ! grep -q "^not stored: " "$TMP/$name.quiet.err"; then
+    fail "$name dropped" "expected nothing on stdout and 'not stored: …' on stderr, got '$out' / $(cat "$TMP/$name.quiet.err")"
+  elif [[ $(curl -s -H "Authorization: Bearer $QUIET_TOKEN" "$BASE/v1/notifications") != *'"items":[]'* ]]; then
+    fail "$name dropped" "$QUIET_USER's history is not empty: the dropped notification was stored"
   else
     pass "$name dropped by preferences (exit 0, nothing stored)"
   fi

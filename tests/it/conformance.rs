@@ -285,6 +285,7 @@ async fn fcall_validates_and_stores_nothing_invalid() {
     let b = backend(&engine, &[("limits.max_payload_bytes", "512")]).await;
     let alice = user("alice");
     let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let keys_before: u64 = ::redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
 
     for (bad, expect) in [
         ("not json".to_owned(), "HERALD_INVALID"),
@@ -303,21 +304,15 @@ async fn fcall_validates_and_stores_nothing_invalid() {
         let err = helpers::fcall_publish(&mut conn, alice.as_str(), &bad).await.unwrap_err();
         assert!(err.to_string().contains(expect), "{bad}: {err}");
     }
-    // Keys that are not one user's base name are refused, whatever the JSON
-    // (built by hand: the helper only builds good keys).
+    // Keys that are not one user's base name are refused, whatever the JSON.
     let good = r#"{"type":"a","title":"t"}"#;
     for bad_key in ["herald:{u:}", "herald:{u:a b}", "herald:{u:a{b}", "herald:{u:a}x", "herald:{x:a}", "other"] {
-        let err = ::redis::cmd("FCALL")
-            .arg("herald_publish")
-            .arg(1)
-            .arg(bad_key)
-            .arg(good)
-            .query_async::<String>(&mut conn)
-            .await
-            .unwrap_err();
+        let err = helpers::fcall_publish_to_key(&mut conn, bad_key, good).await.unwrap_err();
         assert!(err.to_string().contains("key must be"), "{bad_key}: {err}");
     }
     assert!(b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap().entries.is_empty());
+    let keys_after: u64 = ::redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys_after, keys_before, "a refused publish writes no key at all");
 
     // A good one, pretty-printed across lines, is stored on one line.
     let pretty = "{\n  \"type\": \"order.shipped_2-x\",\n  \"title\": \"Shipped\"\n}";

@@ -63,6 +63,15 @@ pub async fn fcall_publish(
     notification: &str,
 ) -> ::redis::RedisResult<Option<String>> {
     let key = herald::engine::redis::user_base(&herald::domain::UserId::parse(user).expect("a valid user id"));
+    fcall_publish_to_key(conn, &key, notification).await
+}
+
+/// `FCALL herald_publish` with the key as given, valid or not.
+pub async fn fcall_publish_to_key(
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    key: &str,
+    notification: &str,
+) -> ::redis::RedisResult<Option<String>> {
     ::redis::cmd("FCALL").arg("herald_publish").arg(1).arg(key).arg(notification).query_async(conn).await
 }
 
