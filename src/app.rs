@@ -3,7 +3,7 @@
 use std::{
     net::{SocketAddr, TcpListener},
     sync::{Arc, Weak},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use actix_web::{
@@ -20,7 +20,7 @@ use crate::{
     auth::Authenticator,
     config::{EngineKind, Settings},
     domain::NotificationLimits,
-    engine::{AnyEngine, Retention, memory::MemoryEngine, redis::RedisEngine},
+    engine::{AnyEngine, NodeTask, Retention, memory::MemoryEngine, redis::RedisEngine},
     error,
     hub::{Hub, HubLimits},
     routes,
@@ -46,7 +46,7 @@ pub struct AppState {
 /// crossing threads (with one worker, the default on one core, all of a
 /// node's I/O runs on one thread; a `perf` profile of the publish path was
 /// dominated by the context switches this avoids: docs/BENCHMARKS.md).
-type NodeTasks = Arc<std::sync::Mutex<Option<Vec<futures_util::future::BoxFuture<'static, ()>>>>>;
+type NodeTasks = Arc<std::sync::Mutex<Vec<NodeTask>>>;
 
 pub struct Application {
     addr: SocketAddr,
@@ -96,7 +96,7 @@ impl Application {
         };
         crate::metrics::get(); // the recorder, before any handle is used
         node_tasks.push(ticker(Arc::downgrade(&hub), &settings));
-        let node_tasks: NodeTasks = Arc::new(std::sync::Mutex::new(Some(node_tasks)));
+        let node_tasks: NodeTasks = Arc::new(std::sync::Mutex::new(node_tasks));
 
         let listener = TcpListener::bind(settings.server.listen)
             .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
@@ -223,8 +223,8 @@ async fn shutdown_signal() {
 /// Runs on each HTTP worker's runtime as it starts: the first one spawns the
 /// node's tasks there, and each gets its own engine connection.
 async fn worker_state(template: AppState, node_tasks: NodeTasks) -> anyhow::Result<AppState> {
-    let tasks = node_tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-    for task in tasks.into_iter().flatten() {
+    let tasks = std::mem::take(&mut *node_tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    for task in tasks {
         tokio::spawn(task);
     }
     let engine = template.engine.on_this_runtime().await?;
@@ -233,7 +233,7 @@ async fn worker_state(template: AppState, node_tasks: NodeTasks) -> anyhow::Resu
 
 /// The hub's node-wide tick (one timer for all streams): expiry,
 /// `token_expiring`, keep-alives. Ends when the hub is gone.
-fn ticker(hub: Weak<Hub>, settings: &Settings) -> futures_util::future::BoxFuture<'static, ()> {
+fn ticker(hub: Weak<Hub>, settings: &Settings) -> NodeTask {
     let warn_before = settings.stream.token_expiring_before;
     let heartbeat_events = settings.stream.heartbeat_events;
     Box::pin(async move {
@@ -242,7 +242,7 @@ fn ticker(hub: Weak<Hub>, settings: &Settings) -> futures_util::future::BoxFutur
         loop {
             tick.tick().await;
             let Some(hub) = hub.upgrade() else { return };
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let now = crate::auth::now_unix();
             let keep_alive = if heartbeat_events {
                 frame::heartbeat(time::OffsetDateTime::now_utc())
             } else {

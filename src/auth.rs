@@ -7,8 +7,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
-    pin::Pin,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -71,7 +69,8 @@ pub struct Authenticator {
 /// Most publisher tokens kept; when full, the cache starts over.
 const PUBLISHER_CACHE: usize = 1024;
 
-fn now_unix() -> u64 {
+/// Now, in unix seconds (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -227,7 +226,7 @@ fn public_key_from_pem(pem: &[u8], algorithms: &[Algorithm]) -> anyhow::Result<D
 /// Mints an HS256 token (the `herald token` command, the demo, tests and the
 /// load tool).
 pub fn mint_token(secret: &str, user: &str, ttl: Duration, publisher: bool) -> anyhow::Result<String> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = now_unix();
     let claims = Claims {
         sub: user.to_owned(),
         exp: now + ttl.as_secs(),
@@ -261,12 +260,12 @@ impl FromRequest for User {
 
 impl FromRequest for Publisher {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let auth = authenticator(req);
         let result = auth.required_token(req).and_then(|token| auth.verify_publisher(&token, now_unix()));
-        Box::pin(std::future::ready(result.map(Publisher)))
+        std::future::ready(result.map(Publisher))
     }
 }
 

@@ -98,6 +98,11 @@ pub struct StreamStart {
     pub unread: u64,
 }
 
+/// A long-running task of the node (the Redis engine's pub/sub task, the
+/// hub's tick): whoever starts the node spawns it on the runtime its I/O
+/// should run on.
+pub type NodeTask = futures_util::future::BoxFuture<'static, ()>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The input breaks a rule (from the `FCALL` path's own validation).
@@ -182,9 +187,7 @@ impl AnyEngine {
     pub async fn on_this_runtime(&self) -> Result<AnyEngine, EngineError> {
         Ok(match self {
             AnyEngine::Memory(e) => AnyEngine::Memory(e.clone()),
-            AnyEngine::Redis(e) => AnyEngine::Redis(
-                e.on_this_runtime().await.map_err(|e| EngineError::Unavailable(format!("cannot connect: {e}")))?,
-            ),
+            AnyEngine::Redis(e) => AnyEngine::Redis(e.on_this_runtime().await?),
         })
     }
 }

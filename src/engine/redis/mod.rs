@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 pub use self::keys::user_base;
 use self::pubsub::PubSubHealth;
 use super::{
-    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Retention,
+    Engine, EngineError, HistoryPage, ListPage, ListQuery, NodeTask, PublishOutcome, Published, ReadTarget, Retention,
     StoredEntry, StreamStart,
 };
 use crate::{
@@ -56,9 +56,6 @@ struct NodeShared {
     version: String,
     pubsub: Arc<PubSubHealth>,
 }
-
-/// The node's pub/sub task: the caller spawns it where its I/O should run.
-pub type PubSubTask = futures_util::future::BoxFuture<'static, ()>;
 
 /// Fills the function library's placeholders from config.
 pub fn library_source(settings: &Settings) -> (String, String) {
@@ -120,7 +117,7 @@ impl RedisEngine {
         settings: &Settings,
         hub: Arc<Hub>,
         subscriptions: mpsc::UnboundedReceiver<SubscriptionCommand>,
-    ) -> anyhow::Result<(Self, PubSubTask)> {
+    ) -> anyhow::Result<(Self, NodeTask)> {
         use anyhow::Context;
         let url = &settings.engine.redis_url;
         let client = Client::open(url.as_str()).with_context(|| format!("engine.redis_url: cannot parse `{url}`"))?;
@@ -157,9 +154,10 @@ impl RedisEngine {
     /// runtime this is awaited on. Each HTTP worker opens one: a request's
     /// `FCALL` then goes out and comes back on the worker's own thread,
     /// instead of waking another thread twice per call.
-    pub async fn on_this_runtime(&self) -> redis::RedisResult<Self> {
+    pub async fn on_this_runtime(&self) -> Result<Self, EngineError> {
         let node = self.inner.node.clone();
-        let commands = ConnectionManager::new_with_config(node.client.clone(), node.config.clone()).await?;
+        let commands =
+            ConnectionManager::new_with_config(node.client.clone(), node.config.clone()).await.map_err(unavailable)?;
         Ok(Self { inner: Arc::new(Inner { commands, node }) })
     }
 
