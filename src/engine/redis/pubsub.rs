@@ -184,21 +184,20 @@ fn next_change(wanted: &mut Wanted, subscribed: &HashSet<UserId>, sink: &PubSubS
 fn pending_change(wanted: &mut Wanted, subscribed: &HashSet<UserId>) -> Option<(HashSet<UserId>, HashSet<UserId>)> {
     let mut add = HashSet::new();
     let mut remove = HashSet::new();
-    let mut seen = Vec::new();
-    for user in &wanted.dirty {
+    let users = &wanted.users;
+    // Classified users leave `dirty`; once a batch is full the rest stay for
+    // the next change.
+    wanted.dirty.retain(|user| {
         if add.len() == BATCH || remove.len() == BATCH {
-            break;
+            return true;
         }
-        seen.push(user.clone());
-        match (wanted.users.contains(user), subscribed.contains(user)) {
+        match (users.contains(user), subscribed.contains(user)) {
             (true, false) => add.insert(user.clone()),
             (false, true) => remove.insert(user.clone()),
             _ => false,
         };
-    }
-    for user in seen {
-        wanted.dirty.remove(&user);
-    }
+        false
+    });
     if add.is_empty() && remove.is_empty() {
         return None;
     }
