@@ -17,12 +17,16 @@
 #   REVS ("")      name=commit pairs: that commit's functions.lua, with the
 #                  settings the first of HERALDS filled in (no build needed),
 #                  e.g. REVS="before=a5192fc" to compare with an older library
+#   FLOOR (0)      1: also the parts of a publish (bench/floor.lua): an FCALL
+#                  that does nothing, one that only appends, one that appends
+#                  and publishes, and one that makes every call a publish
+#                  makes without the field checks, read set or trimming
 #   REDIS_CPUS (0) redis-server; LOAD_CPUS (1) redis-benchmark
 # Needs a release build (cargo build --release --bins): it builds nothing.
 set -euo pipefail
 
 : "${USERS:=1000}" "${FILL:=100000}" "${CALLS:=200000}" "${ROUNDS:=5}"
-: "${HERALDS:=now=target/release/herald}" "${REVS:=}" "${REDIS_CPUS:=0}" "${LOAD_CPUS:=1}"
+: "${HERALDS:=now=target/release/herald}" "${REVS:=}" "${FLOOR:=0}" "${REDIS_CPUS:=0}" "${LOAD_CPUS:=1}"
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -84,6 +88,10 @@ done
 for target in "${targets[@]:1}"; do
     redis-cli -p "$redis_port" -x FUNCTION LOAD REPLACE <"$OUT/lib-$target.lua" >/dev/null
 done
+if ((FLOOR)); then
+    redis-cli -p "$redis_port" -x FUNCTION LOAD REPLACE <bench/floor.lua >/dev/null
+    targets+=(bare append fanout core)
+fi
 
 payload='{"type":"load.test","title":"t","data":{"run":1,"u":1,"seq":1,"due_us":1,"sent_us":1}}'
 ticks=$(getconf CLK_TCK)
@@ -101,7 +109,7 @@ bench() {
 }
 
 {
-    echo "date: $(date -u); revision: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "date: $(date -u); revision: $(git describe --always --dirty 2>/dev/null || echo unknown)"
     echo "users $USERS, fill $FILL, calls $CALLS, rounds $ROUNDS; redis $(redis-server --version | cut -d' ' -f3) on cpu $REDIS_CPUS, redis-benchmark (50 clients) on cpu $LOAD_CPUS"
 } | tee "$OUT/summary.txt"
 : >"$OUT/rounds.txt"

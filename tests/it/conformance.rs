@@ -287,7 +287,7 @@ async fn fcall_validates_and_stores_nothing_invalid() {
     let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
     let keys_before: u64 = ::redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
 
-    for (bad, expect) in [
+    let refused = [
         ("not json".to_owned(), "HERALD_INVALID"),
         ("[1,2]".to_owned(), "HERALD_INVALID"),
         (r#"{"type":"a","title":"t","titel":"x"}"#.to_owned(), "unknown field"),
@@ -299,9 +299,15 @@ async fn fcall_validates_and_stores_nothing_invalid() {
         (r#"{"type":"","title":"t"}"#.to_owned(), "notification.type"),
         (r#"{"type":"a","title":""}"#.to_owned(), "notification.title"),
         (r#"{"type":"a","title":"t","priority":"urgent"}"#.to_owned(), "notification.priority"),
+        (r#"{"type":"a","title":"t","body":5}"#.to_owned(), "notification.body"),
+        (r#"{"type":"a","title":"t","url":5}"#.to_owned(), "notification.url"),
+        (r#"{"type":"a","title":"t","url":null,"icon":{}}"#.to_owned(), "notification.icon"),
         (format!(r#"{{"type":"a","title":"t","body":"{}"}}"#, "x".repeat(600)), "HERALD_TOO_LARGE"),
-    ] {
-        let err = helpers::fcall_publish(&mut conn, alice.as_str(), &bad).await.unwrap_err();
+    ];
+    // Twice: the function remembers well-formed types, and must not
+    // remember a refusal as one.
+    for (bad, expect) in refused.iter().chain(&refused) {
+        let err = helpers::fcall_publish(&mut conn, alice.as_str(), bad).await.unwrap_err();
         assert!(err.to_string().contains(expect), "{bad}: {err}");
     }
     // Keys that are not one user's base name are refused, whatever the JSON.

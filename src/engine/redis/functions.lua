@@ -54,7 +54,6 @@ local TRIM_BATCH = 1000
 
 local FIELDS = {type = true, title = true, body = true, url = true, icon = true, priority = true, data = true}
 local PRIORITIES = {low = true, normal = true, high = true}
-local LINKS = {'url', 'icon'}
 -- The bytes Lua's %s matches.
 local SPACE = {[9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true}
 
@@ -92,14 +91,39 @@ local function strip(s)
 end
 
 -- Dot-separated parts of a-z 0-9 _ -, none empty.
-local function valid_type(t)
+local function well_formed_type(t)
   if #t == 0 or #t > MAX_TYPE then return false end
   return not (string.find(t, '[^a-z0-9_%-.]') or string.byte(t, 1) == 46 or string.byte(t, -1) == 46
     or string.find(t, '..', 1, true))
 end
 
+-- Types already found well formed. A system publishes a handful of types
+-- over and over, and the pattern scan was an eighth of validating one. The
+-- library's locals live until the next FUNCTION LOAD, so this is a cache of
+-- a pure check; it stops growing at KNOWN_TYPES_MAX, so a flood of distinct
+-- types costs the scan, never memory.
+local KNOWN_TYPES_MAX = 1024
+local known_types, known_type_count = {}, 0
+local function valid_type(t)
+  if known_types[t] then return true end
+  if not well_formed_type(t) then return false end
+  if known_type_count < KNOWN_TYPES_MAX then
+    known_types[t] = true
+    known_type_count = known_type_count + 1
+  end
+  return true
+end
+
 local function absent(v)
   return v == nil or v == cjson.null
+end
+
+local function bad_link(v)
+  return not absent(v) and (type(v) ~= 'string' or #v > MAX_URL)
+end
+
+local function invalid_link(field)
+  return invalid('notification.' .. field .. ': must be a string of at most ' .. MAX_URL .. ' bytes')
 end
 
 -- Returns the JSON to store, or nil and an error reply. Same rules as
@@ -116,7 +140,7 @@ local function validate(json)
     json = string.gsub(json, '[\r\n]', ' ')
   end
   if SPACE[string.byte(json, 1)] or SPACE[string.byte(json, -1)] then json = strip(json) end
-  if string.sub(json, 1, 1) ~= '{' then return nil, invalid('notification must be a JSON object') end
+  if string.byte(json, 1) ~= 123 then return nil, invalid('notification must be a JSON object') end
   local ok, n = pcall(cjson.decode, json)
   if not ok or type(n) ~= 'table' then return nil, invalid('notification is not valid JSON') end
   for k in pairs(n) do
@@ -131,11 +155,8 @@ local function validate(json)
   if not absent(n.body) and (type(n.body) ~= 'string' or chars_over(n.body, MAX_BODY)) then
     return nil, invalid('notification.body: must be at most ' .. MAX_BODY .. ' characters')
   end
-  for _, f in ipairs(LINKS) do
-    if not absent(n[f]) and (type(n[f]) ~= 'string' or #n[f] > MAX_URL) then
-      return nil, invalid('notification.' .. f .. ': must be a string of at most ' .. MAX_URL .. ' bytes')
-    end
-  end
+  if bad_link(n.url) then return nil, invalid_link('url') end
+  if bad_link(n.icon) then return nil, invalid_link('icon') end
   if n.priority == nil then
     json = '{"priority":"normal",' .. string.sub(json, 2)
   elseif not PRIORITIES[n.priority] then
