@@ -14,9 +14,9 @@ use std::{
     hash::BuildHasher,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{Notify, mpsc};
@@ -54,6 +54,12 @@ pub struct HubLimits {
 /// The node-wide tick: token expiry, `token_expiring`, keep-alives. Short,
 /// so keep-alives spread over many ticks instead of one burst.
 pub const TICK: Duration = Duration::from_millis(250);
+
+/// How late the tick may be before the node calls itself unhealthy: forty
+/// ticks. A busy node is late by milliseconds; this late, the tick's task
+/// has died or the worker thread that runs it is stuck (see
+/// [`Hub::since_last_tick`]).
+pub const TICK_STALLED: Duration = Duration::from_secs(10);
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
@@ -121,7 +127,10 @@ pub struct Hub {
     streams: AtomicUsize,
     shutting_down: AtomicBool,
     /// Ticks so far (see [`TICK`]); frames record it, keep-alives read it.
-    ticks: std::sync::atomic::AtomicU64,
+    ticks: AtomicU64,
+    /// When the hub was made, and when it last ticked (ms after that).
+    started: Instant,
+    last_tick_ms: AtomicU64,
     keep_alive_ticks: u64,
     /// The keep-alive of the current tick (a comment, or a `heartbeat`
     /// event with the time): streams owed one send this.
@@ -148,7 +157,9 @@ impl Hub {
             shutting_down: Default::default(),
             // Starts one interval in, so a new stream's random phase can
             // reach back a whole interval from the very first tick.
-            ticks: std::sync::atomic::AtomicU64::new(keep_alive_ticks),
+            ticks: AtomicU64::new(keep_alive_ticks),
+            started: Instant::now(),
+            last_tick_ms: AtomicU64::new(0),
             keep_alive_ticks,
             keep_alive: Mutex::new(frame::KEEP_ALIVE.clone()),
             confirmed: Arc::new(Subscribed::already()),
@@ -306,6 +317,7 @@ impl Hub {
     /// 10,000 streams never get their keep-alives written in one burst.
     pub fn tick(&self, now_unix: u64, warn_before: Duration, keep_alive: &bytes::Bytes) {
         let tick = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        self.last_tick_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         *self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()) = keep_alive.clone();
         self.for_each(|c| {
             if now_unix >= c.expires_at {
@@ -317,6 +329,15 @@ impl Hub {
             }
             c.keep_alive_if_quiet(tick, self.keep_alive_ticks);
         });
+    }
+
+    /// How long ago the hub last ticked (before its first tick: how long ago
+    /// it was made). The tick alone ends streams whose token expired and
+    /// sends keep-alives, and it runs on the first HTTP worker's thread:
+    /// past [`TICK_STALLED`], `/healthz` fails so that the node is replaced.
+    pub fn since_last_tick(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_tick_ms.load(Ordering::Relaxed)))
     }
 
     /// What a stream owed a keep-alive sends.
@@ -365,6 +386,17 @@ mod tests {
 
     fn conn(user: &str) -> Arc<Connection> {
         Arc::new(Connection::new(UserId::parse(user).unwrap(), u64::MAX))
+    }
+
+    #[test]
+    fn since_last_tick_counts_from_the_last_tick() {
+        let hub = hub(None);
+        std::thread::sleep(Duration::from_millis(200));
+        let before = hub.since_last_tick();
+        assert!(before >= Duration::from_millis(200), "before the first tick it counts from the start: {before:?}");
+        hub.tick(0, Duration::ZERO, &frame::KEEP_ALIVE);
+        let after = hub.since_last_tick();
+        assert!(after < Duration::from_millis(100), "a tick resets it: {after:?}");
     }
 
     #[test]
