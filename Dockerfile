@@ -44,7 +44,8 @@ COPY config/default.toml /etc/herald/default.toml
 ENV HERALD__SERVER__LISTEN=0.0.0.0:8080
 EXPOSE 8080
 USER 10001:10001
-# /healthz: the process is up. Orchestrators should also probe /readyz
+# /healthz: the process is up and its node-wide tick (keep-alives, token
+# expiry) runs. Orchestrators should also probe /readyz
 # (engine reachable, functions loaded, pub/sub alive) before sending traffic.
 # If you change HERALD__SERVER__LISTEN's port, change it here too.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
