@@ -96,6 +96,7 @@ impl Application {
         };
         crate::metrics::get(); // the recorder, before any handle is used
         node_tasks.push(ticker(Arc::downgrade(&hub), &settings));
+        hub.watch_ticks_from_now();
         let node_tasks: NodeTasks = Arc::new(std::sync::Mutex::new(node_tasks));
 
         let listener = TcpListener::bind(settings.server.listen)

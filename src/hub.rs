@@ -331,8 +331,15 @@ impl Hub {
         });
     }
 
+    /// Starts the stall watch of [`Hub::since_last_tick`] now: the tick's
+    /// task is about to start, and the time the node took to get here
+    /// (connecting to Redis, say) is not the tick being late.
+    pub fn watch_ticks_from_now(&self) {
+        self.last_tick_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// How long ago the hub last ticked (before its first tick: how long ago
-    /// it was made). The tick alone ends streams whose token expired and
+    /// it was made, or the watch started). The tick alone ends streams whose token expired and
     /// sends keep-alives, and it runs on the first HTTP worker's thread:
     /// past [`TICK_STALLED`], `/healthz` fails so that the node is replaced.
     pub fn since_last_tick(&self) -> Duration {
@@ -397,6 +404,11 @@ mod tests {
         hub.tick(0, Duration::ZERO, &frame::KEEP_ALIVE);
         let after = hub.since_last_tick();
         assert!(after < Duration::from_millis(100), "a tick resets it: {after:?}");
+
+        std::thread::sleep(Duration::from_millis(200));
+        hub.watch_ticks_from_now();
+        let watched = hub.since_last_tick();
+        assert!(watched < Duration::from_millis(100), "so does starting the watch: {watched:?}");
     }
 
     #[test]

@@ -329,4 +329,17 @@ async fn fcall_validates_and_stores_nothing_invalid() {
     assert!(!page.entries[0].body.contains('\n'));
     let v: serde_json::Value = serde_json::from_str(&page.entries[0].body).unwrap();
     assert_eq!((v["type"].as_str(), v["priority"].as_str()), (Some("order.shipped_2-x"), Some("normal")));
+
+    // Past the bound of the function's cache of known types (1,024), new
+    // types are still checked: good ones stored, bad ones refused.
+    let bob = user("bob");
+    for i in 0..1100 {
+        let ok = format!(r#"{{"type":"kind.k{i}","title":"t"}}"#);
+        let stored = helpers::fcall_publish(&mut conn, bob.as_str(), &ok).await.unwrap();
+        assert!(stored.is_some(), "{ok}");
+    }
+    for bad in [r#"{"type":"kind.K","title":"t"}"#, r#"{"type":"kind.","title":"t"}"#] {
+        let err = helpers::fcall_publish(&mut conn, bob.as_str(), bad).await.unwrap_err();
+        assert!(err.to_string().contains("notification.type"), "{bad}: {err}");
+    }
 }
