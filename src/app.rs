@@ -2,7 +2,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    sync::{Arc, Weak},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -95,8 +95,7 @@ impl Application {
             }
         };
         crate::metrics::get(); // the recorder, before any handle is used
-        node_tasks.push(ticker(Arc::downgrade(&hub), &settings));
-        hub.watch_ticks_from_now();
+        node_tasks.push(ticker(&hub, &settings));
         let node_tasks: NodeTasks = Arc::new(std::sync::Mutex::new(node_tasks));
 
         let listener = TcpListener::bind(settings.server.listen)
@@ -233,8 +232,11 @@ async fn worker_state(template: AppState, node_tasks: NodeTasks) -> anyhow::Resu
 }
 
 /// The hub's node-wide tick (one timer for all streams): expiry,
-/// `token_expiring`, keep-alives. Ends when the hub is gone.
-fn ticker(hub: Weak<Hub>, settings: &Settings) -> NodeTask {
+/// `token_expiring`, keep-alives. Ends when the hub is gone. The hub's stall
+/// watch starts as the task is made, not when the hub was.
+fn ticker(hub: &Arc<Hub>, settings: &Settings) -> NodeTask {
+    hub.watch_ticks_from_now();
+    let hub = Arc::downgrade(hub);
     let warn_before = settings.stream.token_expiring_before;
     let heartbeat_events = settings.stream.heartbeat_events;
     Box::pin(async move {
@@ -243,7 +245,7 @@ fn ticker(hub: Weak<Hub>, settings: &Settings) -> NodeTask {
         loop {
             tick.tick().await;
             let Some(hub) = hub.upgrade() else { return };
-            let now = crate::auth::now_unix();
+            let now = crate::clock::now_unix();
             let keep_alive = if heartbeat_events {
                 frame::heartbeat(time::OffsetDateTime::now_utc())
             } else {

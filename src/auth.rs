@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
@@ -17,6 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    clock::now_unix,
     config::{AuthSettings, Secret, is_hmac},
     domain::UserId,
     error::ApiError,
@@ -68,11 +69,6 @@ pub struct Authenticator {
 
 /// Most publisher tokens kept; when full, the cache starts over.
 const PUBLISHER_CACHE: usize = 1024;
-
-/// Now, in unix seconds (0 if the clock is before 1970).
-pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// The checks for tokens signed with `alg`: signature, `exp`, `nbf`, the
 /// configured `iss` / `aud`, with leeway.

@@ -16,12 +16,13 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::{
+    clock::LastSeen,
     domain::UserId,
     stream::{ByeReason, Connection, Frame, frame},
 };
@@ -128,9 +129,8 @@ pub struct Hub {
     shutting_down: AtomicBool,
     /// Ticks so far (see [`TICK`]); frames record it, keep-alives read it.
     ticks: AtomicU64,
-    /// When the hub was made, and when it last ticked (ms after that).
-    started: Instant,
-    last_tick_ms: AtomicU64,
+    /// When the hub last ticked (see [`Hub::since_last_tick`]).
+    last_tick: LastSeen,
     keep_alive_ticks: u64,
     /// The keep-alive of the current tick (a comment, or a `heartbeat`
     /// event with the time): streams owed one send this.
@@ -158,8 +158,7 @@ impl Hub {
             // Starts one interval in, so a new stream's random phase can
             // reach back a whole interval from the very first tick.
             ticks: AtomicU64::new(keep_alive_ticks),
-            started: Instant::now(),
-            last_tick_ms: AtomicU64::new(0),
+            last_tick: LastSeen::new(),
             keep_alive_ticks,
             keep_alive: Mutex::new(frame::KEEP_ALIVE.clone()),
             confirmed: Arc::new(Subscribed::already()),
@@ -317,7 +316,7 @@ impl Hub {
     /// 10,000 streams never get their keep-alives written in one burst.
     pub fn tick(&self, now_unix: u64, warn_before: Duration, keep_alive: &bytes::Bytes) {
         let tick = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
-        self.last_tick_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_tick.mark();
         *self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()) = keep_alive.clone();
         self.for_each(|c| {
             if now_unix >= c.expires_at {
@@ -335,16 +334,16 @@ impl Hub {
     /// task is about to start, and the time the node took to get here
     /// (connecting to Redis, say) is not the tick being late.
     pub fn watch_ticks_from_now(&self) {
-        self.last_tick_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_tick.mark();
     }
 
-    /// How long ago the hub last ticked (before its first tick: how long ago
-    /// it was made, or the watch started). The tick alone ends streams whose token expired and
-    /// sends keep-alives, and it runs on the first HTTP worker's thread:
-    /// past [`TICK_STALLED`], `/healthz` fails so that the node is replaced.
+    /// How long ago the hub last ticked (before its first tick: since it
+    /// was made, or the watch started). The tick alone ends streams whose
+    /// token expired and sends keep-alives, and it runs on the first HTTP
+    /// worker's thread: past [`TICK_STALLED`], `/healthz` fails so that the
+    /// node is replaced.
     pub fn since_last_tick(&self) -> Duration {
-        let now = self.started.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_tick_ms.load(Ordering::Relaxed)))
+        self.last_tick.age()
     }
 
     /// What a stream owed a keep-alive sends.

@@ -27,12 +27,14 @@
 //! | [`stream`] | SSE frames, per-stream queue, the response body |
 //! | [`limits`] | the per-publisher publish rate |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`clock`] | wall-clock reads; the last-seen marks behind `/healthz` and `/readyz` |
 //! | [`routes`] | HTTP handlers |
 //! | [`cli`] | `serve`, `token`, `check-config` |
 
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;

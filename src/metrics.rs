@@ -3,10 +3,7 @@
 //! Every handle is registered once, when the recorder is installed; the hot
 //! path (per event, per delivery) only bumps an atomic, with no name lookup.
 
-use std::{
-    sync::OnceLock,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::OnceLock;
 
 use metrics::{
     Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -41,7 +38,7 @@ impl Metrics {
     }
 
     pub fn observe_delivery_latency(&self, id: EntryId) {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = crate::clock::now_unix_ms();
         self.publish_to_delivery.record(now_ms.saturating_sub(id.ms) as f64 / 1000.0);
     }
 }

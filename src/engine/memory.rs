@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use super::{
@@ -15,6 +15,7 @@ use super::{
     StoredEntry, StreamStart,
 };
 use crate::{
+    clock::now_unix_ms,
     domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, UserId},
     hub::Hub,
     stream::frame::{self, SyncEvent},
@@ -41,10 +42,6 @@ struct Inbox {
     unread: u64,
     idempotency: HashMap<String, (Published, Instant)>,
     preferences: Option<Preferences>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Inbox {
@@ -123,7 +120,7 @@ impl Engine for MemoryEngine {
     ) -> Result<PublishOutcome, EngineError> {
         let stored = notification.json.as_str();
         let retention = &self.inner.retention;
-        let now = now_ms();
+        let now = now_unix_ms();
         let mut inboxes = self.inboxes();
         let inbox = inboxes.entry(user.clone()).or_default();
         if let Some(prefs) = &inbox.preferences
@@ -171,7 +168,7 @@ impl Engine for MemoryEngine {
         };
         // History trims on publish; a user who gets nothing new must still
         // not see (or count) expired entries.
-        inbox.trim(&self.inner.retention, now_ms());
+        inbox.trim(&self.inner.retention, now_unix_ms());
         Ok(StreamStart { last_id: inbox.last_id, unread: inbox.unread })
     }
 
@@ -182,7 +179,7 @@ impl Engine for MemoryEngine {
     async fn list(&self, user: &UserId, query: ListQuery) -> Result<ListPage, EngineError> {
         let mut inboxes = self.inboxes();
         let Some(inbox) = inboxes.get_mut(user) else { return Ok(ListPage::default()) };
-        inbox.trim(&self.inner.retention, now_ms());
+        inbox.trim(&self.inner.retention, now_unix_ms());
         let end = match query.before {
             Some(before) => inbox.entries.partition_point(|e| e.id < before),
             None => inbox.entries.len(),

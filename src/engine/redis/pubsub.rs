@@ -16,9 +16,9 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures_util::{Future, StreamExt};
@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::keys::{user_base, user_of_channel};
 use crate::{
+    clock::LastSeen,
     domain::{EntryId, UserId},
     engine::EngineError,
     hub::{Hub, Subscribed, SubscriptionCommand},
@@ -41,24 +42,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Whether the pub/sub connection is proven alive, for `/readyz`: connected,
 /// and its last PING answered within three ping intervals.
 pub struct PubSubHealth {
-    started: Instant,
-    last_pong_ms: AtomicU64,
+    last_pong: LastSeen,
     connected: AtomicBool,
     ping_interval: Duration,
 }
 
 impl PubSubHealth {
     pub fn new(ping_interval: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            last_pong_ms: AtomicU64::new(0),
-            connected: AtomicBool::new(false),
-            ping_interval,
-        }
+        Self { last_pong: LastSeen::new(), connected: AtomicBool::new(false), ping_interval }
     }
 
     fn mark_alive(&self) {
-        self.last_pong_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Release);
+        self.last_pong.mark();
         self.connected.store(true, Ordering::Release);
     }
 
@@ -66,10 +61,11 @@ impl PubSubHealth {
         if !self.connected.load(Ordering::Acquire) {
             return Err(EngineError::Unavailable("the pub/sub connection is down".into()));
         }
-        let age = self.started.elapsed().as_millis() as u64 - self.last_pong_ms.load(Ordering::Acquire);
-        if age > 3 * self.ping_interval.as_millis() as u64 {
+        let age = self.last_pong.age();
+        if age > 3 * self.ping_interval {
             return Err(EngineError::Unavailable(format!(
-                "the pub/sub connection has not answered a PING for {age} ms"
+                "the pub/sub connection has not answered a PING for {} ms",
+                age.as_millis()
             )));
         }
         Ok(())
