@@ -195,7 +195,9 @@ async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {
 /// skips the check until the oldest entry it last saw may have expired, so a
 /// check that ran too rarely (or remembered the wrong entry) would leave
 /// expired entries behind. Some entries are read, so the unread count each
-/// publish streams must also leave the expired ones out.
+/// publish streams must also leave the expired ones out. The last publish
+/// comes after a pause longer than the age, so every earlier entry expires
+/// at once and one publish must remove them all.
 async fn every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept(engine: helpers::Engine) {
     const MAX_AGE_MS: u64 = 1000;
     let b = backend(&engine, &[("history.max_age", "1s")]).await;
@@ -203,7 +205,8 @@ async fn every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept(engine
     let tab = b.listen(&alice).await;
     let (mut published, mut read) = (Vec::new(), Vec::new());
     // 25 publishes 100 ms apart: each entry ages out while more arrive.
-    for round in 0..25 {
+    let mut kept = Vec::new();
+    for round in 0..26 {
         let id = b.publish(&alice, &format!("n{round}")).await;
         let frame = loop {
             let frame = next_frame(&tab, Duration::from_secs(5)).await.expect("the publish's live frame");
@@ -213,7 +216,7 @@ async fn every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept(engine
         };
         published.push(id);
         // The entry ages out by the clock that stamped the newest id.
-        let kept: Vec<EntryId> = published.iter().copied().filter(|e| e.ms >= id.ms - MAX_AGE_MS).collect();
+        kept = published.iter().copied().filter(|e| e.ms >= id.ms - MAX_AGE_MS).collect::<Vec<_>>();
         let page = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
         assert_eq!(page.entries.iter().map(|e| e.id).collect::<Vec<_>>(), kept, "round {round}");
         let unread = kept.iter().filter(|e| !read.contains(*e)).count();
@@ -223,9 +226,11 @@ async fn every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept(engine
             b.engine.mark_read(&alice, &ReadTarget::Ids(vec![id])).await.unwrap();
             read.push(id);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pause = if round == 24 { MAX_AGE_MS + 100 } else { 100 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     assert!(published[0].ms + 2 * MAX_AGE_MS <= published[24].ms, "the run spans two ages");
+    assert_eq!(kept, [published[25]], "after the pause, the last publish kept only itself");
 }
 
 async fn expired_entries_go_even_without_new_publishes(engine: helpers::Engine) {

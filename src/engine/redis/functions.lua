@@ -177,8 +177,8 @@ local function id_before(a, b)
 end
 
 -- Drops a removed entry's id from the read and clicked sets. Given the
--- read set's size, skips the calls when it is empty (clicked implies read)
--- and returns its size after.
+-- read set's size (optional), skips the calls when it is empty (clicked
+-- implies read) and returns its size after.
 local function forget(base, id, read_count)
   if read_count == 0 then return 0 end
   local was_read = redis.call('SREM', base .. ':read', id)
@@ -209,10 +209,16 @@ local function trim(base, inbox, now_ms, len, read_count, check_age)
   local cutoff = now_ms - MAX_AGE_MS
   if check_age and cutoff > 0 then
     local aged = redis.call('XRANGE', inbox, '-', '(' .. cutoff .. '-0', 'COUNT', TRIM_BATCH)
-    for _, e in ipairs(aged) do
+    local ids = {}
+    for i, e in ipairs(aged) do
       read_count = forget(base, e[1], read_count)
-      redis.call('XDEL', inbox, e[1])
-      newest_trimmed = e[1]
+      ids[i] = e[1]
+    end
+    -- One XDEL for all: a user whose inbox is limited by age loses one or
+    -- two entries at most checks.
+    if #ids > 0 then
+      redis.call('XDEL', inbox, unpack(ids))
+      newest_trimmed = ids[#ids]
     end
     len = len - #aged
   end
@@ -246,7 +252,12 @@ local OLDEST = '~oldest_ms'
 -- Returns {id, subscribers, duplicate (0/1), dropped (0/1)} or an error reply.
 -- Each redis.call here is paid on every publish: HMGET, XADD, XLEN, SCARD
 -- and PUBLISH, plus XRANGE, XTRIM and SET (and SREMs if any are read) once
--- the inbox is full, which is every publish for a busy user.
+-- the inbox is full, which is every publish for a busy user. Once the
+-- oldest entry may have expired (about every other publish for a user
+-- whose inbox is limited by age, not length), the age check adds XRANGE,
+-- XDEL and SET to remove what expired, and XRANGE and HSET to move the
+-- mark. (Reading the head once instead, with the entries it would keep,
+-- cost more: XRANGE returns every entry's document.)
 local function store(base, json, type, key)
   -- The category's in_app flag, the default's, and the age-check mark.
   local settings = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*', OLDEST)
