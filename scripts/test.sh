@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test Herald has. On a fresh Debian machine it first installs what
-# the tests need (redis-server, and cargo-nextest if missing), then:
+# the tests need (redis-server, curl, and cargo-nextest if missing), then:
 #   1. cargo fmt --check and cargo clippy -D warnings
 #   2. the unit tests and the integration suite (real redis-server processes)
 #   3. the publishing examples (redis-cli, Python, Node) against a real gateway
@@ -22,7 +22,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 # The tests start their own redis-server processes; a system one is not needed.
-if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then :; fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 log "format and lints"
