@@ -117,7 +117,7 @@ async fn nodes_recover_from_a_redis_restart_without_loss() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let received = follower.wait_for_count(40, Duration::from_secs(20)).await;
+    let received = follower.wait_for_all(&accepted, Duration::from_secs(20)).await;
     assert_eq!(received, accepted, "everything accepted arrives once, in order");
     assert_eq!(
         follower.reconnects.load(std::sync::atomic::Ordering::Relaxed),
