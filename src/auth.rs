@@ -204,8 +204,9 @@ impl Authenticator {
 }
 
 /// One query parameter, percent-decoded. A stream open looks up three
-/// (`access_token`, `last_event_id`, `topics`): each scan decodes only the
-/// value it returns, not every pair into owned strings.
+/// (`access_token`, `last_event_id`, `topics`): each scan borrows the pairs
+/// it passes (unless they hold escapes) and allocates only the value it
+/// returns, not every pair into owned strings.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }

@@ -121,10 +121,12 @@ impl Summary {
         self.server_growth_per_stream(self.server?.rss_open_kib?)
     }
 
-    /// The same at the end of the run. With `--idle` longer than the
-    /// allocator's decay (jemalloc: 10 s), the pages it still held from
-    /// the opening requests' freed memory are gone by then, so this is the
-    /// steadier figure of what an idle stream keeps.
+    /// The same at the end of the run: after `--idle` and the publish
+    /// phase, so it includes what publishing left (small with the `redis`
+    /// engine and a short, slow publish, as in the suite's P1). With
+    /// `--idle` longer than the allocator's decay (jemalloc: 10 s), the
+    /// pages it still held from the opening requests' freed memory are
+    /// gone by then, so this is the steadier figure of what a stream keeps.
     pub fn rss_per_stream_end_bytes(&self) -> Option<f64> {
         self.server_growth_per_stream(self.server?.rss_end_kib?)
     }
