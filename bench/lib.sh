@@ -57,3 +57,39 @@ start_redis() {
     redis_pid=$!
     wait_for redis redis-cli -p "$redis_port" ping
 }
+
+# Exports a random HERALD__AUTH__SECRET for the gateways this run starts.
+export_secret() {
+    HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    export HERALD__AUTH__SECRET
+}
+
+# launch_herald BINARY PORT LOG [CPUS]: `BINARY serve` on the redis engine
+# at $redis_port, listening on 127.0.0.1:PORT, appending to LOG, pinned to
+# CPUS if given; waits until /readyz answers and sets herald_pid.
+# shellcheck disable=SC2034 # herald_pid is for the caller
+launch_herald() {
+    local pin=()
+    [[ -n ${4:-} ]] && pin=(taskset -c "$4")
+    HERALD__ENGINE__KIND=redis \
+        HERALD__ENGINE__REDIS_URL="redis://127.0.0.1:$redis_port" \
+        HERALD__SERVER__LISTEN="127.0.0.1:$2" \
+        HERALD__LOG__LEVEL=warn \
+        "${pin[@]}" "$1" serve >>"$3" 2>&1 &
+    herald_pid=$!
+    wait_for herald curl -sf "http://127.0.0.1:$2/readyz"
+}
+
+# The notification the Redis-side benchmarks publish.
+# shellcheck disable=SC2034 # for the scripts that source this
+LOAD_PAYLOAD='{"type":"load.test","title":"t","data":{"run":1,"u":1,"seq":1,"due_us":1,"sent_us":1}}'
+
+# redis_rate USERS N COMMAND...: N calls of COMMAND by redis-benchmark (50
+# clients, keys over USERS random values, on LOAD_CPUS, at most 300 s)
+# against $redis_port; prints its final "… requests per second" line.
+redis_rate() {
+    local users=$1 n=$2
+    shift 2
+    timeout 300 taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n "$n" -c 50 -r "$users" "$@" 2>&1 |
+        tr '\r' '\n' | grep 'requests per second' | tail -n 1
+}

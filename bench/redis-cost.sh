@@ -34,29 +34,27 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/redis-cost-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export HERALD__AUTH__SECRET
+export_secret
 
 redis_pid='' herald_pid=''
 trap 'stop_pid "$herald_pid"; stop_pid "$redis_pid"' EXIT
 
+# renamed NAME: herald's library on stdin, renamed lib_NAME with functions
+# NAME_*, so that several can be loaded at once.
+renamed() {
+    sed -e "s/^#!lua name=herald\$/#!lua name=lib_$1/" -e "s/'herald_\([a-z_]*\)'/'${1}_\1'/g"
+}
+
 # library NAME BINARY: the library BINARY loads into Redis (its config
-# filled in), renamed so that several can be loaded at once.
+# filled in), renamed.
 library() {
-    local name=$1 binary=$2 port
-    port=$(free_port)
-    HERALD__ENGINE__KIND=redis HERALD__ENGINE__REDIS_URL="redis://127.0.0.1:$redis_port" \
-        HERALD__SERVER__LISTEN="127.0.0.1:$port" HERALD__LOG__LEVEL=warn \
-        "$binary" serve >>"$OUT/herald.log" 2>&1 &
-    herald_pid=$!
-    wait_for herald curl -sf "http://127.0.0.1:$port/readyz"
+    local name=$1 binary=$2
+    launch_herald "$binary" "$(free_port)" "$OUT/herald.log"
     stop_pid "$herald_pid"
     herald_pid=
     # The code is the last field of the reply.
     redis-cli -p "$redis_port" --raw FUNCTION LIST LIBRARYNAME herald WITHCODE |
-        awk '/^#!lua/ { code = 1 } code' |
-        sed -e "s/^#!lua name=herald\$/#!lua name=lib_$name/" -e "s/'herald_\([a-z_]*\)'/'${name}_\1'/g" \
-            >"$OUT/lib-$name.lua"
+        awk '/^#!lua/ { code = 1 } code' | renamed "$name" >"$OUT/lib-$name.lua"
     redis-cli -p "$redis_port" FUNCTION DELETE herald >/dev/null
 }
 
@@ -67,8 +65,7 @@ library_at() {
     git show "$commit:src/engine/redis/functions.lua" |
         awk 'NR == FNR { if ($0 ~ /^local [A-Z_]+ = /) line[$2] = $0; next }
              /^local [A-Z_]+ = .*\{\{/ && ($2 in line) { print line[$2]; next } { print }' "$filled" - |
-        sed -e "s/^#!lua name=herald\$/#!lua name=lib_$name/" -e "s/'herald_\([a-z_]*\)'/'${name}_\1'/g" \
-            >"$OUT/lib-$name.lua"
+        renamed "$name" >"$OUT/lib-$name.lua"
     if grep -q '^local .*{{' "$OUT/lib-$name.lua"; then
         echo "$commit's library has settings $filled does not fill" >&2
         exit 1
@@ -81,6 +78,10 @@ for pair in $HERALDS; do
     library "${pair%%=*}" "${pair#*=}"
     targets+=("${pair%%=*}")
 done
+if [[ -n $REVS && -z $HERALDS ]]; then
+    echo "REVS takes its settings from the first of HERALDS: set HERALDS too" >&2
+    exit 1
+fi
 for pair in $REVS; do
     library_at "${pair%%=*}" "${pair#*=}" "$OUT/lib-${targets[1]}.lua"
     targets+=("${pair%%=*}")
@@ -93,7 +94,7 @@ if ((FLOOR)); then
     targets+=(bare append fanout core)
 fi
 
-payload='{"type":"load.test","title":"t","data":{"run":1,"u":1,"seq":1,"due_us":1,"sent_us":1}}'
+payload=$LOAD_PAYLOAD
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$redis_pid/stat"; }
 # bench N TARGET: N calls of TARGET; prints the rate.
@@ -104,8 +105,7 @@ bench() {
     else
         cmd=(FCALL "$2_publish" 1 'herald:{u:load-__rand_int__}' "$payload")
     fi
-    taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n "$1" -c 50 -r "$USERS" "${cmd[@]}" 2>&1 |
-        tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -n 1 | cut -d' ' -f1
+    redis_rate "$USERS" "$1" "${cmd[@]}" | grep -o '[0-9.]* requests per second' | cut -d' ' -f1
 }
 
 {

@@ -91,9 +91,7 @@ fi
 herald=$bin/herald
 load=$bin/herald-load
 
-HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export HERALD__AUTH__SECRET
-
+export_secret
 
 server_pid=
 redis_pid=
@@ -157,13 +155,8 @@ for via in $VIAS; do
         start_redis "$OUT/redis-$label.log" "$REDIS_CPUS"
 
         herald_port=$(free_port)
-        HERALD__ENGINE__KIND=redis \
-            HERALD__ENGINE__REDIS_URL="redis://127.0.0.1:$redis_port" \
-            HERALD__SERVER__LISTEN="127.0.0.1:$herald_port" \
-            HERALD__LOG__LEVEL=warn \
-            taskset -c "$SERVER_CPUS" "$herald" serve >"$OUT/herald-$label.log" 2>&1 &
-        server_pid=$!
-        wait_for herald curl -sf "http://127.0.0.1:$herald_port/readyz"
+        launch_herald "$herald" "$herald_port" "$OUT/herald-$label.log" "$SERVER_CPUS"
+        server_pid=$herald_pid
 
         echo "== $label"
         perf_pid=

@@ -71,9 +71,7 @@ for tool in redis-server redis-cli redis-benchmark nginx curl jq taskset; do
     }
 done
 
-HERALD__AUTH__SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export HERALD__AUTH__SECRET
-
+export_secret
 
 server_pid= # herald, or nginx's master
 worker_pid= # the process to sample: herald, or nginx's one worker
@@ -91,14 +89,9 @@ trap 'stop; exit 130' INT TERM
 
 # start_herald LABEL: herald on SERVER_CPUS, at $server_port, on $redis_port.
 start_herald() {
-    HERALD__ENGINE__KIND=redis \
-        HERALD__ENGINE__REDIS_URL="redis://127.0.0.1:$redis_port" \
-        HERALD__SERVER__LISTEN="127.0.0.1:$server_port" \
-        HERALD__LOG__LEVEL=warn \
-        taskset -c "$SERVER_CPUS" "$herald" serve >>"$OUT/herald-$1.log" 2>&1 &
-    server_pid=$!
+    launch_herald "$herald" "$server_port" "$OUT/herald-$1.log" "$SERVER_CPUS"
+    server_pid=$herald_pid
     worker_pid=$server_pid
-    wait_for herald curl -sf "http://127.0.0.1:$server_port/readyz"
 }
 
 # start_server KIND LABEL [REDIS_CPUS]: herald or nchan on SERVER_CPUS, on a
@@ -249,13 +242,12 @@ for scenario in $SCENARIOS; do
         # Redis's own ceiling on one core, for the FCALL path's reference.
         # herald is started only so that it loads its functions.
         start_server herald raw "$SERVER_CPUS"
-        payload='{"type":"load.test","title":"t","data":{"run":1,"u":1,"seq":1,"due_us":1,"sent_us":1}}'
+        payload=$LOAD_PAYLOAD
         # rb LABEL USERS N COMMAND...: one redis-benchmark line, labelled.
         rb() {
-            local label=$1 users=$2 n=$3
-            shift 3
-            taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n "$n" -c 50 -r "$users" "$@" 2>&1 |
-                tr '\r' '\n' | grep 'requests per second' | tail -n 1 | sed "s/^/$label /"
+            local label=$1
+            shift
+            redis_rate "$@" | sed "s/^/$label /"
         }
         {
             rb cold 100000 200000 XADD 'bench:{__rand_int__}' MAXLEN '~' 100 '*' f "$payload"
