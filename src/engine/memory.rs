@@ -83,13 +83,20 @@ impl Inbox {
         }
     }
 
+    /// Retention's batched rule (see [`Retention::len_slack`]), the same
+    /// as the Redis engine's.
     fn trim(&mut self, retention: &Retention, now_ms: u64) {
-        while self.entries.len() as u64 > retention.max_len {
-            self.remove_front();
+        if self.entries.len() as u64 > retention.max_len + retention.len_slack() {
+            while self.entries.len() as u64 > retention.max_len {
+                self.remove_front();
+            }
         }
         let cutoff = now_ms.saturating_sub(retention.max_age_ms);
-        while self.entries.front().is_some_and(|e| e.id.ms < cutoff) {
-            self.remove_front();
+        let due = cutoff.saturating_sub(retention.age_slack_ms());
+        if self.entries.front().is_some_and(|e| e.id.ms < due) {
+            while self.entries.front().is_some_and(|e| e.id.ms < cutoff) {
+                self.remove_front();
+            }
         }
     }
 }

@@ -256,3 +256,21 @@ pub struct Retention {
     pub max_age_ms: u64,
     pub idempotency_window_ms: u64,
 }
+
+/// An inbox is trimmed in batches: cut back to `max_len` once it holds
+/// `max_len + len_slack()` entries, and rid of what is older than
+/// `max_age` once its oldest entry is `max_age + age_slack_ms()` old. Each
+/// trim scans the inbox's head, so a full inbox trimmed on every publish
+/// cost Redis more than the append itself; with a hundredth of each limit
+/// as slack, a busy user's publishes share one trim. Both engines and every
+/// read path apply the same rule, so an unread count never changes by a
+/// trim the other paths would not make.
+impl Retention {
+    pub fn len_slack(&self) -> u64 {
+        self.max_len / 100
+    }
+
+    pub fn age_slack_ms(&self) -> u64 {
+        self.max_age_ms / 100
+    }
+}

@@ -77,6 +77,7 @@ crate::on_both_engines!(
     stream_start_reports_the_newest_id_and_unread_count,
     idempotency_key_stores_once_and_returns_the_first_result,
     trimming_by_count_keeps_the_newest_and_resets_old_cursors,
+    a_full_inbox_is_trimmed_in_batches_and_counts_stay_exact,
     trimming_by_age_drops_old_entries,
     every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept,
     expired_entries_go_even_without_new_publishes,
@@ -171,6 +172,34 @@ async fn trimming_by_count_keeps_the_newest_and_resets_old_cursors(engine: helpe
     assert_eq!((start.last_id, start.unread), (ids[4], 3));
 }
 
+/// With `max_len` 200 the slack is 2: the inbox may hold 202 entries, and
+/// the publish that would make it 203 cuts it back to the newest 200. The
+/// unread count stays exact through the cut, which removes read entries too.
+async fn a_full_inbox_is_trimmed_in_batches_and_counts_stay_exact(engine: helpers::Engine) {
+    let b = backend(&engine, &[("history.max_len", "200")]).await;
+    let alice = user("alice");
+    let mut ids = Vec::new();
+    for i in 0..202 {
+        ids.push(b.publish(&alice, &format!("n{i}")).await);
+    }
+    // Two of the three entries the cut will remove are read.
+    b.engine.mark_read(&alice, &ReadTarget::Ids(vec![ids[0], ids[2], ids[150]])).await.unwrap();
+    let held = b.engine.read_after(&alice, EntryId::ZERO, 1000).await.unwrap();
+    assert!(!held.reset, "nothing is trimmed within the slack");
+    assert_eq!(held.entries.len(), 202);
+    assert_eq!(b.engine.stream_start(&alice).await.unwrap().unread, 199, "a read path trims by the same rule");
+
+    ids.push(b.publish(&alice, "n202").await);
+    let kept = b.engine.read_after(&alice, EntryId::ZERO, 1000).await.unwrap();
+    assert!(kept.reset, "a cursor before the cut resets");
+    assert_eq!(kept.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..]);
+    assert!(!b.engine.read_after(&alice, ids[2], 1000).await.unwrap().reset, "the newest entry cut is the watermark");
+    // 200 kept, of which one (ids[150]) is read.
+    assert_eq!(b.engine.stream_start(&alice).await.unwrap().unread, 199);
+    let query = herald::engine::ListQuery { before: None, limit: 1000, unread_only: true };
+    assert_eq!(b.engine.list(&alice, query).await.unwrap().items.len(), 199);
+}
+
 async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {
     let b = backend(&engine, &[("history.max_age", "1s")]).await;
     let alice = user("alice");
@@ -192,14 +221,18 @@ async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {
 }
 
 /// The age trim keeps up as time passes, not just once: the Redis engine
-/// skips the check until the oldest entry it last saw may have expired, so a
-/// check that ran too rarely (or remembered the wrong entry) would leave
-/// expired entries behind. Some entries are read, so the unread count each
-/// publish streams must also leave the expired ones out. The last publish
-/// comes after a pause longer than the age, so every earlier entry expires
-/// at once and one publish must remove them all.
+/// skips the check until the oldest entry it last saw may be past the age
+/// and its slack, so a check that ran too rarely (or remembered the wrong
+/// entry) would leave expired entries behind. Each publish must keep every
+/// entry younger than the age and none older than the age plus the slack
+/// (which of those in between are kept, the rule leaves to when the check
+/// ran). Some entries are read, so the unread count each publish streams
+/// must leave the removed ones out. The last publish comes after a pause
+/// longer than both, so every earlier entry expires at once and one publish
+/// must remove them all.
 async fn every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept(engine: helpers::Engine) {
     const MAX_AGE_MS: u64 = 1000;
+    const SLACK_MS: u64 = MAX_AGE_MS / 100;
     let b = backend(&engine, &[("history.max_age", "1s")]).await;
     let alice = user("alice");
     let tab = b.listen(&alice).await;
@@ -215,10 +248,12 @@ async fn every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept(engine
             }
         };
         published.push(id);
-        // The entry ages out by the clock that stamped the newest id.
-        kept = published.iter().copied().filter(|e| e.ms >= id.ms - MAX_AGE_MS).collect::<Vec<_>>();
-        let page = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
-        assert_eq!(page.entries.iter().map(|e| e.id).collect::<Vec<_>>(), kept, "round {round}");
+        // Entries age by the clock that stamped the newest id.
+        kept = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap().entries.iter().map(|e| e.id).collect();
+        assert!(published.ends_with(&kept), "round {round}: the newest entries are kept, in order: {kept:?}");
+        let must_keep = published.iter().filter(|e| e.ms >= id.ms - MAX_AGE_MS).count();
+        let may_keep = published.iter().filter(|e| e.ms + MAX_AGE_MS + SLACK_MS >= id.ms).count();
+        assert!((must_keep..=may_keep).contains(&kept.len()), "round {round}: kept {} of {published:?}", kept.len());
         let unread = kept.iter().filter(|e| !read.contains(*e)).count();
         let text = std::str::from_utf8(&frame.bytes).unwrap();
         assert!(text.contains(&format!("event: unread\ndata: {{\"count\":{unread}}}")), "round {round}: {text}");

@@ -31,12 +31,15 @@ that are still in the inbox (trimming removes them), so the count is exact
 and needs no counter that could drift. Clicked implies read, so `clicked` is
 empty whenever `read` is.
 
+History is trimmed in batches (LEN_SLACK, AGE_SLACK_MS below), by the same
+rule on every path, so the count is taken over what the inbox holds.
+
 `~oldest_ms` lets a publish skip the age trim's range scan until the oldest
-entry may have expired: the in_app hash is read on every publish anyway, so
-the field costs no extra call. It may be early (entries removed since it was
-set only make the oldest younger; a missing field, as after new preferences,
-means "check now"), never late: it is set right after an age check, from the
-oldest entry then kept. Category names cannot start with `~`. So every user
+entry may be past the age and its slack: the in_app hash is read on every
+publish anyway, so the field costs no extra call. It may be early (entries
+removed since it was set only make the oldest younger; a missing field, as
+after new preferences, means "check now"), never late: it is set right
+after an age check, from the oldest entry then kept. Category names cannot start with `~`. So every user
 who has received a notification has an in_app hash, preferences or not.
 ]]
 
@@ -47,6 +50,14 @@ local MAX_PAYLOAD = {{MAX_PAYLOAD}}
 local MAX_TITLE = {{MAX_TITLE}}
 local MAX_BODY = {{MAX_BODY}}
 local IDEM_TTL_MS = {{IDEM_TTL_MS}}
+-- How far past its limits an inbox may go before it is trimmed (a hundredth
+-- of each, Retention::len_slack and age_slack_ms): a full inbox is cut back
+-- to MAX_LEN once it holds MAX_LEN + LEN_SLACK entries, and expired entries
+-- go once the oldest is MAX_AGE_MS + AGE_SLACK_MS old. So a busy user's
+-- publishes share one trim (a head scan that walks the entries trims have
+-- marked deleted, a XTRIM and a SET) instead of each paying it.
+local LEN_SLACK = {{LEN_SLACK}}
+local AGE_SLACK_MS = {{AGE_SLACK_MS}}
 local MAX_TYPE = 64
 local MAX_URL = 2048
 -- Most entries one call trims (a lowered max_len is caught up over calls).
@@ -176,51 +187,73 @@ local function id_before(a, b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
 
--- Drops a removed entry's id from the read and clicked sets. Given the
+-- Drops removed entries' ids from the read and clicked sets. Given the
 -- read set's size (optional), skips the calls when it is empty (clicked
 -- implies read) and returns its size after.
-local function forget(base, id, read_count)
-  if read_count == 0 then return 0 end
-  local was_read = redis.call('SREM', base .. ':read', id)
-  redis.call('SREM', base .. ':clicked', id)
-  return read_count and read_count - was_read
+local function forget(base, ids, read_count)
+  if read_count == 0 or #ids == 0 then return read_count end
+  local were_read = redis.call('SREM', base .. ':read', unpack(ids))
+  redis.call('SREM', base .. ':clicked', unpack(ids))
+  return read_count and read_count - were_read
+end
+
+local function ids_of(entries)
+  local ids = {}
+  for i, e in ipairs(entries) do ids[i] = e[1] end
+  return ids
 end
 
 local function entry_ms(id)
   return tonumber(string.match(id, '^%d+'))
 end
 
--- Trims the inbox to MAX_LEN entries and, when `check_age`, to MAX_AGE_MS,
--- keeping the read and clicked sets and the trimmed watermark in step.
--- `len` and `read_count` are the inbox's length and SCARD(read) now; returns
--- them after trimming.
-local function trim(base, inbox, now_ms, len, read_count, check_age)
+local OLDEST = '~oldest_ms'
+
+-- Whether the inbox is past its limits: over MAX_LEN + LEN_SLACK entries,
+-- or (by the `~oldest_ms` mark, which is never late) holding an entry older
+-- than MAX_AGE_MS + AGE_SLACK_MS. Returns {over length, due for age}.
+local function past_limits(len, oldest_mark, now_ms)
+  return len > MAX_LEN + LEN_SLACK, not oldest_mark or oldest_mark < now_ms - MAX_AGE_MS - AGE_SLACK_MS
+end
+
+-- Trims the inbox to MAX_LEN entries when `by_length`, and to MAX_AGE_MS
+-- when `by_age` (then moves the mark to the oldest entry kept), keeping
+-- the read and clicked sets and the trimmed watermark in step. `len` and
+-- `read_count` are the inbox's length and SCARD(read) now; returns them
+-- after trimming.
+local function trim(base, inbox, now_ms, len, read_count, by_length, by_age)
   local newest_trimmed
-  local excess = math.min(len - MAX_LEN, TRIM_BATCH)
-  if excess > 0 then
-    local old = redis.call('XRANGE', inbox, '-', '+', 'COUNT', excess)
-    for _, e in ipairs(old) do
-      read_count = forget(base, e[1], read_count)
-      newest_trimmed = e[1]
-    end
-    len = len - #old
+  if by_length then
+    local old = redis.call('XRANGE', inbox, '-', '+', 'COUNT', math.min(len - MAX_LEN, TRIM_BATCH))
+    local ids = ids_of(old)
+    read_count = forget(base, ids, read_count)
+    newest_trimmed = ids[#ids]
+    len = len - #ids
     redis.call('XTRIM', inbox, 'MAXLEN', len)
   end
-  local cutoff = now_ms - MAX_AGE_MS
-  if check_age and cutoff > 0 then
-    local aged = redis.call('XRANGE', inbox, '-', '(' .. cutoff .. '-0', 'COUNT', TRIM_BATCH)
-    local ids = {}
-    for i, e in ipairs(aged) do
-      read_count = forget(base, e[1], read_count)
-      ids[i] = e[1]
+  if by_age then
+    local cutoff = now_ms - MAX_AGE_MS
+    if cutoff > 0 then
+      local first_kept = cutoff .. '-0'
+      local ids = ids_of(redis.call('XRANGE', inbox, '-', '(' .. first_kept, 'COUNT', TRIM_BATCH))
+      if #ids > 0 then
+        read_count = forget(base, ids, read_count)
+        -- XTRIM walks the head once; XDEL seeks each id (a check removes
+        -- several, and XDEL cost 1.2 us per id). Past a full batch, only
+        -- the ids read may go.
+        if #ids < TRIM_BATCH then
+          redis.call('XTRIM', inbox, 'MINID', first_kept)
+        else
+          redis.call('XDEL', inbox, unpack(ids))
+        end
+        newest_trimmed = ids[#ids]
+        len = len - #ids
+      end
     end
-    -- One XDEL for all: a user whose inbox is limited by age loses one or
-    -- two entries at most checks.
-    if #ids > 0 then
-      redis.call('XDEL', inbox, unpack(ids))
-      newest_trimmed = ids[#ids]
+    local head = redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1]
+    if head then
+      redis.call('HSET', base .. ':in_app', OLDEST, entry_ms(head[1]))
     end
-    len = len - #aged
   end
   if newest_trimmed then
     redis.call('SET', base .. ':trimmed', newest_trimmed)
@@ -237,27 +270,30 @@ local function unread_count(base)
   return redis.call('XLEN', base .. ':inbox') - redis.call('SCARD', base .. ':read')
 end
 
--- Trims the inbox by length and age for a read path, which always checks
--- the age: a user who gets no new notifications must not keep seeing (or
--- counting) expired ones. Returns the unread count after.
+-- Trims the inbox for a read path by the same rule as a publish: a user
+-- who gets no new notifications must not keep seeing (or counting) expired
+-- ones, and a read must not change a count a publish would not. Returns
+-- the unread count after.
 local function trim_for_read(base, inbox)
-  local len, read_count = trim(base, inbox, now_ms(), redis.call('XLEN', inbox),
-    redis.call('SCARD', base .. ':read'), true)
+  local len, read_count = redis.call('XLEN', inbox), redis.call('SCARD', base .. ':read')
+  if len == 0 then return 0 end
+  local now = now_ms()
+  local by_length, by_age = past_limits(len, tonumber(redis.call('HGET', base .. ':in_app', OLDEST)), now)
+  if by_length or by_age then
+    len, read_count = trim(base, inbox, now, len, read_count, by_length, by_age)
+  end
   return len - read_count
 end
-
-local OLDEST = '~oldest_ms'
 
 -- Stores `json` (valid, compact, with priority) of type `type` for the user.
 -- Returns {id, subscribers, duplicate (0/1), dropped (0/1)} or an error reply.
 -- Each redis.call here is paid on every publish: HMGET, XADD, XLEN, SCARD
--- and PUBLISH, plus XRANGE, XTRIM and SET (and SREMs if any are read) once
--- the inbox is full, which is every publish for a busy user. Once the
--- oldest entry may have expired (about every other publish for a user
--- whose inbox is limited by age, not length), the age check adds XRANGE,
--- XDEL and SET to remove what expired, and XRANGE and HSET to move the
--- mark. (Reading the head once instead, with the entries it would keep,
--- cost more: XRANGE returns every entry's document.)
+-- and PUBLISH. Once per LEN_SLACK + 1 publishes to a full inbox, the cut
+-- adds XRANGE, XTRIM and SET (and two SREMs if any are read). Once the
+-- oldest entry may be past the age and its slack, the age check adds
+-- XRANGE, XDEL and SET to remove what expired, and XRANGE and HSET to move
+-- the mark. (Reading the head once instead, with the entries it would
+-- keep, cost more: XRANGE returns every entry's document.)
 local function store(base, json, type, key)
   -- The category's in_app flag, the default's, and the age-check mark.
   local settings = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*', OLDEST)
@@ -285,20 +321,13 @@ local function store(base, json, type, key)
   -- The read set holds only ids in the inbox: none besides a new one.
   local read_count = len == 1 and 0 or redis.call('SCARD', base .. ':read')
   -- The age check scans the inbox's head, so it runs only once the oldest
-  -- entry seen at the last check may have expired (or none was recorded).
-  -- A new entry alone in the inbox is the oldest, and has not expired.
-  local oldest = tonumber(settings[3])
-  local check_age = not oldest or oldest < now - MAX_AGE_MS
+  -- entry seen at the last check may be past the age and its slack (or
+  -- none was recorded). A new entry alone in the inbox is the oldest.
+  local by_length, by_age = past_limits(len, tonumber(settings[3]), now)
   if len == 1 then
-    if check_age then redis.call('HSET', base .. ':in_app', OLDEST, now) end
-  else
-    if check_age or len > MAX_LEN then
-      len, read_count = trim(base, inbox, now, len, read_count, check_age)
-    end
-    if check_age then
-      local head = redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1][1]
-      redis.call('HSET', base .. ':in_app', OLDEST, entry_ms(head))
-    end
+    if by_age then redis.call('HSET', base .. ':in_app', OLDEST, now) end
+  elseif by_length or by_age then
+    len, read_count = trim(base, inbox, now, len, read_count, by_length, by_age)
   end
   local unread = len - read_count
   local subscribers = redis.call('PUBLISH', base, 'n ' .. id .. ' ' .. unread .. ' ' .. json)
@@ -451,7 +480,7 @@ redis.register_function('herald_delete', function(keys, args)
   local base, id, err = existing_entry(keys, args)
   if not base then return err end
   redis.call('XDEL', base .. ':inbox', id)
-  forget(base, id)
+  forget(base, {id})
   local unread = unread_count(base)
   sync(base, 'd', unread, ids_json({id}))
   return {unread}

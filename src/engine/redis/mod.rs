@@ -68,13 +68,16 @@ pub fn library_source(settings: &Settings) -> (String, String) {
         ("MAX_BODY", settings.limits.max_body_chars.to_string()),
         ("IDEM_TTL_MS", retention.idempotency_window_ms.to_string()),
     ];
+    // Follow from the settings above, so the version leaves them out.
+    let derived =
+        [("LEN_SLACK", retention.len_slack().to_string()), ("AGE_SLACK_MS", retention.age_slack_ms().to_string())];
     let version = format!(
         "{}:{}",
         env!("CARGO_PKG_VERSION"),
         numbers.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",")
     );
     let mut source = LIBRARY_TEMPLATE.replace("{{VERSION}}", &version);
-    for (name, value) in &numbers {
+    for (name, value) in numbers.iter().chain(&derived) {
         source = source.replace(&format!("{{{{{name}}}}}"), value);
     }
     (source, version)
