@@ -16,7 +16,11 @@ use crate::helpers::{Engine, Node, TestApp, read_raw_events, unique_user, user_t
 crate::on_both_engines!(a_slow_consumer_is_ended_and_resumes_without_loss);
 
 async fn a_slow_consumer_is_ended_and_resumes_without_loss(engine: Engine) {
-    let app = TestApp::spawn_with(&engine, &[("stream.queue_capacity", "8"), ("server.write_timeout", "1s")]).await;
+    // How many publishes it takes to end the slow tab depends on how much the
+    // kernel buffers for it (thousands in an optimised build): history must
+    // hold all of them, so that the resume below gets every one.
+    let settings = [("stream.queue_capacity", "8"), ("server.write_timeout", "1s"), ("history.max_len", "10000")];
+    let app = TestApp::spawn_with(&engine, &settings).await;
     let alice = unique_user("alice");
     let mut fast = app.stream(&alice, None).await;
 
