@@ -257,14 +257,17 @@ pub struct Retention {
     pub idempotency_window_ms: u64,
 }
 
-/// An inbox is trimmed in batches: cut back to `max_len` once it holds
-/// `max_len + len_slack()` entries, and rid of what is older than
-/// `max_age` once its oldest entry is `max_age + age_slack_ms()` old. Each
-/// trim scans the inbox's head, so a full inbox trimmed on every publish
-/// cost Redis more than the append itself; with a hundredth of each limit
-/// as slack, a busy user's publishes share one trim. Both engines and every
-/// read path apply the same rule, so an unread count never changes by a
-/// trim the other paths would not make.
+/// An inbox is trimmed in batches: cut back to `max_len` once it holds more
+/// than `max_len + len_slack()` entries, and rid of what is older than
+/// `max_age` once its oldest entry is more than `max_age + age_slack_ms()`
+/// old. Each trim scans the inbox's head, so a full inbox trimmed on every
+/// publish cost Redis more than the append itself; with a hundredth of each
+/// limit as slack, a busy user's publishes share one trim. Every path of an
+/// engine (publish, stream start, list) applies the rule, so a read never
+/// changes an unread count by a trim a publish would not make. The Redis
+/// engine decides when the age is due from a mark that may be early, never
+/// late, so it may remove an expired entry sooner than the memory engine
+/// does, within the slack.
 impl Retention {
     pub fn len_slack(&self) -> u64 {
         self.max_len / 100

@@ -4,6 +4,7 @@
 use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
 
 use herald::{
+    clock::now_unix_ms,
     domain::{EntryId, IdempotencyKey, NewNotification, NotificationLimits, UserId},
     engine::{AnyEngine, Engine, ReadTarget, Retention, memory::MemoryEngine, redis::RedisEngine},
     hub::{Hub, HubLimits, Registration},
@@ -78,6 +79,7 @@ crate::on_both_engines!(
     idempotency_key_stores_once_and_returns_the_first_result,
     trimming_by_count_keeps_the_newest_and_resets_old_cursors,
     a_full_inbox_is_trimmed_in_batches_and_counts_stay_exact,
+    more_entries_than_a_batch_expire_at_once,
     trimming_by_age_drops_old_entries,
     every_entry_ages_out_in_turn_and_unread_counts_only_what_is_kept,
     expired_entries_go_even_without_new_publishes,
@@ -198,6 +200,29 @@ async fn a_full_inbox_is_trimmed_in_batches_and_counts_stay_exact(engine: helper
     assert_eq!(b.engine.stream_start(&alice).await.unwrap().unread, 199);
     let query = herald::engine::ListQuery { before: None, limit: 1000, unread_only: true };
     assert_eq!(b.engine.list(&alice, query).await.unwrap().items.len(), 199);
+}
+
+/// A full inbox may hold max_len + 1 % (1,005 here, past the 1,000 ids one
+/// range read returns): when all of them expire, one read must remove
+/// every one, not a batch.
+async fn more_entries_than_a_batch_expire_at_once(engine: helpers::Engine) {
+    const MAX_AGE_MS: u64 = 3000;
+    let b = backend(&engine, &[("history.max_age", "3s")]).await;
+    let alice = user("alice");
+    let mut last = EntryId::ZERO;
+    for i in 0..1005 {
+        last = b.publish(&alice, &format!("n{i}")).await;
+    }
+    b.engine.mark_read(&alice, &ReadTarget::Ids(vec![last])).await.unwrap();
+    // Past the age and its slack (1 %) by the clock that stamps ids.
+    wait_for("every entry to be past its age", Duration::from_secs(10), async || {
+        (now_unix_ms() > last.ms + MAX_AGE_MS + MAX_AGE_MS / 100 + 10).then_some(())
+    })
+    .await;
+    assert_eq!(b.engine.stream_start(&alice).await.unwrap().unread, 0);
+    let page = b.engine.read_after(&alice, EntryId::ZERO, 2000).await.unwrap();
+    assert!(page.entries.is_empty(), "{} expired entries left", page.entries.len());
+    assert!(page.reset);
 }
 
 async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {

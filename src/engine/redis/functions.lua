@@ -52,15 +52,18 @@ local MAX_BODY = {{MAX_BODY}}
 local IDEM_TTL_MS = {{IDEM_TTL_MS}}
 -- How far past its limits an inbox may go before it is trimmed (a hundredth
 -- of each, Retention::len_slack and age_slack_ms): a full inbox is cut back
--- to MAX_LEN once it holds MAX_LEN + LEN_SLACK entries, and expired entries
--- go once the oldest is MAX_AGE_MS + AGE_SLACK_MS old. So a busy user's
+-- to MAX_LEN once it holds more than MAX_LEN + LEN_SLACK entries, and
+-- expired entries go once the oldest is more than MAX_AGE_MS + AGE_SLACK_MS
+-- old. So a busy user's
 -- publishes share one trim (a head scan that walks the entries trims have
 -- marked deleted, a XTRIM and a SET) instead of each paying it.
 local LEN_SLACK = {{LEN_SLACK}}
 local AGE_SLACK_MS = {{AGE_SLACK_MS}}
 local MAX_TYPE = 64
 local MAX_URL = 2048
--- Most entries one call trims (a lowered max_len is caught up over calls).
+-- Most entries one XRANGE of a trim returns. A cut by length takes one
+-- batch a call (a lowered max_len is caught up over calls); the age trim
+-- takes as many as expired.
 local TRIM_BATCH = 1000
 
 local FIELDS = {type = true, title = true, body = true, url = true, icon = true, priority = true, data = true}
@@ -234,20 +237,23 @@ local function trim(base, inbox, now_ms, len, read_count, by_length, by_age)
   if by_age then
     local cutoff = now_ms - MAX_AGE_MS
     if cutoff > 0 then
+      -- Forgets the expired ids a batch at a time (XRANGE returns each
+      -- entry's document), then removes them all with one XTRIM: XDEL
+      -- would seek each id, 1.2 us apiece.
       local first_kept = cutoff .. '-0'
-      local ids = ids_of(redis.call('XRANGE', inbox, '-', '(' .. first_kept, 'COUNT', TRIM_BATCH))
-      if #ids > 0 then
-        read_count = forget(base, ids, read_count)
-        -- XTRIM walks the head once; XDEL seeks each id (a check removes
-        -- several, and XDEL cost 1.2 us per id). Past a full batch, only
-        -- the ids read may go.
-        if #ids < TRIM_BATCH then
-          redis.call('XTRIM', inbox, 'MINID', first_kept)
-        else
-          redis.call('XDEL', inbox, unpack(ids))
+      local from, removed = '-', 0
+      repeat
+        local ids = ids_of(redis.call('XRANGE', inbox, from, '(' .. first_kept, 'COUNT', TRIM_BATCH))
+        if #ids > 0 then
+          read_count = forget(base, ids, read_count)
+          removed = removed + #ids
+          newest_trimmed = ids[#ids]
+          from = '(' .. newest_trimmed
         end
-        newest_trimmed = ids[#ids]
-        len = len - #ids
+      until #ids < TRIM_BATCH
+      if removed > 0 then
+        redis.call('XTRIM', inbox, 'MINID', first_kept)
+        len = len - removed
       end
     end
     local head = redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1]
@@ -291,7 +297,7 @@ end
 -- and PUBLISH. Once per LEN_SLACK + 1 publishes to a full inbox, the cut
 -- adds XRANGE, XTRIM and SET (and two SREMs if any are read). Once the
 -- oldest entry may be past the age and its slack, the age check adds
--- XRANGE, XDEL and SET to remove what expired, and XRANGE and HSET to move
+-- XRANGE, XTRIM and SET to remove what expired, and XRANGE and HSET to move
 -- the mark. (Reading the head once instead, with the entries it would
 -- keep, cost more: XRANGE returns every entry's document.)
 local function store(base, json, type, key)
