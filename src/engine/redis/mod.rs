@@ -71,9 +71,13 @@ pub fn library_source(settings: &Settings) -> (String, String) {
     // Follow from the settings above, so the version leaves them out.
     let derived =
         [("LEN_SLACK", retention.len_slack().to_string()), ("AGE_SLACK_MS", retention.age_slack_ms().to_string())];
+    // The library's own hash too: nodes of one crate version built from
+    // different library code (say, during a rolling upgrade between commits)
+    // must not look alike.
     let version = format!(
-        "{}:{}",
+        "{}+{}:{}",
         env!("CARGO_PKG_VERSION"),
+        &redis::Script::new(LIBRARY_TEMPLATE).get_hash()[..8],
         numbers.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",")
     );
     let mut source = LIBRARY_TEMPLATE.replace("{{VERSION}}", &version);
@@ -317,5 +321,22 @@ fn unread_of(reply: &[redis::Value]) -> Result<u64, EngineError> {
     match reply.first() {
         Some(redis::Value::Int(n)) => Ok((*n).max(0) as u64),
         other => Err(EngineError::Unavailable(format!("unexpected reply from Redis: {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_names_the_library_code_and_its_settings() {
+        let settings = Settings::with_overrides(&[("history.max_len", "200")]).unwrap();
+        let (source, version) = library_source(&settings);
+        let script = redis::Script::new(LIBRARY_TEMPLATE);
+        let hash = &script.get_hash()[..8];
+        assert_eq!(version, format!("{}+{hash}:200,2592000000,8192,200,2000,86400000", env!("CARGO_PKG_VERSION")));
+        assert!(source.contains(&format!("local VERSION = '{version}'")));
+        assert!(source.contains("local LEN_SLACK = 2\n"), "the slack follows max_len");
+        assert!(!source.contains("= {{") && !source.contains("'{{"), "every placeholder is filled");
     }
 }
