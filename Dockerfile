@@ -29,7 +29,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---- runtime -------------------------------------------------------------
 FROM debian:bookworm-slim
 # ca-certificates: for TLS to Redis and JWKS URLs, which this build does not
-# support yet (a JWKS URL is refused at start); kept so the image is ready.
+# support yet (a JWKS URL or a rediss:// URL is refused at start); kept so
+# the image is ready.
 # curl: only for the HEALTHCHECK below.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \

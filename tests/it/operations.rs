@@ -55,21 +55,25 @@ async fn metrics_count_streams_publishes_and_deliveries() {
 /// A bad setting stops the real binary at start-up, naming the setting.
 #[test]
 fn a_bad_setting_stops_start_up_and_names_it() {
-    for (key, value, named) in [
-        ("HERALD__HISTORY__MAX_LEN", "0", "history.max_len"),
-        ("HERALD__SERVER__LISTEN", "not-an-address", "listen"),
-        ("HERALD__ENGINE__KIND", "postgres", "kind"),
+    let redis = |url| [("HERALD__ENGINE__KIND", "redis"), ("HERALD__ENGINE__REDIS_URL", url)];
+    for (env, named) in [
+        (&[("HERALD__HISTORY__MAX_LEN", "0")][..], "history.max_len"),
+        (&[("HERALD__SERVER__LISTEN", "not-an-address")], "listen"),
+        (&[("HERALD__ENGINE__KIND", "postgres")], "kind"),
+        // No TLS in this build: refused before any connect, not at it.
+        (&redis("rediss://127.0.0.1:6380"), "engine.redis_url"),
+        (&redis("http://127.0.0.1:6379"), "engine.redis_url"),
     ] {
         for command in [&["serve"][..], &["check-config"][..]] {
             let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
                 .args(command)
-                .env(key, value)
+                .envs(env.iter().copied())
                 .env("HERALD__AUTH__SECRET", crate::helpers::SECRET)
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(output.status.code(), Some(1), "{command:?} {key}={value}: {stderr}");
-            assert!(stderr.contains(named), "{command:?} {key}={value}: `{stderr}` should name `{named}`");
+            assert_eq!(output.status.code(), Some(1), "{command:?} {env:?}: {stderr}");
+            assert!(stderr.contains(named), "{command:?} {env:?}: `{stderr}` should name `{named}`");
         }
     }
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_herald")).arg("check-config").output().unwrap();
