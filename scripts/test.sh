@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test Herald has. On a fresh Debian machine it first installs what
-# the tests need (redis-server, curl, and cargo-nextest if missing), then:
+# the tests need (redis-server, curl, chromium, and cargo-nextest if missing),
+# then:
 #   1. cargo fmt --check and cargo clippy -D warnings
 #   2. the unit tests and the integration suite (real redis-server processes)
-#   3. the publishing examples (redis-cli, Python, Node) against a real gateway
-#   4. a syntax check of the k6 scripts
-#   5. the load-tool smoke run (fails only on loss or duplication)
+#   3. the demo page (/demo) in headless Chromium against the real binary
+#   4. the publishing examples (redis-cli, Python, Node) against a real gateway
+#   5. a syntax check of the k6 scripts
+#   6. the load-tool smoke run (fails only on loss or duplication)
 # Usage: scripts/test.sh            (CI: .ci/run calls exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,7 @@ log() { printf '\n==> %s\n' "$*"; }
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v curl >/dev/null || need_apt+=(curl)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -34,6 +37,10 @@ cargo build --locked --bins --tests
 log "unit and integration tests"
 profile=default; [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --locked --profile "$profile" --no-fail-fast
+
+log "demo page in headless Chromium (tests/browser)"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
+HERALD_BIN=target/debug/herald node --test --test-reporter=spec tests/browser/demo.test.mjs
 
 if [ -x tests/examples/run.sh ] || [ -f tests/examples/run.sh ]; then
   log "publishing examples (docs/PUBLISHING.md)"

@@ -123,6 +123,10 @@ impl Application {
             },
             node_id: node_id.as_str().into(),
         };
+        let demo_mode = settings.demo.enabled;
+        if demo_mode {
+            routes::demo::check_settings(&settings)?;
+        }
         let max_body = settings.server.max_body_bytes;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -144,7 +148,7 @@ impl Application {
                 .wrap(from_fn(access_log))
                 // A panicking handler answers 500 instead of dropping the connection.
                 .wrap(actix_web_lab::middleware::CatchPanic::default())
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, demo_mode))
                 .default_service(web::to(error::no_route))
         })
         .workers(workers)

@@ -223,10 +223,15 @@ fn public_key_from_pem(pem: &[u8], algorithms: &[Algorithm]) -> anyhow::Result<D
 /// Mints an HS256 token (the `herald token` command, the demo, tests and the
 /// load tool).
 pub fn mint_token(secret: &str, user: &str, ttl: Duration, publisher: bool) -> anyhow::Result<String> {
-    let now = now_unix();
+    mint_token_expiring_at(secret, user, now_unix() + ttl.as_secs(), publisher)
+}
+
+/// [`mint_token`] with its `exp` (unix seconds) given, for a caller that
+/// also tells the client when the token expires (`POST /demo/session`).
+pub fn mint_token_expiring_at(secret: &str, user: &str, exp: u64, publisher: bool) -> anyhow::Result<String> {
     let claims = Claims {
         sub: user.to_owned(),
-        exp: now + ttl.as_secs(),
+        exp,
         nbf: None,
         iss: None,
         aud: None,

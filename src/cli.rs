@@ -25,8 +25,10 @@ pub enum Command {
         /// A config file layered over the built-in defaults (also HERALD_CONFIG).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Demo mode: generates a secret if none is set and prints
-        /// ready-to-paste commands to try a stream and a publish.
+        /// Demo mode: serves the demo notification center at /demo (and
+        /// POST /demo/session, which hands out tokens: never in production),
+        /// generates a secret if none is set, and prints ready-to-paste
+        /// commands to try a stream and a publish.
         #[arg(long)]
         demo: bool,
     },
@@ -98,6 +100,12 @@ fn print_demo_commands(settings: &Settings, addr: std::net::SocketAddr) -> anyho
         r#"
 Herald demo is running on http://{addr}
 
+Open the demo notification center in a browser (two tabs show the sync):
+
+   http://{addr}/demo
+
+Or from a terminal:
+
 1. In one terminal, open the stream of user "demo":
 
    curl -N -H 'Accept: text/event-stream' 'http://{addr}/v1/events?access_token={user}'
@@ -108,7 +116,7 @@ Herald demo is running on http://{addr}
      -H 'Authorization: Bearer {publisher}' -H 'Content-Type: application/json' \
      -d '{{"to":{{"users":["demo"]}},"notification":{{"type":"comment.mention","title":"Mina mentioned you","body":"in Q4 plan"}}}}'
 
-Tokens are valid for 24 hours and signed with this run's secret.
+The tokens above are valid for 24 hours and signed with this run's secret.
 "#
     );
     Ok(())

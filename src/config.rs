@@ -163,6 +163,10 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct DemoSettings {
     pub enabled: bool,
+    /// Lifetime of the tokens `POST /demo/session` hands out; the page
+    /// renews them when its stream says `token_expiring`.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
 }
 
 impl Settings {

@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers parse and authorize, call the engine or hub, and map
 //! errors through `ApiError`; they hold no logic of their own.
 
+pub mod demo;
 mod events;
 mod health;
 mod notifications;
@@ -9,7 +10,9 @@ mod publish;
 
 use actix_web::web;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Every route; the demo's only when `demo_mode` (otherwise `/demo` is an
+/// unknown path like any other).
+pub fn configure(cfg: &mut web::ServiceConfig, demo_mode: bool) {
     cfg.route("/v1/events", web::get().to(events::events))
         .route("/v1/publish", web::post().to(publish::publish))
         .route("/v1/notifications", web::get().to(notifications::list))
@@ -22,4 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics));
+    if demo_mode {
+        cfg.route("/demo", web::get().to(demo::page)).route("/demo/session", web::post().to(demo::session));
+    }
 }

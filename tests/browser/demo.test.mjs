@@ -1,0 +1,415 @@
+// The demo notification center (GET /demo) in a real headless Chromium,
+// against the real `herald serve --demo` (memory engine) on loopback.
+//
+//   cargo build --bin herald && npm ci --prefix tests/browser && node --test tests/browser/
+//
+// Needs Debian's `chromium` (/usr/bin/chromium; CHROMIUM overrides it) and
+// the debug binary (HERALD_BIN overrides it). Every wait is bounded; nothing
+// sleeps for a fixed time.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const HERALD_BIN = process.env.HERALD_BIN ?? fileURLToPath(new URL('../../target/debug/herald', import.meta.url));
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+/** Longest wait for anything the page should show. */
+const WAIT = 5000;
+
+// ---------------------------------------------------------------------------
+// The gateway: a child process, stopped after the tests.
+// ---------------------------------------------------------------------------
+
+const gateways = [];
+
+/** Starts `herald serve --demo` on a free loopback port; resolves once it
+ *  answers /healthz. */
+async function startHerald(env = {}) {
+  const child = spawn(HERALD_BIN, ['serve', '--demo'], {
+    env: {
+      ...process.env,
+      // Port 0: the kernel picks a free port; the demo banner names it.
+      HERALD__SERVER__LISTEN: '127.0.0.1:0',
+      HERALD__ENGINE__KIND: 'memory',
+      HERALD__LOG__LEVEL: 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const gateway = { child, output: '' };
+  gateways.push(gateway);
+  child.stdout.on('data', (chunk) => { gateway.output += chunk; });
+  child.stderr.on('data', (chunk) => { gateway.output += chunk; });
+  const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  gateway.exited = exited;
+
+  const deadline = Date.now() + 20000;
+  const banner = /Herald demo is running on (http:\/\/127\.0\.0\.1:\d+)/;
+  while (!banner.test(gateway.output)) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      throw new Error(`herald did not start within 20 s:\n${gateway.output}`);
+    }
+    await Promise.race([new Promise((resolve) => child.stdout.once('data', resolve)), exited]);
+  }
+  gateway.url = gateway.output.match(banner)[1];
+  for (;;) {
+    const healthy = await fetch(`${gateway.url}/healthz`).then((r) => r.ok, () => false);
+    if (healthy) return gateway;
+    if (Date.now() > deadline) throw new Error(`herald did not answer /healthz within 20 s:\n${gateway.output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function stopHerald(gateway) {
+  if (gateway.child.exitCode !== null) return;
+  gateway.child.kill('SIGTERM');
+  const stopped = await Promise.race([gateway.exited.then(() => true), timeout(15000).then(() => false)]);
+  if (!stopped) {
+    gateway.child.kill('SIGKILL');
+    await gateway.exited;
+  }
+}
+
+function timeout(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+// A crash of this process must not leave a gateway behind.
+process.on('exit', () => gateways.forEach((g) => g.child.exitCode === null && g.child.kill('SIGKILL')));
+
+// ---------------------------------------------------------------------------
+// The browser, and pages that report their errors.
+// ---------------------------------------------------------------------------
+
+let browser;
+let herald;
+
+before(async () => {
+  herald = await startHerald();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await Promise.all(gateways.map(stopHerald));
+});
+
+let users = 0;
+/** A user name of its own for each test (the gateway is shared). */
+function uniqueUser(prefix) {
+  users += 1;
+  return `${prefix}-${process.pid}-${users}`;
+}
+
+/** A browser context (tabs share its localStorage) whose pages start as `user`. */
+async function contextFor(user) {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(WAIT);
+  await context.addInitScript((name) => localStorage.setItem('herald-demo:user', name), user);
+  return context;
+}
+
+/** Opens the demo in a new tab and waits until its stream is live and its
+ *  list loaded. `problems` collects script errors, CSP violations and
+ *  console errors other than the HTTP errors a test provokes. */
+async function openTab(context, gateway = herald) {
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() !== 'error') return;
+    const text = message.text();
+    if (/^Failed to load resource: the server responded with a status of 4\d\d/.test(text)) return;
+    page.problems.push(`console: ${text}`);
+  });
+  await page.goto(`${gateway.url}/demo`);
+  await live(page);
+  return page;
+}
+
+async function live(page) {
+  await page.locator('#connection[data-state="live"]').waitFor();
+  // The list is fetched once the stream is open.
+  await page.locator('#list[aria-busy="false"]').waitFor({ state: 'attached' });
+}
+
+async function waitUntil(page, what, condition, arg) {
+  try {
+    await page.waitForFunction(condition, arg, { timeout: WAIT });
+  } catch (error) {
+    throw new Error(`timed out after ${WAIT} ms waiting for ${what}: ${error.message.split('\n')[0]}`);
+  }
+}
+
+function badge(page) {
+  return page.locator('#badge').getAttribute('data-count');
+}
+
+async function waitForBadge(page, count) {
+  await waitUntil(page, `badge ${count}`, (n) => document.querySelector('#badge').dataset.count === String(n), count);
+}
+
+function item(page, title) {
+  return page.locator('#list li', { has: page.locator('.title', { hasText: title }) });
+}
+
+/** Fills and submits the send form; resolves to what the page says.
+ *  Like a user, it acts in the front tab: a background tab gets no
+ *  animation frames, which Playwright's actionability checks wait for. */
+async function send(page, fields) {
+  await page.bringToFront();
+  for (const [field, value] of Object.entries(fields)) {
+    const input = page.locator(`#send-${field}`);
+    if (field === 'priority') await input.selectOption(value);
+    else await input.fill(value);
+  }
+  await page.locator('#send-status').evaluate((el) => { el.textContent = ''; });
+  await page.locator('#send-form button[type=submit]').click();
+  await waitUntil(page, 'the send form\'s answer', () => document.querySelector('#send-status').textContent !== '');
+  return page.locator('#send-status').textContent();
+}
+
+/** Tokens for `user` from the demo's own session endpoint (to publish
+ *  without the form). */
+async function session(user, gateway = herald) {
+  const response = await fetch(`${gateway.url}/demo/session`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user }),
+  });
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
+async function publish(gateway, publisherToken, user, notification) {
+  const response = await fetch(`${gateway.url}/v1/publish`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${publisherToken}` },
+    body: JSON.stringify({ to: { users: [user] }, notification }),
+  });
+  const body = await response.json();
+  assert.equal(response.status, 202, JSON.stringify(body));
+  return body.results[0].id;
+}
+
+function assertNoProblems(...pages) {
+  assert.deepEqual(pages.flatMap((p) => p.problems), []);
+}
+
+// ---------------------------------------------------------------------------
+// The tests.
+// ---------------------------------------------------------------------------
+
+describe('the demo notification center', () => {
+  test('two tabs of one user stay in sync: send, read, delete', async () => {
+    const user = uniqueUser('tabs');
+    const context = await contextFor(user);
+    const [tabA, tabB] = [await openTab(context), await openTab(context)];
+    assert.equal(await tabA.locator('#user-input').inputValue(), user);
+
+    const answer = await send(tabA, { title: 'Hello from tab A', body: 'a body', priority: 'high' });
+    assert.match(answer, /^Stored for .* \(online\)\.$/);
+
+    for (const tab of [tabA, tabB]) {
+      await tab.locator('.toast', { hasText: 'Hello from tab A' }).waitFor();
+      await item(tab, 'Hello from tab A').waitFor();
+      await waitForBadge(tab, 1);
+      assert.equal(await tab.title(), '(1) Herald demo');
+      assert.equal(await item(tab, 'Hello from tab A').getAttribute('data-read'), 'false');
+      assert.equal(await tab.locator('#list li').count(), 1);
+    }
+
+    // Read in tab B (a click marks it clicked, and so read): both badges go to 0.
+    await tabB.bringToFront();
+    await item(tabB, 'Hello from tab A').click();
+    for (const tab of [tabA, tabB]) {
+      await waitForBadge(tab, 0);
+      await tab.locator('#list li[data-read="true"]').waitFor();
+      assert.equal(await tab.locator('#badge').isHidden(), true);
+      assert.equal(await tab.title(), 'Herald demo');
+    }
+    assert.equal(await item(tabB, 'Hello from tab A').getAttribute('data-clicked'), 'true');
+
+    // Delete in tab A: gone from both.
+    await tabA.bringToFront();
+    await item(tabA, 'Hello from tab A').locator('.delete').click();
+    for (const tab of [tabA, tabB]) {
+      await item(tab, 'Hello from tab A').waitFor({ state: 'detached' });
+      await tab.locator('#empty').waitFor();
+    }
+
+    // Mark all read, from tab B, for two new ones sent to this user from outside.
+    const { publisher_token: token } = await session(user);
+    await publish(herald, token, user, { type: 'team.invite', title: 'one' });
+    await publish(herald, token, user, { type: 'team.invite', title: 'two' });
+    await waitForBadge(tabA, 2);
+    await waitForBadge(tabB, 2);
+    await tabB.bringToFront();
+    await tabB.locator('#mark-all').click();
+    await waitForBadge(tabA, 0);
+    await waitUntil(tabA, 'both read in tab A', () => document.querySelectorAll('#list li.unread').length === 0);
+    assertNoProblems(tabA, tabB);
+    await context.close();
+  });
+
+  test('a reloaded tab shows the history, page by page', async () => {
+    const user = uniqueUser('history');
+    const { publisher_token: token } = await session(user);
+    const ids = [];
+    for (let i = 1; i <= 25; i += 1) {
+      ids.push(await publish(herald, token, user, { type: 'build.done', title: `Build ${i}` }));
+    }
+    const context = await contextFor(user);
+    const tab = await openTab(context);
+
+    await waitForBadge(tab, 25);
+    const shown = () => tab.locator('#list li').evaluateAll((lis) => lis.map((li) => li.dataset.id));
+    assert.deepEqual(await shown(), ids.slice(5).reverse(), 'the newest page, newest first');
+    await tab.locator('#load-more').click();
+    await waitUntil(tab, 'all 25', () => document.querySelectorAll('#list li').length === 25);
+    assert.deepEqual(await shown(), ids.slice().reverse());
+    assert.equal(await tab.locator('#load-more').isHidden(), true, 'no more pages');
+
+    // Read one, then reload: the history comes back with its state.
+    await item(tab, 'Build 25').click();
+    await waitForBadge(tab, 24);
+    await tab.reload();
+    await live(tab);
+    await waitForBadge(tab, 24);
+    assert.equal(await item(tab, 'Build 25').getAttribute('data-read'), 'true');
+    assert.equal(await item(tab, 'Build 24').getAttribute('data-read'), 'false');
+    assert.equal(await tab.locator('#list li').count(), 20);
+    assertNoProblems(tab);
+    await context.close();
+  });
+
+  test('a category whose in-app channel is off is dropped', async () => {
+    const user = uniqueUser('prefs');
+    const context = await contextFor(user);
+    const tab = await openTab(context);
+
+    await tab.locator('#new-category').fill('marketing');
+    await tab.locator('#add-category').click();
+    await tab.getByLabel('marketing in-app').uncheck();
+    await tab.locator('#prefs-form button[type=submit]').click();
+    await tab.locator('#prefs-status', { hasText: 'Saved.' }).waitFor();
+
+    const answer = await send(tab, { type: 'marketing.sale', title: '50% off everything' });
+    assert.match(answer, /^Dropped for .*: preferences/);
+    // Another category still arrives; once it has, the dropped one would have too.
+    await send(tab, { type: 'comment.mention', title: 'After the sale' });
+    await item(tab, 'After the sale').waitFor();
+    await waitForBadge(tab, 1);
+    assert.equal(await item(tab, '50% off everything').count(), 0);
+    assert.equal(await tab.locator('.toast', { hasText: '50% off' }).count(), 0);
+
+    // The stored document comes back on reload.
+    await tab.reload();
+    await live(tab);
+    await tab.locator('#categories tr[data-category="marketing"]').waitFor();
+    assert.equal(await tab.getByLabel('marketing in-app').isChecked(), false);
+    assert.equal(await tab.getByLabel('marketing push').isChecked(), true);
+
+    // A bad document is refused, with the API's message.
+    await tab.locator('#quiet-enabled').check();
+    await tab.locator('#quiet-timezone').fill('Mars/Olympus');
+    await tab.locator('#prefs-form button[type=submit]').click();
+    await tab.locator('#prefs-status', { hasText: '`Mars/Olympus` is not an IANA time zone' }).waitFor();
+    assertNoProblems(tab);
+    await context.close();
+  });
+
+  test('the API\'s errors are shown; notification text is never markup', async () => {
+    const user = uniqueUser('errors');
+    const context = await contextFor(user);
+    const tab = await openTab(context);
+
+    assert.equal(
+      await send(tab, { title: '' }),
+      '422: notification.title: must be 1-200 characters',
+    );
+    assert.match(await send(tab, { title: 'ok', type: 'Not A Type' }), /^422: notification\.type: must be/);
+    assert.match(await send(tab, { type: 'a.b', to: 'two words' }), /^422: to\.users: `two words`: user id must not/);
+    assert.equal(await tab.locator('#send-status').getAttribute('class'), 'status error');
+
+    // A bad user id in the picker: refused by /demo/session, the old user stays.
+    await tab.locator('#user-input').fill('a}b');
+    await tab.locator('#user-form button').click();
+    await tab.locator('#user-status', { hasText: 'user id must not contain whitespace' }).waitFor();
+    assert.equal(await tab.locator('#connection').getAttribute('data-state'), 'live');
+
+    // Markup in a notification is shown as text.
+    const title = '<img src=x onerror="window.pwned = true">';
+    await send(tab, { type: 'a.b', to: '', title, body: '<b>not bold</b>' });
+    await item(tab, 'onerror').waitFor();
+    assert.equal(await item(tab, 'onerror').locator('.title').textContent(), title);
+    assert.equal(await tab.locator('#list img, #toasts img, #list b').count(), 0);
+    assert.equal(await tab.evaluate(() => window.pwned), undefined);
+
+    // Sound is off until switched on here; push is not available.
+    assert.equal(await tab.locator('#sound-toggle').isChecked(), false);
+    await tab.locator('#sound-toggle').check();
+    assert.equal(await tab.evaluate(() => localStorage.getItem('herald-demo:sound')), 'on');
+    assert.equal(await tab.locator('#push-toggle').isDisabled(), true);
+    assertNoProblems(tab);
+    await context.close();
+  });
+});
+
+describe('token expiry', () => {
+  test('the page takes a new token and resumes with its cursor: nothing lost, nothing repeated', async () => {
+    // Sessions of 7 s, `token_expiring` 5 s before: the page renews about
+    // 2 s after each stream opens.
+    const gateway = await startHerald({
+      HERALD__DEMO__SESSION_TTL: '7s',
+      HERALD__STREAM__TOKEN_EXPIRING_BEFORE: '5s',
+    });
+    const user = uniqueUser('expiry');
+    const { publisher_token: token } = await session(user, gateway);
+    const context = await contextFor(user);
+    const tab = await openTab(context, gateway);
+    const sessions = [];
+    tab.on('request', (request) => request.url().endsWith('/demo/session') && sessions.push(request.url()));
+    // Hold the renewed stream's request: the old stream is closed by then, so
+    // a notification published meanwhile reaches the new one only through
+    // its cursor.
+    let release;
+    const renewal = new Promise((resolve) => { release = resolve; });
+    let holding = true;
+    await tab.route('**/v1/events?*', (route) => {
+      if (!holding) return route.continue();
+      holding = false;
+      release(route);
+    });
+
+    await publish(gateway, token, user, { type: 'tick.tock', title: 'Before the renewal' });
+    await item(tab, 'Before the renewal').waitFor();
+    const held = await Promise.race([renewal, timeout(WAIT).then(() => null)]);
+    assert.ok(held, `no renewed stream within ${WAIT} ms`);
+    const url = new URL(held.request().url());
+    assert.ok(url.searchParams.get('last_event_id'), `the renewed stream resumes from a cursor: ${url.pathname}`);
+    assert.equal(sessions.length, 1, 'a new session was fetched first');
+    await publish(gateway, token, user, { type: 'tick.tock', title: 'During the renewal' });
+    await held.continue();
+    await item(tab, 'During the renewal').waitFor();
+    await publish(gateway, token, user, { type: 'tick.tock', title: 'After the renewal' });
+    await item(tab, 'After the renewal').waitFor();
+
+    await waitForBadge(tab, 3);
+    const titles = await tab.locator('#list li .title').allTextContents();
+    assert.deepEqual(titles, ['After the renewal', 'During the renewal', 'Before the renewal']);
+    assert.equal(await tab.locator('#connection').getAttribute('data-state'), 'live');
+    assertNoProblems(tab);
+    await context.close();
+  });
+});

@@ -1,0 +1,120 @@
+//! Demo mode: `/demo` and `/demo/session` exist only when it is on, the page
+//! is served as a strict, self-contained document, and a session's tokens
+//! open the stream and publish. (The page itself is tested in a real browser:
+//! tests/browser/.)
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::helpers::{Engine, SseStream, TestApp, unique_user};
+
+const WAIT: Duration = Duration::from_secs(5);
+const DEMO: &[(&str, &str)] = &[("demo.enabled", "true"), ("demo.session_ttl", "10m")];
+
+crate::on_both_engines!(a_session_opens_the_stream_and_publishes);
+
+async fn new_session(app: &TestApp, body: Value) -> (StatusCode, Value) {
+    let response = app.http.post(app.url("/demo/session")).json(&body).send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_demo_mode_there_is_no_demo() {
+    let app = TestApp::spawn(&Engine::Memory).await;
+
+    let page = app.http.get(app.url("/demo")).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    let body: Value = page.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "the JSON 404 of any unknown path");
+    let (status, body) = new_session(&app, json!({"user": "alice"})).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.get("token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_serves_the_page_self_contained_and_uncached() {
+    let app = TestApp::spawn_with(&Engine::Memory, DEMO).await;
+
+    let page = app.http.get(app.url("/demo")).send().await.unwrap();
+
+    assert_eq!(page.status(), 200);
+    let header = |name: &str| page.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(header("cache-control"), "no-cache");
+    let policy = header("content-security-policy");
+    for directive in ["default-src 'none'", "script-src 'sha256-", "style-src 'sha256-", "connect-src 'self'"] {
+        assert!(policy.contains(directive), "CSP lacks `{directive}`: {policy}");
+    }
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert_eq!(html, herald::routes::demo::PAGE);
+    assert!(html.contains("new EventSource(") && html.contains("/demo/session"));
+    // Only the page's own session endpoint exists, and only for POST.
+    assert_eq!(app.http.get(app.url("/demo/session")).send().await.unwrap().status(), 404);
+}
+
+async fn a_session_opens_the_stream_and_publishes(engine: Engine) {
+    let app = TestApp::spawn_with(&engine, DEMO).await;
+    let alice = unique_user("alice");
+
+    let before = OffsetDateTime::now_utc();
+    let (status, session) = new_session(&app, json!({"user": alice})).await;
+
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(session["user"], alice.as_str());
+    let expires_at = OffsetDateTime::parse(session["expires_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    let ttl = expires_at - before;
+    assert!(ttl > time::Duration::minutes(9) && ttl <= time::Duration::minutes(10) + time::Duration::SECOND, "{ttl}");
+    let token = session["token"].as_str().unwrap();
+    let publisher_token = session["publisher_token"].as_str().unwrap();
+
+    // The user token opens the user's stream the way the page does.
+    let mut stream = SseStream::open(app.http.get(app.url(&format!("/v1/events?access_token={token}"))))
+        .await
+        .expect("the session's token opens the stream");
+    assert_eq!(stream.next_of("unread", WAIT).await.json(), json!({"count": 0}));
+    // The publisher token publishes; the user token may not.
+    let publish = |token: &str| {
+        app.http.post(app.url("/v1/publish")).bearer_auth(token).json(&json!({
+            "to": {"users": [alice]},
+            "notification": {"type": "demo.test", "title": "From the demo"}
+        }))
+    };
+    assert_eq!(publish(token).send().await.unwrap().status(), 403);
+    let response = publish(publisher_token).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let results: Value = response.json().await.unwrap();
+    let id = results["results"][0]["id"].as_str().unwrap().to_owned();
+    let notification = stream.next_of("notification", WAIT).await;
+    assert_eq!(notification.id.as_deref(), Some(id.as_str()));
+    assert_eq!(notification.json()["title"], "From the demo");
+    // And it reaches the user API too.
+    let list: Value =
+        app.http.get(app.url("/v1/notifications")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["items"][0]["id"], id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_user_id_gets_400_and_no_token() {
+    let app = TestApp::spawn_with(&Engine::Memory, DEMO).await;
+
+    for (user, why) in [
+        ("", "user: user id is empty"),
+        ("two words", "user: user id must not contain whitespace, control characters or braces"),
+        ("a}b", "user: user id must not contain whitespace, control characters or braces"),
+        (&"x".repeat(129), "user: user id is longer than 128 bytes"),
+    ] {
+        let (status, body) = new_session(&app, json!({"user": user})).await;
+        assert_eq!(status, 400, "{user:?}: {body}");
+        assert_eq!(body, json!({"error": {"code": "bad_user", "message": why}}), "{user:?}");
+    }
+    // A wrong shape is refused like any other body.
+    let (status, body) = new_session(&app, json!({"usr": "alice"})).await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    assert!(body.get("token").is_none());
+    let response = app.http.post(app.url("/demo/session")).body(r#"{"user":"alice"}"#).send().await.unwrap();
+    assert_eq!(response.status(), 415);
+}
