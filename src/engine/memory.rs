@@ -83,8 +83,9 @@ impl Inbox {
         }
     }
 
-    /// Retention's batched rule (see [`Retention::len_slack`]), the same
-    /// as the Redis engine's.
+    /// Retention's batched rule (see [`Retention::len_slack`]). The Redis
+    /// engine applies it from a mark that may be early, so it may remove an
+    /// expired entry sooner than this, within the slack.
     fn trim(&mut self, retention: &Retention, now_ms: u64) {
         if self.entries.len() as u64 > retention.max_len + retention.len_slack() {
             while self.entries.len() as u64 > retention.max_len {

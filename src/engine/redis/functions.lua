@@ -39,8 +39,9 @@ entry may be past the age and its slack: the in_app hash is read on every
 publish anyway, so the field costs no extra call. It may be early (entries
 removed since it was set only make the oldest younger; a missing field, as
 after new preferences, means "check now"), never late: it is set right
-after an age check, from the oldest entry then kept. Category names cannot start with `~`. So every user
-who has received a notification has an in_app hash, preferences or not.
+after an age check, from the oldest entry then kept. Category names cannot
+start with `~`. So every user who has received a notification has an in_app
+hash, preferences or not.
 ]]
 
 local VERSION = '{{VERSION}}'
@@ -54,9 +55,9 @@ local IDEM_TTL_MS = {{IDEM_TTL_MS}}
 -- of each, Retention::len_slack and age_slack_ms): a full inbox is cut back
 -- to MAX_LEN once it holds more than MAX_LEN + LEN_SLACK entries, and
 -- expired entries go once the oldest is more than MAX_AGE_MS + AGE_SLACK_MS
--- old. So a busy user's
--- publishes share one trim (a head scan that walks the entries trims have
--- marked deleted, a XTRIM and a SET) instead of each paying it.
+-- old. So a busy user's publishes share one trim (a head scan that walks the
+-- entries trims have marked deleted, a XTRIM and a SET) instead of each
+-- paying it.
 local LEN_SLACK = {{LEN_SLACK}}
 local AGE_SLACK_MS = {{AGE_SLACK_MS}}
 local MAX_TYPE = 64
