@@ -124,9 +124,6 @@ impl Application {
             node_id: node_id.as_str().into(),
         };
         let demo_mode = settings.demo.enabled;
-        if demo_mode {
-            routes::demo::check_settings(&settings)?;
-        }
         let max_body = settings.server.max_body_bytes;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

@@ -78,6 +78,7 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     let mut settings = Settings::load(config.as_deref())?;
     telemetry::init(&settings.log);
     settings.demo.enabled |= demo;
+    settings.validate()?;
     if settings.demo.enabled && settings.auth.secret.is_none() {
         let bytes: [u8; 24] = rand::random();
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -204,7 +204,9 @@ impl Settings {
         Ok(settings)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Checks every setting, naming the first bad one. `load` calls it; call
+    /// it again after changing settings (as `serve --demo` does).
+    pub fn validate(&self) -> anyhow::Result<()> {
         fn require(ok: bool, key: &str, why: &str) -> anyhow::Result<()> {
             if ok { Ok(()) } else { bail!("invalid configuration: `{key}` {why}") }
         }
@@ -236,6 +238,21 @@ impl Settings {
             "auth.jwks_url",
             "is not supported yet (use auth.secret or auth.public_key_file)",
         )?;
+        if self.demo.enabled {
+            // Demo sessions are HS256 tokens, renewed when the stream says
+            // `token_expiring`: one expiring as soon as minted would send
+            // the page round a renewal loop.
+            require(
+                self.demo.session_ttl > self.stream.token_expiring_before,
+                "demo.session_ttl",
+                "must be longer than stream.token_expiring_before",
+            )?;
+            require(
+                self.auth.algorithms.contains(&Algorithm::HS256),
+                "auth.algorithms",
+                "must list HS256 in demo mode (its sessions are HS256 tokens)",
+            )?;
+        }
         if matches!(self.engine.kind, EngineKind::Redis) {
             // Refused here rather than failing at the first connect: this
             // build has no TLS client.

@@ -52,7 +52,9 @@ async function startHerald(env = {}) {
     if (Date.now() > deadline || child.exitCode !== null) {
       throw new Error(`herald did not start within 20 s:\n${gateway.output}`);
     }
-    await Promise.race([new Promise((resolve) => child.stdout.once('data', resolve)), exited]);
+    // unref: a pending timer must not keep the test file alive once done.
+    const timeLeft = new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline - Date.now())).unref());
+    await Promise.race([new Promise((resolve) => child.stdout.once('data', resolve)), exited, timeLeft]);
   }
   gateway.url = gateway.output.match(banner)[1];
   for (;;) {

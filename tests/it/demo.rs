@@ -118,3 +118,14 @@ async fn a_bad_user_id_gets_400_and_no_token() {
     let response = app.http.post(app.url("/demo/session")).body(r#"{"user":"alice"}"#).send().await.unwrap();
     assert_eq!(response.status(), 415);
 }
+
+/// A demo node must be able to sign its sessions: building one without a
+/// secret fails, naming it (`serve --demo` generates one first, and
+/// `Settings::validate` makes demo mode allow HS256, so the authenticator
+/// requires the secret).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_node_without_a_secret_does_not_start() {
+    let settings = herald::config::Settings::with_overrides(&[("demo.enabled", "true")]).unwrap();
+    let err = herald::app::Application::build(settings).await.err().expect("the build must fail");
+    assert!(err.to_string().starts_with("auth.secret:"), "{err}");
+}
