@@ -27,6 +27,13 @@ pub struct Metrics {
     bye: [Counter; 4],
     pub engine_errors: Counter,
     pub pubsub_reconnects: Counter,
+    /// Stored entries that were not what the publish paths write (bytes
+    /// that are not UTF-8, raw control characters or line breaks), written
+    /// by another Redis client or an older library: repaired as they were
+    /// read or rendered, never allowed to fail a page or break the stream.
+    pub repaired_entries: Counter,
+    /// User requests and stream opens refused by the per-user rate limit.
+    pub user_rate_limited: Counter,
     /// From the entry id's timestamp (Redis's clock at XADD) to the moment
     /// this node queued it for its streams.
     pub publish_to_delivery: Histogram,
@@ -74,6 +81,11 @@ pub fn get() -> &'static Metrics {
         describe_counter!("herald_stream_bye_total", "streams ended by the server, by reason");
         describe_counter!("herald_engine_errors_total", "failed calls to the storage engine");
         describe_counter!("herald_pubsub_reconnects_total", "pub/sub reconnections");
+        describe_counter!(
+            "herald_repaired_entries_total",
+            "stored entries repaired as read (not UTF-8, raw control characters or line breaks)"
+        );
+        describe_counter!("herald_user_rate_limited_total", "user requests and stream opens refused with 429");
         describe_histogram!("herald_publish_to_delivery_seconds", "from publish to queueing on this node");
         let bye = |reason: ByeReason| counter!("herald_stream_bye_total", "reason" => reason.as_str());
         Metrics {
@@ -94,6 +106,8 @@ pub fn get() -> &'static Metrics {
             ],
             engine_errors: counter!("herald_engine_errors_total"),
             pubsub_reconnects: counter!("herald_pubsub_reconnects_total"),
+            repaired_entries: counter!("herald_repaired_entries_total"),
+            user_rate_limited: counter!("herald_user_rate_limited_total"),
             publish_to_delivery: histogram!("herald_publish_to_delivery_seconds"),
         }
     })

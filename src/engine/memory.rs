@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{
-    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Retention,
+    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Reset, Retention,
     StoredEntry, StreamStart,
 };
 use crate::{
@@ -163,10 +163,10 @@ impl Engine for MemoryEngine {
         let Some(inbox) = inboxes.get(user) else {
             return Ok(HistoryPage::default());
         };
-        let reset = inbox.trimmed_up_to.is_some_and(|t| after < t);
-        let start = if reset { 0 } else { inbox.entries.partition_point(|e| e.id <= after) };
+        let trimmed = inbox.trimmed_up_to.is_some_and(|t| after < t);
+        let start = if trimmed { 0 } else { inbox.entries.partition_point(|e| e.id <= after) };
         let entries = inbox.entries.iter().skip(start).take(limit).cloned().collect();
-        Ok(HistoryPage { reset, entries, unread: inbox.unread })
+        Ok(HistoryPage { reset: trimmed.then_some(Reset::HistoryTrimmed), entries, unread: inbox.unread })
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {

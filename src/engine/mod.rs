@@ -54,12 +54,34 @@ pub struct StoredEntry {
     pub clicked: bool,
 }
 
+/// Why a replay cannot continue from the client's cursor: the client must
+/// refetch its list (the stream sends `reset` with this reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// The cursor was older than what history keeps: entries were trimmed
+    /// after it, so the page starts at the oldest kept entry instead.
+    HistoryTrimmed,
+    /// The cursor is newer than any id this inbox has given (history
+    /// restored from an older snapshot, a lagging replica, an evicted or
+    /// expired inbox, a clock step): nothing after it would ever be sent, so
+    /// the stream continues after `newest` instead, and the page is empty.
+    CursorAhead { newest: EntryId },
+}
+
+impl Reset {
+    /// The `reason` of the `reset` event.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reset::HistoryTrimmed => "history_trimmed",
+            Reset::CursorAhead { .. } => "cursor_ahead",
+        }
+    }
+}
+
 /// A page of history after a cursor.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryPage {
-    /// The cursor was older than what history keeps: entries were trimmed
-    /// after it, so the page starts at the oldest kept entry instead.
-    pub reset: bool,
+    pub reset: Option<Reset>,
     pub entries: Vec<StoredEntry>,
     /// The unread count when the page was read.
     pub unread: u64,

@@ -90,8 +90,8 @@ impl EventStream {
     /// the last id sent. Starts the next page if this one was full.
     fn take_page(&mut self, page: HistoryPage) -> Option<Bytes> {
         let mut out = Vec::new();
-        if page.reset {
-            frame::write_reset(&mut out);
+        if let Some(reset) = page.reset {
+            frame::write_reset(&mut out, reset.reason());
         }
         let full = page.entries.len() >= self.page_size as usize;
         crate::metrics::get().replayed_entries.increment(page.entries.len() as u64);

@@ -98,8 +98,11 @@ fn write_retry_field(out: &mut Vec<u8>, retry: Duration) {
     out.push(b'\n');
 }
 
-pub fn write_reset(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"event: reset\ndata: {\"reason\":\"history_trimmed\"}\n\n");
+/// `reason` is one of `engine::Reset::reason`'s names (plain ASCII).
+pub fn write_reset(out: &mut Vec<u8>, reason: &str) {
+    out.extend_from_slice(b"event: reset\ndata: {\"reason\":\"");
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\"}\n\n");
 }
 
 pub fn bye(reason: ByeReason, retry_after: Option<Duration>) -> Bytes {

@@ -6,7 +6,7 @@ use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
 use herald::{
     clock::now_unix_ms,
     domain::{EntryId, IdempotencyKey, NewNotification, NotificationLimits, UserId},
-    engine::{AnyEngine, Engine, ReadTarget, Retention, memory::MemoryEngine, redis::RedisEngine},
+    engine::{AnyEngine, Engine, ReadTarget, Reset, Retention, memory::MemoryEngine, redis::RedisEngine},
     hub::{Hub, HubLimits, Registration},
     stream::{Connection, Frame, Next},
 };
@@ -96,7 +96,7 @@ async fn publishes_in_order_and_reads_back_after_a_cursor(engine: helpers::Engin
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must increase: {ids:?}");
 
     let all = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
-    assert!(!all.reset);
+    assert!(all.reset.is_none());
     assert_eq!(all.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     assert_eq!(all.entries[0].body, stored("n0").json);
     assert!(all.entries.iter().all(|e| !e.read && !e.clicked));
@@ -104,7 +104,7 @@ async fn publishes_in_order_and_reads_back_after_a_cursor(engine: helpers::Engin
     let after = b.engine.read_after(&alice, ids[1], 100).await.unwrap();
     assert_eq!(after.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
     let none = b.engine.read_after(&user("nobody"), EntryId::ZERO, 100).await.unwrap();
-    assert!(none.entries.is_empty() && !none.reset);
+    assert!(none.entries.is_empty() && none.reset.is_none());
 }
 
 async fn reads_history_in_pages(engine: helpers::Engine) {
@@ -165,10 +165,10 @@ async fn trimming_by_count_keeps_the_newest_and_resets_old_cursors(engine: helpe
         ids.push(b.publish(&alice, &format!("n{i}")).await);
     }
     let from_start = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
-    assert!(from_start.reset, "a cursor before trimmed entries must reset");
+    assert!(from_start.reset == Some(Reset::HistoryTrimmed), "a cursor before trimmed entries must reset");
     assert_eq!(from_start.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
     let from_kept = b.engine.read_after(&alice, ids[2], 100).await.unwrap();
-    assert!(!from_kept.reset, "a cursor at a kept entry resumes normally");
+    assert!(from_kept.reset.is_none(), "a cursor at a kept entry resumes normally");
     assert_eq!(from_kept.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..]);
     let start = b.engine.stream_start(&alice).await.unwrap();
     assert_eq!((start.last_id, start.unread), (ids[4], 3));
@@ -187,15 +187,18 @@ async fn a_full_inbox_is_trimmed_in_batches_and_counts_stay_exact(engine: helper
     // Two of the three entries the cut will remove are read.
     b.engine.mark_read(&alice, &ReadTarget::Ids(vec![ids[0], ids[2], ids[150]])).await.unwrap();
     let held = b.engine.read_after(&alice, EntryId::ZERO, 1000).await.unwrap();
-    assert!(!held.reset, "nothing is trimmed within the slack");
+    assert!(held.reset.is_none(), "nothing is trimmed within the slack");
     assert_eq!(held.entries.len(), 202);
     assert_eq!(b.engine.stream_start(&alice).await.unwrap().unread, 199, "a read path trims by the same rule");
 
     ids.push(b.publish(&alice, "n202").await);
     let kept = b.engine.read_after(&alice, EntryId::ZERO, 1000).await.unwrap();
-    assert!(kept.reset, "a cursor before the cut resets");
+    assert!(kept.reset == Some(Reset::HistoryTrimmed), "a cursor before the cut resets");
     assert_eq!(kept.entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..]);
-    assert!(!b.engine.read_after(&alice, ids[2], 1000).await.unwrap().reset, "the newest entry cut is the watermark");
+    assert!(
+        b.engine.read_after(&alice, ids[2], 1000).await.unwrap().reset.is_none(),
+        "the newest entry cut is the watermark"
+    );
     // 200 kept, of which one (ids[150]) is read.
     assert_eq!(b.engine.stream_start(&alice).await.unwrap().unread, 199);
     let query = herald::engine::ListQuery { before: None, limit: 1000, unread_only: true };
@@ -222,7 +225,7 @@ async fn more_entries_than_a_batch_expire_at_once(engine: helpers::Engine) {
     assert_eq!(b.engine.stream_start(&alice).await.unwrap().unread, 0);
     let page = b.engine.read_after(&alice, EntryId::ZERO, 2000).await.unwrap();
     assert!(page.entries.is_empty(), "{} expired entries left", page.entries.len());
-    assert!(page.reset);
+    assert!(page.reset == Some(Reset::HistoryTrimmed));
 }
 
 async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {
@@ -240,7 +243,7 @@ async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {
     // it sees exactly what it counted.
     let start = b.engine.stream_start(&alice).await.unwrap();
     let page = b.engine.read_after(&alice, EntryId::ZERO, 100).await.unwrap();
-    assert!(page.reset);
+    assert!(page.reset == Some(Reset::HistoryTrimmed));
     assert_eq!(page.entries.last().map(|e| e.id), Some(newest));
     assert_eq!(start.unread, page.entries.len() as u64);
 }
@@ -309,7 +312,7 @@ async fn expired_entries_go_even_without_new_publishes(engine: helpers::Engine) 
     let page = b.engine.list(&alice, query).await.unwrap();
     assert!(page.items.is_empty() && page.unread == 0);
     assert_eq!(b.engine.stream_start(&alice).await.unwrap().last_id, last, "ids keep growing after expiry");
-    assert!(b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap().reset);
+    assert!(b.engine.read_after(&alice, EntryId::ZERO, 10).await.unwrap().reset == Some(Reset::HistoryTrimmed));
 }
 
 async fn live_entries_reach_every_stream_of_the_user_only(engine: helpers::Engine) {

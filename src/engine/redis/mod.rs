@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 pub use self::keys::user_base;
 use self::pubsub::PubSubHealth;
 use super::{
-    Engine, EngineError, HistoryPage, ListPage, ListQuery, NodeTask, PublishOutcome, Published, ReadTarget, Retention,
-    StoredEntry, StreamStart,
+    Engine, EngineError, HistoryPage, ListPage, ListQuery, NodeTask, PublishOutcome, Published, ReadTarget, Reset,
+    Retention, StoredEntry, StreamStart,
 };
 use crate::{
     config::Settings,
@@ -225,7 +225,8 @@ impl Engine for RedisEngine {
         let mut cmd = redis::cmd("FCALL_RO");
         cmd.arg("herald_read_page").arg(1).arg(user_base(user)).arg(after.to_string()).arg(limit);
         let (reset, rows, unread): (i64, Vec<EntryRow>, i64) = self.call(&cmd).await?;
-        Ok(HistoryPage { reset: reset == 1, entries: entries(rows)?, unread: unread.max(0) as u64 })
+        let reset = (reset == 1).then_some(Reset::HistoryTrimmed);
+        Ok(HistoryPage { reset, entries: entries(rows)?, unread: unread.max(0) as u64 })
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
