@@ -21,7 +21,7 @@ use futures_util::future::BoxFuture;
 use super::{Next, frame};
 use crate::{
     domain::EntryId,
-    engine::{AnyEngine, Engine, EngineError, HistoryPage},
+    engine::{AnyEngine, Engine, EngineError, HistoryPage, Reset},
     hub::Registration,
 };
 
@@ -92,6 +92,13 @@ impl EventStream {
         let mut out = Vec::new();
         if let Some(reset) = page.reset {
             frame::write_reset(&mut out, reset.reason());
+            // Nothing after the cursor will ever exist: go on from the
+            // inbox's newest id. Live frames already queued at or before it
+            // are dropped like replayed ones; the client refetches its list
+            // on `reset`, which covers them.
+            if let Reset::CursorAhead { newest } = reset {
+                self.last_id = newest;
+            }
         }
         let full = page.entries.len() >= self.page_size as usize;
         crate::metrics::get().replayed_entries.increment(page.entries.len() as u64);

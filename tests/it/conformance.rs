@@ -14,12 +14,12 @@ use tokio::sync::mpsc;
 
 use crate::helpers::{self, wait_for};
 
-struct Backend {
-    engine: AnyEngine,
-    hub: Arc<Hub>,
+pub(crate) struct Backend {
+    pub(crate) engine: AnyEngine,
+    pub(crate) hub: Arc<Hub>,
 }
 
-async fn backend(engine: &helpers::Engine, extra: &[(&str, &str)]) -> Backend {
+pub(crate) async fn backend(engine: &helpers::Engine, extra: &[(&str, &str)]) -> Backend {
     let settings = helpers::settings(engine, extra);
     let limits = HubLimits { max_streams: 100, max_per_user: 10, queue_capacity: 64 };
     match engine {
@@ -39,22 +39,22 @@ async fn backend(engine: &helpers::Engine, extra: &[(&str, &str)]) -> Backend {
     }
 }
 
-fn user(name: &str) -> UserId {
+pub(crate) fn user(name: &str) -> UserId {
     UserId::parse(&helpers::unique_user(name)).unwrap()
 }
 
-fn stored(title: &str) -> herald::domain::StoredNotification {
+pub(crate) fn stored(title: &str) -> herald::domain::StoredNotification {
     let n: NewNotification = serde_json::from_value(helpers::notification(title)).unwrap();
     n.validate(&NotificationLimits { max_payload_bytes: 8192, max_title_chars: 200, max_body_chars: 2000 }).unwrap()
 }
 
 impl Backend {
-    async fn publish(&self, user: &UserId, title: &str) -> EntryId {
+    pub(crate) async fn publish(&self, user: &UserId, title: &str) -> EntryId {
         self.engine.publish(user, &stored(title), None).await.unwrap().stored().unwrap().id
     }
 
     /// A registered stream whose subscription is confirmed.
-    async fn listen(&self, user: &UserId) -> Registration {
+    pub(crate) async fn listen(&self, user: &UserId) -> Registration {
         let conn = Arc::new(Connection::new(user.clone(), u64::MAX));
         let (registration, ready) = self.hub.register(conn).unwrap();
         tokio::time::timeout(Duration::from_secs(5), ready.wait()).await.unwrap();
