@@ -114,10 +114,26 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
         }
         E::ContentType => ApiError::unsupported_media_type("expected Content-Type: application/json"),
         E::Deserialize(e) if e.is_data() => ApiError::bad_request("bad_request", format!("invalid request: {e}")),
-        E::Deserialize(e) => ApiError::bad_request("bad_json", format!("malformed JSON: {e}")),
+        E::Deserialize(e) => ApiError::bad_request("bad_json", format!("malformed JSON: {}", json_fault(e))),
         other => ApiError::bad_request("bad_request", other.to_string()),
     };
     api.into()
+}
+
+/// serde_json's words for a syntax error, except the two faults the `FCALL`
+/// path also refuses (functions.lua's NOT_UTF8 and RAW_CONTROL): those get
+/// the same words on both paths, so a backend that switches paths reads the
+/// same cause.
+fn json_fault(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let at = format!("(line {}, column {})", e.line(), e.column());
+    if text.starts_with("invalid unicode code point") {
+        format!("invalid UTF-8 {at}")
+    } else if text.starts_with("control character") {
+        format!("a raw control character (write it as \\u00XX in a string) {at}")
+    } else {
+        text
+    }
 }
 
 /// Unknown paths and methods get the JSON error body too.

@@ -96,8 +96,14 @@ impl NewNotification {
             return Err(invalid("notification.body", format!("must be at most {} characters", limits.max_body_chars)));
         }
         for (field, value) in [("notification.url", &self.url), ("notification.icon", &self.icon)] {
-            if value.as_ref().is_some_and(|v| v.len() > MAX_URL_LEN) {
-                return Err(invalid(field, format!("must be at most {MAX_URL_LEN} bytes")));
+            if value.as_deref().is_some_and(|v| !is_safe_link(v)) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "must be an http or https URL or a relative reference, at most {MAX_URL_LEN} bytes, \
+                         without spaces or control characters"
+                    ),
+                ));
             }
         }
         let mut json = serde_json::to_string(self).expect("a notification always serializes");
@@ -122,6 +128,26 @@ fn is_valid_type(kind: &str) -> bool {
             !part.is_empty()
                 && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         })
+}
+
+/// Schemes `url` and `icon` may name. Integrators render them as links and
+/// images: `javascript:`, `data:` or `vbscript:` there would run script.
+const LINK_SCHEMES: [&str; 2] = ["http", "https"];
+
+/// A link an integrator can render safely: at most [`MAX_URL_LEN`] bytes, no
+/// ASCII space or control byte (URL parsers drop tabs and newlines, so
+/// `java\tscript:` would slip past a scheme check), and a scheme, if it has
+/// one (text before a `:` that comes before any `/`, `?` or `#`), from
+/// [`LINK_SCHEMES`]. Relative references (`/docs/42`, `?tab=2`, `#c7`) have
+/// none. `functions.lua` applies the same rule (`bad_link`).
+fn is_safe_link(link: &str) -> bool {
+    if link.len() > MAX_URL_LEN || link.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return false;
+    }
+    match link.find([':', '/', '?', '#']) {
+        Some(i) if link.as_bytes()[i] == b':' => LINK_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(&link[..i])),
+        _ => true,
+    }
 }
 
 /// Renders a stored notification as clients see it, appending to `out`.
@@ -214,6 +240,36 @@ mod tests {
         ));
         let big = format!(r#"{{"type":"a","title":"t","data":"{}"}}"#, "x".repeat(9000));
         assert!(matches!(check(&big), ValidationError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn links_are_http_https_or_relative() {
+        for ok in [
+            "https://x.test/a?b#c",
+            "HTTP://x.test",
+            "/docs/42#c7",
+            "docs/42",
+            "?tab=2",
+            "#c7",
+            "//cdn.test/i.png",
+            "/a:b",
+        ] {
+            assert!(is_safe_link(ok), "{ok}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            " javascript:alert(1)",
+            "java\tscript:alert(1)",
+            "data:text/html,<script>",
+            "vbscript:x",
+            "mailto:a@b.test",
+            "https://x.test/a b",
+            "\u{1}https://x.test",
+        ] {
+            assert!(!is_safe_link(bad), "{bad:?}");
+        }
+        assert!(!is_safe_link(&format!("/{}", "a".repeat(MAX_URL_LEN))));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod nodes;
 mod operations;
 mod streams;
 mod unread_stress;
+mod validation;
 
 /// Generates one test per engine for each listed `async fn name(engine)`.
 /// The Redis variant starts its own `redis-server` and stops it afterwards.

@@ -68,6 +68,9 @@ local MAX_URL = 2048
 local TRIM_BATCH = 1000
 
 local FIELDS = {type = true, title = true, body = true, url = true, icon = true, priority = true, data = true}
+-- What `url` and `icon` may name besides a relative reference: a
+-- `javascript:` or `data:` link rendered by an integrator would run script.
+local LINK_SCHEMES = {http = true, https = true}
 local PRIORITIES = {low = true, normal = true, high = true}
 -- The bytes Lua's %s matches.
 local SPACE = {[9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true}
@@ -133,13 +136,66 @@ local function absent(v)
   return v == nil or v == cjson.null
 end
 
+-- Same rule as notification::is_safe_link: no space or control byte (URL
+-- parsers drop some of them, so `java\tscript:` would pass a scheme check),
+-- and a scheme, if any (text before a `:` that comes before any / ? #), from
+-- LINK_SCHEMES.
 local function bad_link(v)
-  return not absent(v) and (type(v) ~= 'string' or #v > MAX_URL)
+  if absent(v) then return false end
+  if type(v) ~= 'string' or #v > MAX_URL or string.find(v, '[%z\1-\32\127]') then return true end
+  local scheme = string.match(v, '^([^:/?#]*):')
+  return scheme ~= nil and not LINK_SCHEMES[string.lower(scheme)]
 end
 
 local function invalid_link(field)
-  return invalid('notification.' .. field .. ': must be a string of at most ' .. MAX_URL .. ' bytes')
+  return invalid('notification.' .. field .. ': must be an http or https URL or a relative reference, at most '
+    .. MAX_URL .. ' bytes, without spaces or control characters')
 end
+
+-- Whether `s` is UTF-8: every valid sequence becomes an ASCII byte, so any
+-- byte above 127 left over was not part of one. (No utf8 library in Redis's
+-- Lua; each gsub is one pass in C, and runs only for text that is not ASCII.
+-- Replacing, not removing, keeps the bytes of two invalid runs from joining
+-- into a valid one.) Excludes overlong forms and surrogates, as Rust does.
+local UTF8_SEQUENCES = {
+  '[\194-\223][\128-\191]',
+  '\224[\160-\191][\128-\191]', '[\225-\236\238\239][\128-\191][\128-\191]', '\237[\128-\159][\128-\191]',
+  '\240[\144-\191][\128-\191][\128-\191]', '[\241-\243][\128-\191][\128-\191][\128-\191]',
+  '\244[\128-\143][\128-\191][\128-\191]',
+}
+local function is_utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  for _, sequence in ipairs(UTF8_SEQUENCES) do s = string.gsub(s, sequence, 'x') end
+  return not string.find(s, '[\128-\255]')
+end
+
+-- Whether a raw tab, line feed or carriage return sits inside a JSON string
+-- (JSON allows them only between tokens; cjson takes them anyway, and a
+-- browser's JSON.parse then fails on the stored entry). Walks the strings
+-- from quote to quote; runs only when the text holds such a byte.
+local function raw_space_in_string(json)
+  local i = 1
+  while true do
+    local open = string.find(json, '"', i, true)
+    if not open then return false end
+    local j = open + 1
+    while true do
+      local k = string.find(json, '[\\"]', j)
+      if not k then return false end -- unterminated: cjson refuses it
+      if string.byte(json, k) == 92 then
+        j = k + 2
+      else
+        if string.find(string.sub(json, open + 1, k - 1), '[\t\n\r]') then return true end
+        i = k + 1
+        break
+      end
+    end
+  end
+end
+
+-- The error texts the HTTP path gives for the same faults (error.rs).
+local NOT_UTF8 = 'notification is not valid JSON: invalid UTF-8'
+local RAW_CONTROL = 'notification is not valid JSON: a raw control character (write it as \\u00XX in a string)'
 
 -- Returns the JSON to store, or nil and an error reply. Same rules as
 -- NewNotification::validate on the HTTP path.
@@ -147,11 +203,18 @@ local function validate(json)
   if #json > MAX_PAYLOAD then
     return nil, redis.error_reply('HERALD_TOO_LARGE notification is ' .. #json .. ' bytes, over the limit of ' .. MAX_PAYLOAD)
   end
-  -- Raw newlines can only be whitespace between JSON tokens, and an SSE
-  -- data line must not hold one. The checks come first, and are plain
+  -- cjson takes any bytes in a string, so what a browser (or the node) could
+  -- not read back is refused here: bytes that are not UTF-8, and raw
+  -- control characters (JSON wants them escaped). Each check is one pass
+  -- in C; the UTF-8 one runs only for text that is not ASCII.
+  if string.find(json, '[%z\1-\8\11\12\14-\31]') then return nil, invalid(RAW_CONTROL) end
+  if not is_utf8(json) then return nil, invalid(NOT_UTF8) end
+  -- Raw newlines may then only be whitespace between JSON tokens, and an
+  -- SSE data line must not hold one. The checks come first, and are plain
   -- searches and byte tests: most JSON is compact, and a pattern scan of the
   -- whole payload was a sixth of this function's cost.
-  if string.find(json, '\n', 1, true) or string.find(json, '\r', 1, true) then
+  if string.find(json, '\n', 1, true) or string.find(json, '\r', 1, true) or string.find(json, '\t', 1, true) then
+    if raw_space_in_string(json) then return nil, invalid(RAW_CONTROL) end
     json = string.gsub(json, '[\r\n]', ' ')
   end
   if SPACE[string.byte(json, 1)] or SPACE[string.byte(json, -1)] then json = strip(json) end

@@ -307,14 +307,28 @@ impl Engine for RedisEngine {
 }
 
 /// A history entry as the functions return it: id, JSON, read, clicked.
-type EntryRow = (String, String, i64, i64);
+/// The JSON comes as bytes: the functions refuse what is not UTF-8, but an
+/// entry written by another client or an older library may not be, and
+/// decoding it as a `String` would fail the whole page (and so every read
+/// and resume of the user) for one entry.
+type EntryRow = (String, Vec<u8>, i64, i64);
 
 fn entries(rows: Vec<EntryRow>) -> Result<Vec<StoredEntry>, EngineError> {
     rows.into_iter()
         .map(|(id, body, read, clicked)| {
-            Ok(StoredEntry { id: parse_id(&id)?, body, read: read == 1, clicked: clicked == 1 })
+            Ok(StoredEntry { id: parse_id(&id)?, body: lenient_utf8(body), read: read == 1, clicked: clicked == 1 })
         })
         .collect()
+}
+
+/// The stored JSON as text, invalid bytes replaced by U+FFFD (counted in
+/// `herald_repaired_entries_total`). A replacement character never ends a
+/// JSON string, so valid JSON stays valid.
+fn lenient_utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| {
+        crate::metrics::get().repaired_entries.increment(1);
+        String::from_utf8_lossy(e.as_bytes()).into_owned()
+    })
 }
 
 /// The unread count, first in every state-changing function's reply.
