@@ -81,6 +81,7 @@ impl Application {
             EngineKind::Memory => {
                 let hub = Arc::new(Hub::new(limits, settings.stream.keep_alive, None));
                 let engine = MemoryEngine::new(hub.clone(), Retention::from_settings(&settings));
+                node_tasks.push(engine.pruner());
                 (hub, AnyEngine::Memory(engine))
             }
             EngineKind::Redis => {

@@ -3,16 +3,20 @@
 //! All users' inboxes live in one map behind a std mutex. Publishing stores,
 //! trims and delivers to the hub under that lock, so a user's entries reach
 //! their streams in id order, as Redis pub/sub guarantees for the other engine.
+//!
+//! A user inactive for [`Retention::expiry_ms`] (no publish to them, no
+//! stream opened, no new preferences) is forgotten whole by the pruning task
+//! ([`MemoryEngine::pruner`]), as their keys expire in Redis.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
 
 use super::{
-    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Reset, Retention,
-    StoredEntry, StreamStart,
+    Engine, EngineError, HistoryPage, LIST_SCAN, ListPage, ListQuery, NodeTask, PublishOutcome, Published, ReadTarget,
+    Reset, Retention, StoredEntry, StreamStart,
 };
 use crate::{
     clock::now_unix_ms,
@@ -27,9 +31,26 @@ pub struct MemoryEngine {
 }
 
 struct Inner {
-    inboxes: Mutex<HashMap<UserId, Inbox>>,
+    users: Mutex<Users>,
     hub: Arc<Hub>,
     retention: Retention,
+}
+
+#[derive(Default)]
+struct Users {
+    inboxes: HashMap<UserId, Inbox>,
+    /// The newest id of every inbox pruned so far: a user's new inbox starts
+    /// after it, so their ids keep growing across a prune even if the clock
+    /// stepped back (a client's old cursor is never ahead of new entries).
+    id_floor: EntryId,
+}
+
+impl Users {
+    /// The user's inbox, made (starting after the id floor) if they have none.
+    fn inbox(&mut self, user: &UserId) -> &mut Inbox {
+        let floor = self.id_floor;
+        self.inboxes.entry(user.clone()).or_insert_with(|| Inbox { last_id: floor, ..Inbox::default() })
+    }
 }
 
 #[derive(Default)]
@@ -42,6 +63,9 @@ struct Inbox {
     unread: u64,
     idempotency: HashMap<String, (Published, Instant)>,
     preferences: Option<Preferences>,
+    /// When the user was last active (unix ms): the pruner forgets them
+    /// [`Retention::expiry_ms`] after it.
+    active_ms: u64,
 }
 
 impl Inbox {
@@ -104,7 +128,49 @@ impl Inbox {
 
 impl MemoryEngine {
     pub fn new(hub: Arc<Hub>, retention: Retention) -> Self {
-        Self { inner: Arc::new(Inner { inboxes: Mutex::new(HashMap::new()), hub, retention }) }
+        Self { inner: Arc::new(Inner { users: Mutex::new(Users::default()), hub, retention }) }
+    }
+
+    /// Forgets every user inactive for [`Retention::expiry_ms`] by `now_ms`;
+    /// returns how many.
+    pub fn prune(&self, now_ms: u64) -> usize {
+        let expiry = self.inner.retention.expiry_ms();
+        let mut users = self.users();
+        let Users { inboxes, id_floor } = &mut *users;
+        let before = inboxes.len();
+        inboxes.retain(|_, inbox| {
+            let keep = now_ms < inbox.active_ms.saturating_add(expiry);
+            if !keep {
+                *id_floor = (*id_floor).max(inbox.last_id);
+            }
+            keep
+        });
+        before - inboxes.len()
+    }
+
+    /// Users this engine holds anything of (history, read state, preferences).
+    pub fn users_held(&self) -> usize {
+        self.users().inboxes.len()
+    }
+
+    /// The pruning task: a sweep every age slack (between 100 ms and a
+    /// minute). One sweep walks every user under the engine's lock (about
+    /// 20 ns a user), so a minute apart it costs little even with a million
+    /// users, and nobody outlives their expiry by more than a minute. Ends
+    /// when the engine is gone.
+    pub fn pruner(&self) -> NodeTask {
+        let every = Duration::from_millis(self.inner.retention.age_slack_ms())
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let engine: Weak<Inner> = Arc::downgrade(&self.inner);
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = engine.upgrade() else { return };
+                MemoryEngine { inner }.prune(now_unix_ms());
+            }
+        })
     }
 
     /// Tells the user's streams of a state change (`read`, `deleted`), as the
@@ -114,8 +180,8 @@ impl MemoryEngine {
         self.inner.hub.deliver(user.as_str(), || frame::sync_event(event, payload.as_bytes(), unread));
     }
 
-    fn inboxes(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Inbox>> {
-        self.inner.inboxes.lock().unwrap_or_else(|p| p.into_inner())
+    fn users(&self) -> std::sync::MutexGuard<'_, Users> {
+        self.inner.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -129,8 +195,10 @@ impl Engine for MemoryEngine {
         let stored = notification.json.as_str();
         let retention = &self.inner.retention;
         let now = now_unix_ms();
-        let mut inboxes = self.inboxes();
-        let inbox = inboxes.entry(user.clone()).or_default();
+        let mut users = self.users();
+        let inbox = users.inbox(user);
+        // A user who is sent notifications is active, kept or not.
+        inbox.active_ms = now;
         if let Some(prefs) = &inbox.preferences
             && !prefs.channels_for(&notification.kind).in_app
         {
@@ -159,24 +227,36 @@ impl Engine for MemoryEngine {
     }
 
     async fn read_after(&self, user: &UserId, after: EntryId, limit: usize) -> Result<HistoryPage, EngineError> {
-        let inboxes = self.inboxes();
-        let Some(inbox) = inboxes.get(user) else {
-            return Ok(HistoryPage::default());
+        let users = self.users();
+        let Some(inbox) = users.inboxes.get(user) else {
+            // Nothing was ever given (or the user was pruned): any cursor
+            // but the zero one is ahead, as for a Redis inbox that is gone.
+            let reset = (after > EntryId::ZERO).then_some(Reset::CursorAhead { newest: EntryId::ZERO });
+            return Ok(HistoryPage { reset, ..HistoryPage::default() });
         };
         let trimmed = inbox.trimmed_up_to.is_some_and(|t| after < t);
         let start = if trimmed { 0 } else { inbox.entries.partition_point(|e| e.id <= after) };
-        let entries = inbox.entries.iter().skip(start).take(limit).cloned().collect();
-        Ok(HistoryPage { reset: trimmed.then_some(Reset::HistoryTrimmed), entries, unread: inbox.unread })
+        let entries: Vec<StoredEntry> = inbox.entries.iter().skip(start).take(limit).cloned().collect();
+        let reset = if trimmed {
+            Some(Reset::HistoryTrimmed)
+        } else if entries.is_empty() && after > inbox.last_id {
+            Some(Reset::CursorAhead { newest: inbox.last_id })
+        } else {
+            None
+        };
+        Ok(HistoryPage { reset, entries, unread: inbox.unread })
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
-        let mut inboxes = self.inboxes();
-        let Some(inbox) = inboxes.get_mut(user) else {
+        let mut users = self.users();
+        let Some(inbox) = users.inboxes.get_mut(user) else {
             return Ok(StreamStart { last_id: EntryId::ZERO, unread: 0 });
         };
         // History trims on publish; a user who gets nothing new must still
         // not see (or count) expired entries.
-        inbox.trim(&self.inner.retention, now_unix_ms());
+        let now = now_unix_ms();
+        inbox.trim(&self.inner.retention, now);
+        inbox.active_ms = now;
         Ok(StreamStart { last_id: inbox.last_id, unread: inbox.unread })
     }
 
@@ -185,22 +265,55 @@ impl Engine for MemoryEngine {
     }
 
     async fn list(&self, user: &UserId, query: ListQuery) -> Result<ListPage, EngineError> {
-        let mut inboxes = self.inboxes();
-        let Some(inbox) = inboxes.get_mut(user) else { return Ok(ListPage::default()) };
+        let mut users = self.users();
+        let Some(inbox) = users.inboxes.get_mut(user) else { return Ok(ListPage::default()) };
         inbox.trim(&self.inner.retention, now_unix_ms());
         let end = match query.before {
             Some(before) => inbox.entries.partition_point(|e| e.id < before),
             None => inbox.entries.len(),
         };
-        let mut matching = inbox.entries.range(..end).rev().filter(|e| !query.unread_only || !e.read);
-        let items: Vec<StoredEntry> = matching.by_ref().take(query.limit).cloned().collect();
-        let next = if matching.next().is_some() { items.last().map(|e| e.id) } else { None };
+        // The same walk as herald_list's: newest first; a list of unread
+        // entries stops once it has passed as many as the inbox counts, or
+        // after LIST_SCAN entries (then `next` is the last one examined).
+        let (mut items, mut next) = (Vec::new(), None);
+        let (mut unread_seen, mut examined) = (0, 0);
+        for entry in inbox.entries.range(..end).rev() {
+            if query.unread_only && unread_seen >= inbox.unread {
+                break;
+            }
+            if !entry.read {
+                unread_seen += 1;
+            }
+            if !query.unread_only || !entry.read {
+                if items.len() == query.limit {
+                    next = items.last().map(|e: &StoredEntry| e.id);
+                    break;
+                }
+                items.push(entry.clone());
+            }
+            examined += 1;
+            if query.unread_only && examined >= LIST_SCAN && unread_seen < inbox.unread {
+                next = Some(entry.id);
+                break;
+            }
+        }
         Ok(ListPage { items, unread: inbox.unread, next })
     }
 
     async fn mark_read(&self, user: &UserId, target: &ReadTarget) -> Result<u64, EngineError> {
-        let mut inboxes = self.inboxes();
-        let inbox = inboxes.entry(user.clone()).or_default();
+        let mut users = self.users();
+        let Some(inbox) = users.inboxes.get_mut(user) else {
+            // Nothing to mark, and nothing to make for a stranger.
+            return match target {
+                ReadTarget::Ids(ids) => {
+                    Err(EngineError::NotFound(ids.first().map(ToString::to_string).unwrap_or_default()))
+                }
+                ReadTarget::All => {
+                    self.sync(user, SyncEvent::Read, r#"{"all":true,"up_to":"0-0"}"#, 0);
+                    Ok(0)
+                }
+            };
+        };
         let payload = match target {
             ReadTarget::Ids(ids) => {
                 // Every id first: an unknown one changes nothing.
@@ -223,8 +336,8 @@ impl Engine for MemoryEngine {
     }
 
     async fn mark_clicked(&self, user: &UserId, id: EntryId) -> Result<u64, EngineError> {
-        let mut inboxes = self.inboxes();
-        let inbox = inboxes.get_mut(user).ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        let mut users = self.users();
+        let inbox = users.inboxes.get_mut(user).ok_or_else(|| EngineError::NotFound(id.to_string()))?;
         let i = inbox.position(id)?;
         inbox.entries[i].clicked = true;
         let changed = inbox.mark_read([i]);
@@ -236,8 +349,8 @@ impl Engine for MemoryEngine {
     }
 
     async fn delete(&self, user: &UserId, id: EntryId) -> Result<u64, EngineError> {
-        let mut inboxes = self.inboxes();
-        let inbox = inboxes.get_mut(user).ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        let mut users = self.users();
+        let inbox = users.inboxes.get_mut(user).ok_or_else(|| EngineError::NotFound(id.to_string()))?;
         let i = inbox.position(id)?;
         let removed = inbox.entries.remove(i).expect("position is in range");
         if !removed.read {
@@ -249,11 +362,14 @@ impl Engine for MemoryEngine {
     }
 
     async fn preferences(&self, user: &UserId) -> Result<Preferences, EngineError> {
-        Ok(self.inboxes().get(user).and_then(|i| i.preferences.clone()).unwrap_or_default())
+        Ok(self.users().inboxes.get(user).and_then(|i| i.preferences.clone()).unwrap_or_default())
     }
 
     async fn set_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), EngineError> {
-        self.inboxes().entry(user.clone()).or_default().preferences = Some(prefs.clone());
+        let mut users = self.users();
+        let inbox = users.inbox(user);
+        inbox.preferences = Some(prefs.clone());
+        inbox.active_ms = now_unix_ms();
         Ok(())
     }
 }

@@ -92,7 +92,10 @@ pub struct HistoryPage {
 pub struct ListPage {
     pub items: Vec<StoredEntry>,
     pub unread: u64,
-    /// Pass as `before` for the next (older) page; `None` on the last.
+    /// Pass as `before` for the next (older) page; `None` on the last. A
+    /// list of unread entries that examined [`LIST_SCAN`] entries stops
+    /// there, so its page may hold fewer than `limit` items and still have
+    /// a `next`.
     pub next: Option<EntryId>,
 }
 
@@ -298,4 +301,17 @@ impl Retention {
     pub fn age_slack_ms(&self) -> u64 {
         self.max_age_ms / 100
     }
+
+    /// How long all of a user's state outlives their last activity (a
+    /// publish to them, kept or dropped, a stream opened, new preferences):
+    /// `max_age` plus twice its slack. The expiry moves at most once per
+    /// slack, so every entry has aged out and been trimmed before it fires.
+    pub fn expiry_ms(&self) -> u64 {
+        self.max_age_ms + 2 * self.age_slack_ms()
+    }
 }
+
+/// Most entries a list of unread notifications examines per call (then
+/// `next` is the last one examined): an inbox read entry by entry must not
+/// cost a scan of all of it. `functions.lua` has the same number.
+pub const LIST_SCAN: usize = 500;

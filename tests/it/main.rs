@@ -9,6 +9,7 @@ mod backpressure;
 mod center;
 mod conformance;
 mod demo;
+mod history;
 mod keys;
 mod nodes;
 mod operations;

@@ -14,7 +14,8 @@ name, which is also their pub/sub channel:
   herald:{u:<user>}            channel   live events, "<kind> <id or -> <unread> <json>":
                                          n = notification, r = read, d = deleted
   herald:{u:<user>}:inbox      stream    the notifications; field `n` = JSON
-  herald:{u:<user>}:read       set       ids of read entries still in the inbox
+  herald:{u:<user>}:read       set       ids of read entries still in the inbox,
+                                         newer than `~read_upto`
   herald:{u:<user>}:clicked    set       ids of clicked entries still in the inbox
   herald:{u:<user>}:trimmed    string    newest id removed by trimming; a
                                          cursor before it gets `reset`
@@ -23,13 +24,36 @@ name, which is also their pub/sub channel:
   herald:{u:<user>}:prefs      string    the preferences document (JSON)
   herald:{u:<user>}:in_app     hash      category -> 1/0 (`*` = default): whether
                                          notifications are kept, from the prefs;
-                                         and `~oldest_ms`: the oldest entry's time
-                                         (ms) at the last age check
+                                         and the inbox's state, in fields that
+                                         start with `~` (category names cannot):
+                                           ~oldest_ms   the oldest entry's time (ms)
+                                                        at the last age check
+                                           ~read_upto   every entry at or before
+                                                        this id is read
+                                           ~covered     entries in the inbox at or
+                                                        before ~read_upto
+                                           ~expires_ms  when every key of the user
+                                                        expires (below)
 
-The unread count is XLEN(inbox) - SCARD(read): both sets only ever hold ids
-that are still in the inbox (trimming removes them), so the count is exact
-and needs no counter that could drift. Clicked implies read, so `clicked` is
-empty whenever `read` is.
+An entry is read if its id is at or before `~read_upto` (set by mark-all-read)
+or in `read`. The unread count is XLEN(inbox) - SCARD(read) - ~covered: `read`
+holds only ids newer than `~read_upto` that are still in the inbox, and every
+removal (trim, delete) takes its ids out of `read` or out of `~covered`, so
+the count is exact. Mark-all-read moves the watermark and empties `read`:
+its cost does not grow with the inbox. Clicked implies read.
+
+Every key of a user expires at `~expires_ms`, MAX_AGE_MS plus twice the age
+slack after the user was last active (a publish to them, kept or dropped by
+preferences, a stream opened, new preferences), so a user who never comes
+back leaves nothing behind; by then every entry has aged out anyway. The
+instant moves at most once per age slack (renew_if_due): a busy user's
+publishes pay no extra call for it. All keys share the one instant, so one
+never outlives another (Redis freezes time during a call: a function sees
+all of them or none). A key made later (`read` by a mark, `trimmed` by a
+trim) takes the same instant. Ids stay in order across an expiry: a new
+inbox's first id comes from the clock, more than MAX_AGE_MS past every id
+the old one gave; should the clock have stepped back that far, a client's
+cursor is ahead of the new inbox and it gets `reset` (cursor_ahead).
 
 History is trimmed in batches (LEN_SLACK, AGE_SLACK_MS below), by the same
 rule on every path, so the count is taken over what the inbox holds.
@@ -37,11 +61,11 @@ rule on every path, so the count is taken over what the inbox holds.
 `~oldest_ms` lets a publish skip the age trim's range scan until the oldest
 entry may be past the age and its slack: the in_app hash is read on every
 publish anyway, so the field costs no extra call. It may be early (entries
-removed since it was set only make the oldest younger; a missing field, as
-after new preferences, means "check now"), never late: it is set right
-after an age check, from the oldest entry then kept. Category names cannot
-start with `~`. So every user who has received a notification has an in_app
-hash, preferences or not.
+removed since it was set only make the oldest younger; a missing field
+means "check now"), never late: it is set right after an age check, from
+the oldest entry then kept. New preferences keep the `~` fields. So every
+user who has received a notification has an in_app hash, preferences or
+not.
 ]]
 
 local VERSION = '{{VERSION}}'
@@ -60,8 +84,14 @@ local IDEM_TTL_MS = {{IDEM_TTL_MS}}
 -- paying it.
 local LEN_SLACK = {{LEN_SLACK}}
 local AGE_SLACK_MS = {{AGE_SLACK_MS}}
+-- Every key of a user expires this long after their last activity.
+local EXPIRY_MS = MAX_AGE_MS + 2 * AGE_SLACK_MS
 local MAX_TYPE = 64
 local MAX_URL = 2048
+-- A list of unread entries examines at most this many entries per call
+-- (and says where it stopped in `next`): an inbox read one by one must not
+-- cost a scan of all of it. Engine::LIST_SCAN on the Rust side.
+local LIST_SCAN = 500
 -- Most entries one XRANGE of a trim returns. A cut by length takes one
 -- batch a call (a lowered max_len is caught up over calls); the age trim
 -- takes as many as expired.
@@ -254,16 +284,6 @@ local function id_before(a, b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
 
--- Drops removed entries' ids from the read and clicked sets. Given the
--- read set's size (optional), skips the calls when it is empty (clicked
--- implies read) and returns its size after.
-local function forget(base, ids, read_count)
-  if read_count == 0 or #ids == 0 then return read_count end
-  local were_read = redis.call('SREM', base .. ':read', unpack(ids))
-  redis.call('SREM', base .. ':clicked', unpack(ids))
-  return read_count and read_count - were_read
-end
-
 local function ids_of(entries)
   local ids = {}
   for i, e in ipairs(entries) do ids[i] = e[1] end
@@ -274,7 +294,74 @@ local function entry_ms(id)
   return tonumber(string.match(id, '^%d+'))
 end
 
-local OLDEST = '~oldest_ms'
+local OLDEST, READ_UPTO, COVERED, EXPIRES = '~oldest_ms', '~read_upto', '~covered', '~expires_ms'
+
+-- The mark-all-read watermark: `upto` (an id or nil) and how many entries of
+-- the inbox are at or before it. `is_read(id)` answers for one entry.
+local function watermark(upto, covered)
+  local w = {upto = upto, covered = tonumber(covered) or 0}
+  if upto then w.ms, w.seq = split_id(upto) end
+  function w.covers(id)
+    if not w.ms then return false end
+    local ms, seq = split_id(id)
+    return ms < w.ms or (ms == w.ms and seq <= w.seq)
+  end
+  return w
+end
+
+local function read_watermark(base)
+  local f = redis.call('HMGET', base .. ':in_app', READ_UPTO, COVERED)
+  return watermark(f[1], f[2])
+end
+
+-- Whether entry `id` is read (0/1), by the watermark or the read set.
+local function read_flag(base, w, id)
+  if w.covers(id) then return 1 end
+  return redis.call('SISMEMBER', base .. ':read', id)
+end
+
+-- Every key of the user, for the shared expiry. (`idem:<k>` keys keep their
+-- own, shorter one.)
+local function user_keys(base)
+  return {base .. ':inbox', base .. ':read', base .. ':clicked', base .. ':trimmed', base .. ':prefs', base .. ':in_app'}
+end
+
+-- Moves the user's expiry to EXPIRY_MS from `now` if it was last moved more
+-- than an age slack ago (`expires` is `~expires_ms` as read, or nil).
+-- Returns the instant in force.
+local function renew_if_due(base, expires, now)
+  expires = tonumber(expires)
+  if expires and expires - now >= EXPIRY_MS - AGE_SLACK_MS then return expires end
+  expires = now + EXPIRY_MS
+  redis.call('HSET', base .. ':in_app', EXPIRES, expires)
+  for _, key in ipairs(user_keys(base)) do redis.call('PEXPIREAT', key, expires) end
+  return expires
+end
+
+-- Gives a key just made (a first SADD, a SET) the user's expiry.
+local function expire_with_user(base, key)
+  local expires = redis.call('HGET', base .. ':in_app', EXPIRES)
+  if expires then redis.call('PEXPIREAT', key, expires) end
+end
+
+-- Drops removed entries from the read state: their ids from the read and
+-- clicked sets, and those at or before the watermark from its count (ids
+-- come oldest first, as trims remove them). Given the read set's size
+-- (optional), skips the SREMs when it is empty (clicked implies read) and
+-- returns its size after.
+local function forget(base, ids, read_count, w)
+  if #ids == 0 then return read_count end
+  local covered = 0
+  while covered < #ids and w.covers(ids[covered + 1]) do covered = covered + 1 end
+  if covered > 0 then
+    w.covered = math.max(w.covered - covered, 0)
+    redis.call('HSET', base .. ':in_app', COVERED, w.covered)
+  end
+  if read_count == 0 and covered == 0 then return read_count end
+  local were_read = redis.call('SREM', base .. ':read', unpack(ids))
+  redis.call('SREM', base .. ':clicked', unpack(ids))
+  return read_count and read_count - were_read
+end
 
 -- Whether the inbox is past its limits: over MAX_LEN + LEN_SLACK entries,
 -- or (by the `~oldest_ms` mark, which is never late) holding an entry older
@@ -285,15 +372,15 @@ end
 
 -- Trims the inbox to MAX_LEN entries when `by_length`, and to MAX_AGE_MS
 -- when `by_age` (then moves the mark to the oldest entry kept), keeping
--- the read and clicked sets and the trimmed watermark in step. `len` and
--- `read_count` are the inbox's length and SCARD(read) now; returns them
--- after trimming.
-local function trim(base, inbox, now_ms, len, read_count, by_length, by_age)
+-- the read state (`w`, the watermark) and the trimmed watermark in step.
+-- `len` and `read_count` are the inbox's length and SCARD(read) now;
+-- returns them after trimming.
+local function trim(base, inbox, now_ms, len, read_count, w, by_length, by_age)
   local newest_trimmed
   if by_length then
     local old = redis.call('XRANGE', inbox, '-', '+', 'COUNT', math.min(len - MAX_LEN, TRIM_BATCH))
     local ids = ids_of(old)
-    read_count = forget(base, ids, read_count)
+    read_count = forget(base, ids, read_count, w)
     newest_trimmed = ids[#ids]
     len = len - #ids
     redis.call('XTRIM', inbox, 'MAXLEN', len)
@@ -309,7 +396,7 @@ local function trim(base, inbox, now_ms, len, read_count, by_length, by_age)
       repeat
         local ids = ids_of(redis.call('XRANGE', inbox, from, '(' .. first_kept, 'COUNT', TRIM_BATCH))
         if #ids > 0 then
-          read_count = forget(base, ids, read_count)
+          read_count = forget(base, ids, read_count, w)
           removed = removed + #ids
           newest_trimmed = ids[#ids]
           from = '(' .. newest_trimmed
@@ -327,6 +414,7 @@ local function trim(base, inbox, now_ms, len, read_count, by_length, by_age)
   end
   if newest_trimmed then
     redis.call('SET', base .. ':trimmed', newest_trimmed)
+    expire_with_user(base, base .. ':trimmed')
   end
   return len, read_count
 end
@@ -336,23 +424,28 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function unread_count(base)
-  return redis.call('XLEN', base .. ':inbox') - redis.call('SCARD', base .. ':read')
+local function unread_count(base, w)
+  local len = redis.call('XLEN', base .. ':inbox')
+  if len == 0 then return 0 end
+  return len - redis.call('SCARD', base .. ':read') - (w or read_watermark(base)).covered
 end
 
 -- Trims the inbox for a read path by the same rule as a publish: a user
 -- who gets no new notifications must not keep seeing (or counting) expired
 -- ones, and a read must not change a count a publish would not. Returns
--- the unread count after.
+-- the unread count after, and the `~expires_ms` read on the way.
 local function trim_for_read(base, inbox)
-  local len, read_count = redis.call('XLEN', inbox), redis.call('SCARD', base .. ':read')
-  if len == 0 then return 0 end
+  local f = redis.call('HMGET', base .. ':in_app', OLDEST, READ_UPTO, COVERED, EXPIRES)
+  local len = redis.call('XLEN', inbox)
+  if len == 0 then return 0, f[4] end
+  local read_count = redis.call('SCARD', base .. ':read')
+  local w = watermark(f[2], f[3])
   local now = now_ms()
-  local by_length, by_age = past_limits(len, tonumber(redis.call('HGET', base .. ':in_app', OLDEST)), now)
+  local by_length, by_age = past_limits(len, tonumber(f[1]), now)
   if by_length or by_age then
-    len, read_count = trim(base, inbox, now, len, read_count, by_length, by_age)
+    len, read_count = trim(base, inbox, now, len, read_count, w, by_length, by_age)
   end
-  return len - read_count
+  return len - read_count - w.covered, f[4]
 end
 
 -- Stores `json` (valid, compact, with priority) of type `type` for the user.
@@ -362,12 +455,16 @@ end
 -- adds XRANGE, XTRIM and SET (and two SREMs if any are read). Once the
 -- oldest entry may be past the age and its slack, the age check adds
 -- XRANGE, XTRIM and SET to remove what expired, and XRANGE and HSET to move
--- the mark. (Reading the head once instead, with the entries it would
--- keep, cost more: XRANGE returns every entry's document.)
+-- the mark. Once per age slack, renewing the user's expiry adds an HSET and
+-- a PEXPIREAT per key. (Reading the head once instead, with the entries it
+-- would keep, cost more: XRANGE returns every entry's document.)
 local function store(base, json, type, key)
-  -- The category's in_app flag, the default's, and the age-check mark.
-  local settings = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*', OLDEST)
+  -- The category's in_app flag, the default's, and the inbox's state.
+  local settings = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*', OLDEST, EXPIRES,
+    READ_UPTO, COVERED)
   if (settings[1] or settings[2]) == '0' then
+    -- A user who is sent notifications is active, kept or not.
+    renew_if_due(base, settings[4], now_ms())
     return {'', 0, 0, 1}
   end
   local idem
@@ -388,6 +485,7 @@ local function store(base, json, type, key)
   -- the clock stepped back): no TIME call.
   local now = entry_ms(id)
   local len = redis.call('XLEN', inbox)
+  local w = watermark(settings[5], settings[6])
   -- The read set holds only ids in the inbox: none besides a new one.
   local read_count = len == 1 and 0 or redis.call('SCARD', base .. ':read')
   -- The age check scans the inbox's head, so it runs only once the oldest
@@ -396,13 +494,20 @@ local function store(base, json, type, key)
   local by_length, by_age = past_limits(len, tonumber(settings[3]), now)
   if len == 1 then
     if by_age then redis.call('HSET', base .. ':in_app', OLDEST, now) end
+    -- Nothing older is left for a watermark to cover.
+    if settings[5] then
+      redis.call('HDEL', base .. ':in_app', READ_UPTO, COVERED)
+      w = watermark(nil, 0)
+    end
   elseif by_length or by_age then
-    len, read_count = trim(base, inbox, now, len, read_count, by_length, by_age)
+    len, read_count = trim(base, inbox, now, len, read_count, w, by_length, by_age)
   end
-  local unread = len - read_count
+  renew_if_due(base, settings[4], now)
+  local unread = len - read_count - w.covered
   local subscribers = redis.call('PUBLISH', base, 'n ' .. id .. ' ' .. unread .. ' ' .. json)
   if idem then
-    redis.call('SET', idem, id .. ' ' .. subscribers, 'PX', IDEM_TTL_MS)
+    -- Never past the user's own expiry: nothing of them outlives it.
+    redis.call('SET', idem, id .. ' ' .. subscribers, 'PX', math.min(IDEM_TTL_MS, EXPIRY_MS))
   end
   return {id, subscribers, 0, 0}
 end
@@ -441,11 +546,26 @@ redis.register_function('herald_publish_detail', function(keys, args)
   return store(base, args[1], args[3], args[2])
 end)
 
+-- The newest id the inbox ever gave ('0-0' if it does not exist): deleting
+-- the newest entry does not make a cursor at it ahead.
+local function last_generated(inbox)
+  if redis.call('EXISTS', inbox) == 0 then return '0-0' end
+  local info = redis.call('XINFO', 'STREAM', inbox)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then return info[i + 1] end
+  end
+  return '0-0'
+end
+
 -- FCALL_RO herald_read_page 1 <base> <after id> <count>
--- Returns {reset (0/1), {{id, json, read (0/1), clicked (0/1)}, ...}, unread}.
+-- Returns {reset, {{id, json, read (0/1), clicked (0/1)}, ...}, unread, newest}:
+-- reset 0 none, 1 history trimmed after the cursor (the page starts at the
+-- oldest entry), 2 cursor ahead of every id given (the page is empty and
+-- `newest` is the inbox's newest id; otherwise newest is '').
 redis.register_function{function_name = 'herald_read_page', flags = {'no-writes'}, callback = function(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
+  local inbox = base .. ':inbox'
   local after = args[1]
   if not split_id(after) then return invalid('cursor must be <ms>-<seq>') end
   local count = tonumber(args[2]) or 100
@@ -456,12 +576,24 @@ redis.register_function{function_name = 'herald_read_page', flags = {'no-writes'
     reset = 1
     start = '-'
   end
+  local w = read_watermark(base)
   local page = {}
-  for _, e in ipairs(redis.call('XRANGE', base .. ':inbox', start, '+', 'COUNT', count)) do
+  for _, e in ipairs(redis.call('XRANGE', inbox, start, '+', 'COUNT', count)) do
     local id = e[1]
-    page[#page + 1] = {id, e[2][2], redis.call('SISMEMBER', base .. ':read', id), redis.call('SISMEMBER', base .. ':clicked', id)}
+    page[#page + 1] = {id, e[2][2], read_flag(base, w, id), redis.call('SISMEMBER', base .. ':clicked', id)}
   end
-  return {reset, page, unread_count(base)}
+  local newest = ''
+  if #page == 0 and reset == 0 then
+    -- A caught-up client's cursor is the newest entry: one XREVRANGE tells.
+    local head = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)[1]
+    if not head or id_before(head[1], after) then
+      local last = last_generated(inbox)
+      if id_before(last, after) then
+        reset, newest = 2, last
+      end
+    end
+  end
+  return {reset, page, unread_count(base, w), newest}
 end}
 
 local function not_found(id)
@@ -491,6 +623,19 @@ local function all_exist(inbox, ids)
   return nil
 end
 
+-- Adds ids to the read set (giving a new set the user's expiry); returns
+-- those that were unread.
+local function add_read(base, w, ids)
+  local read = base .. ':read'
+  local fresh = redis.call('EXISTS', read) == 0
+  local changed = {}
+  for _, id in ipairs(ids) do
+    if not w.covers(id) and redis.call('SADD', read, id) == 1 then changed[#changed + 1] = id end
+  end
+  if fresh and #changed > 0 then expire_with_user(base, read) end
+  return changed
+end
+
 -- FCALL herald_mark_read 1 <base> <id>...: {unread}. Other tabs get `read`.
 redis.register_function('herald_mark_read', function(keys, args)
   local base = user_base(keys)
@@ -498,31 +643,30 @@ redis.register_function('herald_mark_read', function(keys, args)
   local inbox = base .. ':inbox'
   local missing = all_exist(inbox, args)
   if missing then return not_found(missing) end
-  local changed = {}
-  for _, id in ipairs(args) do
-    if redis.call('SADD', base .. ':read', id) == 1 then changed[#changed + 1] = id end
-  end
-  local unread = unread_count(base)
+  local w = read_watermark(base)
+  local changed = add_read(base, w, args)
+  local unread = unread_count(base, w)
   if #changed > 0 then sync(base, 'r', unread, ids_json(changed)) end
   return {unread}
 end)
 
--- FCALL herald_mark_all_read 1 <base>: {unread, up_to}.
+-- FCALL herald_mark_all_read 1 <base>: {unread, up_to}. Moves the watermark
+-- to the newest entry and empties the read set: no entry is read or
+-- written, however many the inbox holds.
 redis.register_function('herald_mark_all_read', function(keys)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
+  local inbox = base .. ':inbox'
+  local newest = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)[1]
   local up_to = '0-0'
-  local ids = {}
-  for _, e in ipairs(redis.call('XRANGE', base .. ':inbox', '-', '+')) do
-    ids[#ids + 1] = e[1]
-    up_to = e[1]
+  if newest then
+    up_to = newest[1]
+    redis.call('HSET', base .. ':in_app', READ_UPTO, up_to, COVERED, redis.call('XLEN', inbox))
+    -- UNLINK frees the set's memory off the main thread.
+    redis.call('UNLINK', base .. ':read')
   end
-  for i = 1, #ids, 500 do
-    redis.call('SADD', base .. ':read', unpack(ids, i, math.min(i + 499, #ids)))
-  end
-  local unread = unread_count(base)
-  sync(base, 'r', unread, '{"all":true,"up_to":"' .. up_to .. '"}')
-  return {unread, up_to}
+  sync(base, 'r', 0, '{"all":true,"up_to":"' .. up_to .. '"}')
+  return {0, up_to}
 end)
 
 -- The user's base key and an id that is in their inbox, or nil and an error.
@@ -538,9 +682,13 @@ end
 redis.register_function('herald_mark_clicked', function(keys, args)
   local base, id, err = existing_entry(keys, args)
   if not base then return err end
-  redis.call('SADD', base .. ':clicked', id)
-  local newly_read = redis.call('SADD', base .. ':read', id) == 1
-  local unread = unread_count(base)
+  local clicked = base .. ':clicked'
+  if redis.call('SADD', clicked, id) == 1 and redis.call('SCARD', clicked) == 1 then
+    expire_with_user(base, clicked)
+  end
+  local w = read_watermark(base)
+  local newly_read = #add_read(base, w, {id}) == 1
+  local unread = unread_count(base, w)
   if newly_read then sync(base, 'r', unread, ids_json({id})) end
   return {unread}
 end)
@@ -550,32 +698,36 @@ redis.register_function('herald_delete', function(keys, args)
   local base, id, err = existing_entry(keys, args)
   if not base then return err end
   redis.call('XDEL', base .. ':inbox', id)
-  forget(base, {id})
-  local unread = unread_count(base)
+  local w = read_watermark(base)
+  forget(base, {id}, nil, w)
+  local unread = unread_count(base, w)
   sync(base, 'd', unread, ids_json({id}))
   return {unread}
 end)
 
 -- FCALL herald_list 1 <base> <before id or +> <limit> <unread only 0/1>
 -- Newest first: {unread, next id or '', {{id, json, read, clicked}, ...}}.
--- Trims first (trim_for_read).
+-- Trims first (trim_for_read). Listing unread entries stops once it has
+-- passed as many as the inbox counts, and after LIST_SCAN entries; then
+-- `next` is the last one examined, so the client goes on from there.
 redis.register_function('herald_list', function(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
-  local inbox, read, clicked = base .. ':inbox', base .. ':read', base .. ':clicked'
+  local inbox, clicked = base .. ':inbox', base .. ':clicked'
   local before = args[1]
   if before ~= '+' and not split_id(before) then return invalid('before must be an event id') end
   local unread = trim_for_read(base, inbox)
+  local w = read_watermark(base)
   local limit = tonumber(args[2]) or 20
   local unread_only = args[3] == '1'
   local items = {}
   local cursor = before == '+' and '+' or '(' .. before
-  local more = false
-  -- Scans newest first in chunks; at most the whole inbox (history.max_len).
-  while true do
+  local more, cut, unread_seen, examined = false, nil, 0, 0
+  while not (unread_only and unread_seen >= unread) do
     local chunk = redis.call('XREVRANGE', inbox, cursor, '-', 'COUNT', 100)
     for _, e in ipairs(chunk) do
-      local is_read = redis.call('SISMEMBER', read, e[1])
+      local is_read = read_flag(base, w, e[1])
+      if is_read == 0 then unread_seen = unread_seen + 1 end
       if not unread_only or is_read == 0 then
         if #items == limit then
           more = true
@@ -583,41 +735,58 @@ redis.register_function('herald_list', function(keys, args)
         end
         items[#items + 1] = {e[1], e[2][2], is_read, redis.call('SISMEMBER', clicked, e[1])}
       end
+      examined = examined + 1
+      if unread_only and unread_seen >= unread then break end
+      if unread_only and examined >= LIST_SCAN then
+        cut = e[1]
+        break
+      end
     end
-    if more or #chunk < 100 then break end
+    if more or cut or #chunk < 100 then break end
     cursor = '(' .. chunk[#chunk][1]
   end
   local next = ''
-  if more then next = items[#items][1] end
+  if more then next = items[#items][1] elseif cut then next = cut end
   return {unread, next, items}
 end)
 
 -- FCALL herald_set_preferences 1 <base> <json> <category> <0/1> ...
--- Stores the document and the in_app flags the publish path reads.
+-- Stores the document and the in_app flags the publish path reads, keeping
+-- the inbox's `~` fields, and renews the user's expiry.
 redis.register_function('herald_set_preferences', function(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
+  local in_app = base .. ':in_app'
+  local state = redis.call('HMGET', in_app, OLDEST, READ_UPTO, COVERED)
   redis.call('SET', base .. ':prefs', args[1])
-  redis.call('DEL', base .. ':in_app')
+  redis.call('DEL', in_app)
   if #args > 1 then
-    redis.call('HSET', base .. ':in_app', unpack(args, 2))
+    redis.call('HSET', in_app, unpack(args, 2))
   end
+  for i, field in ipairs({OLDEST, READ_UPTO, COVERED}) do
+    if state[i] then redis.call('HSET', in_app, field, state[i]) end
+  end
+  renew_if_due(base, nil, now_ms())
   return 'OK'
 end)
 
 -- FCALL herald_stream_start 1 <base>: {newest id ever given, unread count},
--- after trimming by age (as herald_list).
+-- after trimming by age (as herald_list). Opening a stream renews the
+-- user's expiry.
 redis.register_function('herald_stream_start', function(keys)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
   local inbox = base .. ':inbox'
   local last, unread = '0-0', 0
   if redis.call('EXISTS', inbox) == 1 then
-    unread = trim_for_read(base, inbox)
-    local info = redis.call('XINFO', 'STREAM', inbox)
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then last = info[i + 1] end
-    end
+    local expires
+    unread, expires = trim_for_read(base, inbox)
+    renew_if_due(base, expires, now_ms())
+    last = last_generated(inbox)
+  elseif redis.call('EXISTS', base .. ':in_app') == 1 then
+    -- Preferences but no inbox: they are kept while the user is active.
+    -- (A user with no keys gets none by opening a stream.)
+    renew_if_due(base, redis.call('HGET', base .. ':in_app', EXPIRES), now_ms())
   end
   return {last, unread}
 end)

@@ -224,8 +224,12 @@ impl Engine for RedisEngine {
     async fn read_after(&self, user: &UserId, after: EntryId, limit: usize) -> Result<HistoryPage, EngineError> {
         let mut cmd = redis::cmd("FCALL_RO");
         cmd.arg("herald_read_page").arg(1).arg(user_base(user)).arg(after.to_string()).arg(limit);
-        let (reset, rows, unread): (i64, Vec<EntryRow>, i64) = self.call(&cmd).await?;
-        let reset = (reset == 1).then_some(Reset::HistoryTrimmed);
+        let (reset, rows, unread, newest): (i64, Vec<EntryRow>, i64, String) = self.call(&cmd).await?;
+        let reset = match reset {
+            0 => None,
+            1 => Some(Reset::HistoryTrimmed),
+            _ => Some(Reset::CursorAhead { newest: parse_id(&newest)? }),
+        };
         Ok(HistoryPage { reset, entries: entries(rows)?, unread: unread.max(0) as u64 })
     }
 
