@@ -12,6 +12,7 @@ mod demo;
 mod keys;
 mod nodes;
 mod operations;
+mod resume;
 mod streams;
 mod unread_stress;
 
