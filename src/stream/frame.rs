@@ -10,7 +10,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::ByeReason;
-use crate::domain::{EntryId, render_notification, rfc3339};
+use crate::domain::{EntryId, render_notification, rfc3339, write_json_line};
 
 /// An encoded SSE message, with the history id it carries (if any) so a
 /// stream can drop what it already delivered.
@@ -96,12 +96,14 @@ pub fn live_notification(id: EntryId, stored: &[u8], unread: u64) -> Frame {
 
 /// A state change from another tab or device (`read` or `deleted`, with its
 /// JSON payload), then the new unread count. Carries no id: it is not history.
+/// The payload comes from the pub/sub channel, which any Redis client can
+/// publish to, so it is written as one line like a stored notification.
 pub fn sync_event(event: SyncEvent, payload: &[u8], unread: u64) -> Frame {
     let mut out = Vec::with_capacity(payload.len() + 80);
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(event.name().as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(payload);
+    write_json_line(&mut out, payload);
     out.extend_from_slice(b"\n\n");
     let unread_at = out.len();
     write_unread(&mut out, unread);
@@ -190,6 +192,16 @@ mod tests {
         let f = sync_event(SyncEvent::Read, br#"{"ids":["1-2"]}"#, 4);
         assert_eq!(&f.unread_part().unwrap()[..], b"event: unread\ndata: {\"count\":4}\n\n");
         assert!(token_expiring(0).unread_part().is_none());
+    }
+
+    #[test]
+    fn a_sync_payload_from_pub_sub_cannot_add_events() {
+        let f = sync_event(SyncEvent::Read, b"{\"ids\":[\"1-2\n\nevent: bye\ndata: x\n\nid: 9-9\"]}", 4);
+        let text = std::str::from_utf8(&f.bytes).unwrap();
+        assert_eq!(text.matches("\n\n").count(), 2, "a read and an unread only: {text}");
+        assert!(!text.contains("\nevent: bye") && !text.contains("\nid:"), "{text}");
+        let data = text.strip_prefix("event: read\ndata: ").unwrap().split("\n\n").next().unwrap();
+        serde_json::from_str::<serde_json::Value>(data).unwrap();
     }
 
     #[test]
