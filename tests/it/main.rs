@@ -14,6 +14,7 @@ mod nodes;
 mod operations;
 mod resume;
 mod streams;
+mod subscriptions;
 mod unread_stress;
 mod wire;
 

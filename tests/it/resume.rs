@@ -1,36 +1,24 @@
 //! What a resumed stream sends at the seam between replay and live frames,
 //! read from the real response body over each engine.
 
-use std::{future::poll_fn, pin::Pin, task::Poll, time::Duration};
+use std::{future::poll_fn, pin::Pin, time::Duration};
 
 use actix_web::body::MessageBody;
 use bytes::Bytes;
 use herald::{
     domain::EntryId,
     engine::{Engine, ReadTarget},
-    hub::Registration,
-    stream::{EventStream, Frame, Next, frame},
+    stream::{EventStream, Frame, frame},
 };
 
 use crate::{
-    conformance::{backend, user},
+    conformance::{backend, next_frame, user},
     helpers::{self, Parser, SseEvent},
 };
 
 const WAIT: Duration = Duration::from_secs(5);
 
 crate::on_both_engines!(the_last_unread_after_a_resume_is_the_true_count);
-
-/// The next live frame queued for `registration`, if one comes in time.
-async fn next_frame(registration: &Registration) -> Option<Frame> {
-    let conn = registration.connection().clone();
-    let next = poll_fn(move |cx| match conn.poll_next(cx) {
-        Next::Frame(frame) => Poll::Ready(Some(frame)),
-        Next::Pending => Poll::Pending,
-        _ => Poll::Ready(None),
-    });
-    tokio::time::timeout(WAIT, next).await.ok().flatten()
-}
 
 /// Every event `body` sends up to (not including) the comment `marker`,
 /// which the caller queued after the frames it wants drained. The body
@@ -70,7 +58,7 @@ async fn the_last_unread_after_a_resume_is_the_true_count(engine: helpers::Engin
     let x = b.publish(&alice, "x").await;
     let mut live = Vec::new();
     while live.last().is_none_or(|f: &Frame| f.id != Some(x)) {
-        live.push(next_frame(&probe).await.expect("the read frame, then X's"));
+        live.push(next_frame(&probe, WAIT).await.expect("the read frame, then X's"));
     }
     drop(probe);
     let marker = Bytes::from_static(b": drained\n\n");
