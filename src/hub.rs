@@ -465,7 +465,7 @@ mod tests {
         assert!(per_tick.iter().all(|&n| n < 200), "no burst to all streams at once: {per_tick:?}");
 
         // A stream that just got a frame is not quiet: no keep-alive.
-        hub.deliver("u0", || Frame { id: None, bytes: bytes::Bytes::from_static(b"x") });
+        hub.deliver("u0", || Frame::plain(None, bytes::Bytes::from_static(b"x")));
         queued(&streams[0]);
         for _ in 0..3 {
             hub.tick(0, Duration::ZERO, &ka);
@@ -480,7 +480,7 @@ mod tests {
         let mut built = 0;
         let n = hub.deliver("a", || {
             built += 1;
-            Frame { id: None, bytes: bytes::Bytes::from_static(b"x") }
+            Frame::plain(None, bytes::Bytes::from_static(b"x"))
         });
         assert_eq!((n, built), (2, 1));
         assert_eq!(hub.deliver("nobody", || unreachable!("no frame is built for absent users")), 0);

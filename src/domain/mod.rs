@@ -8,6 +8,7 @@ mod user;
 pub use entry_id::{BadEntryId as BadEntryIdError, EntryId};
 pub use notification::{
     NewNotification, NotificationLimits, Priority, StoredNotification, ValidationError, render_notification, rfc3339,
+    write_json_line,
 };
 pub use preferences::{Channels, Preferences, PreferencesError, QuietHours};
 pub use user::{IdempotencyKey, UserId};

@@ -4,7 +4,8 @@
 //! cursor page by page, then takes live frames from the connection's queue.
 //! The hub queues live frames from the moment the stream registered (before
 //! any replay), so the seam has no gap; frames at or before the last id
-//! already sent are dropped, so it has no duplicate either. The same replay
+//! already sent are dropped, so it has no duplicate either (their trailing
+//! `unread` is still sent, so the last count is the newest). The same replay
 //! runs again whenever the node asks for a resync (after a pub/sub outage).
 
 use std::{
@@ -160,7 +161,12 @@ impl MessageBody for EventStream {
                 Next::Frame(frame) => {
                     if let Some(id) = frame.id {
                         if id <= this.last_id {
-                            continue; // already sent by replay
+                            // Already sent by replay, but not its count,
+                            // which is newer than any queued before it.
+                            match frame.unread_part() {
+                                Some(unread) => return Poll::Ready(Some(Ok(unread))),
+                                None => continue,
+                            }
                         }
                         this.last_id = id;
                     }

@@ -70,7 +70,7 @@ struct State {
     resync: bool,
     /// A keep-alive is owed. A flag, not a queued frame: an idle stream then
     /// never grows its queue (a first push allocates room for four frames,
-    /// 224 bytes, which would be most of an idle stream's own memory).
+    /// 256 bytes, which would be most of an idle stream's own memory).
     keep_alive_due: bool,
     warned_expiry: bool,
     waker: Option<Waker>,
@@ -206,7 +206,7 @@ mod tests {
     use crate::domain::EntryId;
 
     fn frame(n: u64) -> Frame {
-        Frame { id: Some(EntryId::new(n, 0)), bytes: Bytes::from_static(b"x") }
+        Frame::plain(Some(EntryId::new(n, 0)), Bytes::from_static(b"x"))
     }
 
     fn next(c: &Connection) -> Next {

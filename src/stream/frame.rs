@@ -4,20 +4,55 @@
 //! for every open tab of its user (a refcount, not a copy). Replayed entries
 //! are encoded per stream, since replay is per stream.
 
-use std::time::Duration;
+use std::{num::NonZeroU32, time::Duration};
 
 use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::ByeReason;
-use crate::domain::{EntryId, render_notification, rfc3339};
+use crate::domain::{EntryId, render_notification, rfc3339, write_json_line};
 
 /// An encoded SSE message, with the history id it carries (if any) so a
 /// stream can drop what it already delivered.
+///
+/// One is built per live event and cloned into every tab's queue. The
+/// unread offset is a `u32` in it, not a second `Bytes` (32 bytes and a
+/// second refcount per tab): it costs no allocation and no work per event,
+/// and 8 bytes per queued frame (56 to 64).
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub id: Option<EntryId>,
     pub bytes: Bytes,
+    /// Where the trailing `unread` event starts in `bytes`, if the frame
+    /// ends with one. A stream that drops the frame as already replayed
+    /// still sends this part: the count is newer than any queued before it
+    /// (see [`Frame::unread_part`]).
+    pub unread_at: Option<NonZeroU32>,
+}
+
+impl Frame {
+    /// A frame without a trailing `unread`.
+    pub fn plain(id: Option<EntryId>, bytes: Bytes) -> Self {
+        Self { id, bytes, unread_at: None }
+    }
+
+    /// The trailing `unread` event, as a slice of the same buffer (no copy).
+    ///
+    /// A `read` queued before a replay carries an older count than the
+    /// replay's closing `unread`; a notification queued after it, dropped as
+    /// replayed, would take the newest count with it. Sending the dropped
+    /// frame's count keeps the counts in queue order, so the last `unread`
+    /// a client sees is the true one.
+    pub fn unread_part(&self) -> Option<Bytes> {
+        self.unread_at.map(|at| self.bytes.slice(at.get() as usize..))
+    }
+}
+
+/// Seals `out` as a frame whose `unread` event starts at `unread_at`.
+fn with_unread(id: Option<EntryId>, out: Vec<u8>, unread_at: usize) -> Frame {
+    // Past u32 (not a real frame) the count is simply not kept apart.
+    let unread_at = u32::try_from(unread_at).ok().and_then(NonZeroU32::new);
+    Frame { id, bytes: out.into(), unread_at }
 }
 
 /// `:` comment: keeps proxies and load balancers from closing an idle stream.
@@ -54,21 +89,25 @@ pub fn write_unread(out: &mut Vec<u8>, count: u64) {
 pub fn live_notification(id: EntryId, stored: &[u8], unread: u64) -> Frame {
     let mut out = Vec::with_capacity(stored.len() + 200);
     write_notification(&mut out, id, stored, false, false);
+    let unread_at = out.len();
     write_unread(&mut out, unread);
-    Frame { id: Some(id), bytes: out.into() }
+    with_unread(Some(id), out, unread_at)
 }
 
 /// A state change from another tab or device (`read` or `deleted`, with its
 /// JSON payload), then the new unread count. Carries no id: it is not history.
+/// The payload comes from the pub/sub channel, which any Redis client can
+/// publish to, so it is written as one line like a stored notification.
 pub fn sync_event(event: SyncEvent, payload: &[u8], unread: u64) -> Frame {
     let mut out = Vec::with_capacity(payload.len() + 80);
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(event.name().as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(payload);
+    write_json_line(&mut out, payload);
     out.extend_from_slice(b"\n\n");
+    let unread_at = out.len();
     write_unread(&mut out, unread);
-    Frame { id: None, bytes: out.into() }
+    with_unread(None, out, unread_at)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +159,7 @@ pub fn bye(reason: ByeReason, retry_after: Option<Duration>) -> Bytes {
 pub fn token_expiring(expires_at: u64) -> Frame {
     let at = OffsetDateTime::from_unix_timestamp(expires_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let text = format!("event: token_expiring\ndata: {{\"expires_at\":\"{}\"}}\n\n", rfc3339(at));
-    Frame { id: None, bytes: text.into() }
+    Frame::plain(None, text.into())
 }
 
 pub fn heartbeat(now: OffsetDateTime) -> Bytes {
@@ -139,6 +178,30 @@ mod tests {
         assert!(text.starts_with("id: 1-2\nevent: notification\ndata: {\"id\":\"1-2\""), "{text}");
         assert!(text.ends_with("\n\nevent: unread\ndata: {\"count\":7}\n\n"), "{text}");
         assert_eq!(text.matches("\n\n").count(), 2);
+        assert_eq!(&f.unread_part().unwrap()[..], b"event: unread\ndata: {\"count\":7}\n\n");
+    }
+
+    #[test]
+    fn a_frame_is_64_bytes() {
+        // Queued per tab for every live event (see `Frame`).
+        assert_eq!(std::mem::size_of::<Frame>(), 64);
+    }
+
+    #[test]
+    fn a_sync_frame_keeps_its_count_apart_and_plain_frames_have_none() {
+        let f = sync_event(SyncEvent::Read, br#"{"ids":["1-2"]}"#, 4);
+        assert_eq!(&f.unread_part().unwrap()[..], b"event: unread\ndata: {\"count\":4}\n\n");
+        assert!(token_expiring(0).unread_part().is_none());
+    }
+
+    #[test]
+    fn a_sync_payload_from_pub_sub_cannot_add_events() {
+        let f = sync_event(SyncEvent::Read, b"{\"ids\":[\"1-2\n\nevent: bye\ndata: x\n\nid: 9-9\"]}", 4);
+        let text = std::str::from_utf8(&f.bytes).unwrap();
+        assert_eq!(text.matches("\n\n").count(), 2, "a read and an unread only: {text}");
+        assert!(!text.contains("\nevent: bye") && !text.contains("\nid:"), "{text}");
+        let data = text.strip_prefix("event: read\ndata: ").unwrap().split("\n\n").next().unwrap();
+        serde_json::from_str::<serde_json::Value>(data).unwrap();
     }
 
     #[test]

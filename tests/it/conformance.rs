@@ -63,7 +63,7 @@ impl Backend {
     }
 }
 
-async fn next_frame(registration: &Registration, timeout: Duration) -> Option<Frame> {
+pub(crate) async fn next_frame(registration: &Registration, timeout: Duration) -> Option<Frame> {
     let conn = registration.connection().clone();
     let next = poll_fn(move |cx| match conn.poll_next(cx) {
         Next::Frame(frame) => Poll::Ready(Some(frame)),

@@ -13,9 +13,12 @@ mod history;
 mod keys;
 mod nodes;
 mod operations;
+mod resume;
 mod streams;
+mod subscriptions;
 mod unread_stress;
 mod validation;
+mod wire;
 
 /// Generates one test per engine for each listed `async fn name(engine)`.
 /// The Redis variant starts its own `redis-server` and stops it afterwards.

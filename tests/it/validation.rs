@@ -111,7 +111,7 @@ async fn a_stored_entry_no_path_writes_never_fails_a_page_or_a_resume() {
 
     let first = app.publish(&[alice.as_str()], notification("before")).await[0]["id"].as_str().unwrap().to_owned();
     let inbox = format!("herald:{{u:{alice}}}:inbox");
-    let raw: [&[u8]; 2] = [&with_title(&"가".as_bytes()[..2]), &with_title(b"a\xffb")];
+    let raw: [&[u8]; 3] = [&with_title(&"가".as_bytes()[..2]), &with_title(b"a\xffb"), &with_title(b"a\0b")];
     for bad in raw {
         let _: String =
             ::redis::cmd("XADD").arg(&inbox).arg("*").arg("n").arg(bad).query_async(&mut conn).await.unwrap();
@@ -121,15 +121,16 @@ async fn a_stored_entry_no_path_writes_never_fails_a_page_or_a_resume() {
     let (status, page) = api.get("/v1/notifications").await;
     assert_eq!(status, 200, "{page}");
     let titles: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["title"].as_str().unwrap()).collect();
-    assert_eq!(titles.len(), 4, "{page}");
-    assert_eq!((titles[0], titles[3]), ("after", "before"));
-    assert!(titles[2].contains('\u{fffd}') && titles[1].contains('\u{fffd}'), "{titles:?}");
+    assert_eq!(titles.len(), 5, "{page}");
+    assert_eq!((titles[0], titles[4]), ("after", "before"));
+    assert!(titles[3].contains('\u{fffd}') && titles[2].contains('\u{fffd}'), "{titles:?}");
+    assert_eq!(titles[1], "a\0b", "a raw NUL is escaped, so the page is JSON");
     let (_, count) = api.get("/v1/notifications/unread_count").await;
-    assert_eq!(count["count"], 4);
+    assert_eq!(count["count"], 5);
 
     // A resume replays all of them and then goes live.
     let mut stream = app.stream(&alice, Some(&first)).await;
-    let replayed = stream.notifications(3, Duration::from_secs(5)).await;
+    let replayed = stream.notifications(4, Duration::from_secs(5)).await;
     assert_eq!(replayed.last().unwrap().json()["title"], "after");
     let id = app.publish(&[alice.as_str()], notification("live")).await[0]["id"].as_str().unwrap().to_owned();
     let live = stream.notifications(1, Duration::from_secs(5)).await;

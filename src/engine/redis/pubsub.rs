@@ -10,6 +10,9 @@
 //! reconnects with backoff, subscribes every wanted channel again, and asks
 //! the hub to resync every stream from its last delivered id: messages
 //! published during the outage are gone from pub/sub, but not from history.
+//! Meanwhile it keeps taking the hub's commands and folds them into the
+//! wanted set, so an outage costs memory by the users with streams, not by
+//! the stream attempts of every client that retries.
 
 use std::{
     collections::HashSet,
@@ -38,6 +41,9 @@ use crate::{
 const BATCH: usize = 1000;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// `Wanted::waiting` is pruned once it holds this many, or twice as many as
+/// after its last pruning.
+const MIN_PRUNE: usize = 64;
 
 /// Whether the pub/sub connection is proven alive, for `/readyz`: connected,
 /// and its last PING answered within three ping intervals.
@@ -101,19 +107,58 @@ struct Wanted {
     /// over half of the node's CPU while 10,000 streams opened).
     dirty: HashSet<UserId>,
     waiting: Vec<(UserId, Arc<Subscribed>)>,
+    /// The length at which `waiting` is next pruned of flags no stream
+    /// waits on any more (see [`Wanted::wait_for`]).
+    prune_at: usize,
 }
 
 impl Wanted {
+    /// Applies a command while connected: the next subscription change
+    /// looks at its user.
     fn apply(&mut self, command: SubscriptionCommand) {
-        match command {
+        let user = match command {
             SubscriptionCommand::Subscribe { user, ready } => {
                 self.users.insert(user.clone());
-                self.dirty.insert(user.clone());
-                self.waiting.push((user, ready));
+                self.wait_for(user.clone(), ready);
+                user
             }
             SubscriptionCommand::Unsubscribe { user } => {
                 self.users.remove(&user);
-                self.dirty.insert(user);
+                user
+            }
+        };
+        self.dirty.insert(user);
+    }
+
+    /// Applies a command while disconnected. Nothing is marked dirty: the
+    /// next connection subscribes every wanted user anyway, and a long
+    /// outage would otherwise remember every user that ever tried.
+    fn fold(&mut self, command: SubscriptionCommand) {
+        match command {
+            SubscriptionCommand::Subscribe { user, ready } => {
+                self.users.insert(user.clone());
+                self.wait_for(user, ready);
+            }
+            SubscriptionCommand::Unsubscribe { user } => {
+                self.users.remove(&user);
+            }
+        }
+    }
+
+    /// Remembers a flag to confirm. While Redis is down nothing is
+    /// confirmed, and every stream that gives up and retries adds a flag;
+    /// those whose streams are all gone (only `waiting` holds them) are
+    /// dropped once `waiting` has doubled since the last pruning, so the
+    /// work stays O(1) per command and the memory bounded by the users
+    /// that still have streams, not by attempts.
+    fn wait_for(&mut self, user: UserId, ready: Arc<Subscribed>) {
+        self.waiting.push((user, ready));
+        if self.waiting.len() >= self.prune_at.max(MIN_PRUNE) {
+            self.waiting.retain(|(_, ready)| Arc::strong_count(ready) > 1);
+            self.prune_at = 2 * self.waiting.len();
+            // A storm's room is given back once the waiters are gone.
+            if self.waiting.capacity() > 2 * self.prune_at.max(MIN_PRUNE) {
+                self.waiting.shrink_to(self.prune_at.max(MIN_PRUNE));
             }
         }
     }
@@ -130,6 +175,8 @@ impl Wanted {
                 Arc::strong_count(ready) > 1
             }
         });
+        // That was a pruning too.
+        self.prune_at = 2 * self.waiting.len();
         // A reconnect storm leaves room for thousands of waiters behind;
         // idle, it would be memory every stream pays for.
         if self.waiting.is_empty() && self.waiting.capacity() > 64 {
@@ -218,17 +265,54 @@ impl PubSubTask {
                     tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "pub/sub connection lost; reconnecting");
                 }
             }
-            // Commands that arrive meanwhile wait in the channel: applied
-            // after the reconnect, in order.
+            // No subscription is dirty while disconnected: the next
+            // connection subscribes every wanted user.
+            self.wanted.dirty = HashSet::new();
             let jitter = Duration::from_millis(rand::random::<u64>() % 100);
-            tokio::time::sleep(backoff + jitter).await;
+            if !self.back_off(backoff + jitter).await {
+                return;
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Waits `delay` before the next connection attempt, folding the hub's
+    /// commands into `wanted` meanwhile: left in the channel, every stream
+    /// attempt of a long outage (a subscribe and an unsubscribe each) would
+    /// pile up there. Returns false if the hub is gone.
+    async fn back_off(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return true,
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return false };
+                    self.wanted.fold(command);
+                    while let Ok(command) = self.commands.try_recv() {
+                        self.wanted.fold(command);
+                    }
+                },
+            }
         }
     }
 
     async fn connect_and_serve(&mut self) -> Served {
         let Self { client, hub, commands, health, on_reconnect, wanted, connected_before } = self;
-        let (mut sink, mut messages) = match client.get_async_pubsub().await {
+        // Commands are folded while connecting too: an unreachable host may
+        // take a while to refuse.
+        let connect = client.get_async_pubsub();
+        tokio::pin!(connect);
+        let connected = loop {
+            tokio::select! {
+                connected = &mut connect => break connected,
+                command = commands.recv() => match command {
+                    Some(command) => wanted.fold(command),
+                    None => return Served::CommandsClosed,
+                },
+            }
+        };
+        let (mut sink, mut messages) = match connected {
             Ok(pubsub) => pubsub.split(),
             Err(e) => return lost(format!("connect: {e}")),
         };
@@ -367,6 +451,58 @@ fn parse_live(payload: &[u8]) -> Option<Live<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{hub::HubLimits, stream::Connection};
+
+    /// A client for a port nobody listens on (bound, then freed).
+    fn dead_client() -> Client {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Client::open(format!("redis://127.0.0.1:{port}")).unwrap()
+    }
+
+    fn conn(user: &str) -> Arc<Connection> {
+        Arc::new(Connection::new(UserId::parse(user).unwrap(), u64::MAX))
+    }
+
+    /// Paused time: each backoff ends only once the task is idle, so every
+    /// command queued before it has been taken by then (no timing involved).
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_folds_commands_and_keeps_waiters_bounded() {
+        const LIVE: usize = 100;
+        const ATTEMPTS: usize = 1000;
+        let (tx, commands) = mpsc::unbounded_channel();
+        let limits = HubLimits { max_streams: 10_000, max_per_user: 4, queue_capacity: 8 };
+        let hub = Arc::new(Hub::new(limits, Duration::from_secs(15), Some(tx)));
+        let mut task = PubSubTask {
+            client: dead_client(),
+            hub: hub.clone(),
+            commands,
+            health: Arc::new(PubSubHealth::new(Duration::from_secs(1))),
+            on_reconnect: Box::new(|| Box::pin(async {})),
+            wanted: Wanted::default(),
+            connected_before: true,
+        };
+        // Streams that keep waiting through the outage.
+        let live: Vec<_> = (0..LIVE).map(|i| hub.register(conn(&format!("live{i}"))).unwrap()).collect();
+        let bound = 2 * LIVE.max(MIN_PRUNE);
+        for round in 0..10 {
+            // Clients that give up waiting and retry: every attempt queues a
+            // subscribe and an unsubscribe.
+            for i in 0..ATTEMPTS {
+                drop(hub.register(conn(&format!("retry{}", i % 500))).unwrap());
+            }
+            assert!(task.back_off(MAX_BACKOFF).await, "the hub is still there");
+            let wanted = &task.wanted;
+            assert!(task.commands.is_empty(), "round {round}: {} commands left queued", task.commands.len());
+            assert_eq!(wanted.users.len(), LIVE, "round {round}: only live users are wanted");
+            assert!(wanted.dirty.is_empty(), "round {round}: {} dirty; a reconnect subscribes all", wanted.dirty.len());
+            assert!(wanted.waiting.len() <= bound, "round {round}: {} waiting", wanted.waiting.len());
+            assert!(wanted.waiting.capacity() <= 2 * bound, "round {round}: room for {}", wanted.waiting.capacity());
+        }
+        let waited: HashSet<&UserId> = task.wanted.waiting.iter().map(|(user, _)| user).collect();
+        let still: HashSet<&UserId> = live.iter().map(|(r, _)| &r.connection().user).collect();
+        // (Flags of gone streams may be left until the next pruning.)
+        assert!(still.is_subset(&waited), "every stream still waiting is still waited for");
+    }
 
     fn subscribe(wanted: &mut Wanted, user: &str) {
         let user = UserId::parse(user).unwrap();

@@ -11,7 +11,7 @@ pub use api::UserApi;
 pub use app::{Engine, HeraldProcess, Node, TestApp, publisher_token, settings, user_token};
 
 pub use redis_server::RedisServer;
-pub use sse::{SseStream, read_raw_events};
+pub use sse::{Parser, SseEvent, SseStream, read_raw_events};
 
 /// A secret long enough for `auth.secret`'s validation.
 pub const SECRET: &str = "integration-test-secret-0123456789";
