@@ -10,6 +10,7 @@ mod center;
 mod conformance;
 mod demo;
 mod keys;
+mod library;
 mod nodes;
 mod operations;
 mod streams;
