@@ -11,6 +11,7 @@ mod conformance;
 mod demo;
 mod history;
 mod keys;
+mod library;
 mod nodes;
 mod operations;
 mod resume;

@@ -3,7 +3,9 @@
 Herald's Redis function library: the one atomic publish path, used by the
 gateway (POST /v1/publish) and by backends (FCALL herald_publish) alike.
 
-Loaded by every gateway at start with FUNCTION LOAD REPLACE. The {{...}}
+Loaded by the gateways (src/engine/redis/library.rs has the rule: a gateway
+never replaces a library of a higher revision with its own). Every change to
+this file needs a new LIBRARY_REVISION in src/engine/redis/mod.rs. The {{...}}
 placeholders are filled from the gateway's config (history and size limits),
 so a backend's FCALL obeys the same rules as an HTTP publish.
 
@@ -791,7 +793,8 @@ redis.register_function('herald_stream_start', function(keys)
   return {last, unread}
 end)
 
--- FCALL_RO herald_version 0: proves the library is loaded, and which config.
+-- FCALL_RO herald_version 0: proves the library is loaded, and which one:
+-- "r<revision>:<gateway version>+<code hash>:<settings>".
 redis.register_function{function_name = 'herald_version', flags = {'no-writes'}, callback = function()
   return VERSION
 end}

@@ -9,9 +9,11 @@
 //!   BLOCK`), which the gateway does not issue.
 //! * Live traffic comes over one dedicated pub/sub connection per node
 //!   ([`pubsub`]), subscribed only to the users this node holds streams of.
-//! * All writes go through the function library in `functions.lua`.
+//! * All writes go through the function library in `functions.lua`; which
+//!   library may replace which is [`library`]'s rule.
 
 mod keys;
+mod library;
 mod pubsub;
 
 use std::{sync::Arc, time::Duration};
@@ -23,7 +25,10 @@ use redis::{
 use tokio::sync::mpsc;
 
 pub use self::keys::user_base;
-use self::pubsub::PubSubHealth;
+use self::{
+    library::{Occasion, Verdict},
+    pubsub::PubSubHealth,
+};
 use super::{
     Engine, EngineError, HistoryPage, ListPage, ListQuery, NodeTask, PublishOutcome, Published, ReadTarget, Reset,
     Retention, StoredEntry, StreamStart,
@@ -35,6 +40,15 @@ use crate::{
 };
 
 const LIBRARY_TEMPLATE: &str = include_str!("functions.lua");
+/// The function library's revision, first in its version: raise it by one
+/// with every change to `functions.lua`. A node never replaces a library of
+/// a higher revision with its own (see [`library`]), so a node left on old
+/// code cannot put that code back under newer nodes.
+pub const LIBRARY_REVISION: u32 = 1;
+/// The first 8 hex digits of `functions.lua`'s SHA-1 at [`LIBRARY_REVISION`]:
+/// a test fails when the file changes and the revision does not.
+#[cfg(test)]
+const LIBRARY_HASH_AT_REVISION: &str = "5f96154c";
 
 #[derive(Clone)]
 pub struct RedisEngine {
@@ -54,37 +68,51 @@ struct NodeShared {
     /// The library source with this node's limits filled in.
     library: String,
     version: String,
+    /// The config keys of the settings the version lists, in its order, to
+    /// name the ones that differ when another node's library is loaded.
+    setting_keys: Vec<&'static str>,
     pubsub: Arc<PubSubHealth>,
 }
 
-/// Fills the function library's placeholders from config.
+/// Fills the function library's placeholders from config: the source and
+/// its version.
 pub fn library_source(settings: &Settings) -> (String, String) {
+    let (source, version, _) = filled_library(settings);
+    (source, version)
+}
+
+/// The source, its version, and the config keys of the settings the version
+/// lists.
+fn filled_library(settings: &Settings) -> (String, String, Vec<&'static str>) {
     let retention = Retention::from_settings(settings);
+    // (placeholder, config key, value)
     let numbers = [
-        ("MAX_LEN", retention.max_len.to_string()),
-        ("MAX_AGE_MS", retention.max_age_ms.to_string()),
-        ("MAX_PAYLOAD", settings.limits.max_payload_bytes.to_string()),
-        ("MAX_TITLE", settings.limits.max_title_chars.to_string()),
-        ("MAX_BODY", settings.limits.max_body_chars.to_string()),
-        ("IDEM_TTL_MS", retention.idempotency_window_ms.to_string()),
+        ("MAX_LEN", "history.max_len", retention.max_len.to_string()),
+        ("MAX_AGE_MS", "history.max_age (ms)", retention.max_age_ms.to_string()),
+        ("MAX_PAYLOAD", "limits.max_payload_bytes", settings.limits.max_payload_bytes.to_string()),
+        ("MAX_TITLE", "limits.max_title_chars", settings.limits.max_title_chars.to_string()),
+        ("MAX_BODY", "limits.max_body_chars", settings.limits.max_body_chars.to_string()),
+        ("IDEM_TTL_MS", "publish.idempotency_window (ms)", retention.idempotency_window_ms.to_string()),
     ];
     // Follow from the settings above, so the version leaves them out.
     let derived =
         [("LEN_SLACK", retention.len_slack().to_string()), ("AGE_SLACK_MS", retention.age_slack_ms().to_string())];
-    // The library's own hash too: nodes of one crate version built from
+    // The revision first, so any node can tell older from newer. The
+    // library's own hash too: nodes of one crate version built from
     // different library code (say, during a rolling upgrade between commits)
     // must not look alike.
     let version = format!(
-        "{}+{}:{}",
+        "r{LIBRARY_REVISION}:{}+{}:{}",
         env!("CARGO_PKG_VERSION"),
         &redis::Script::new(LIBRARY_TEMPLATE).get_hash()[..8],
-        numbers.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",")
+        numbers.iter().map(|(_, _, v)| v.as_str()).collect::<Vec<_>>().join(",")
     );
     let mut source = LIBRARY_TEMPLATE.replace("{{VERSION}}", &version);
-    for (name, value) in numbers.iter().chain(&derived) {
+    let placeholders = numbers.iter().map(|(name, _, value)| (name, value)).chain(derived.iter().map(|(n, v)| (n, v)));
+    for (name, value) in placeholders {
         source = source.replace(&format!("{{{{{name}}}}}"), value);
     }
-    (source, version)
+    (source, version, numbers.iter().map(|(_, key, _)| *key).collect())
 }
 
 impl Retention {
@@ -136,20 +164,34 @@ impl RedisEngine {
         let commands = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .with_context(|| format!("cannot connect to Redis at {url}"))?;
-        let (library, version) = library_source(settings);
+        let (library, version, setting_keys) = filled_library(settings);
         let pubsub = Arc::new(PubSubHealth::new(settings.engine.pubsub_ping_interval));
-        let node = Arc::new(NodeShared { client: client.clone(), config, library, version, pubsub: pubsub.clone() });
+        let node = Arc::new(NodeShared {
+            client: client.clone(),
+            config,
+            library,
+            version,
+            setting_keys,
+            pubsub: pubsub.clone(),
+        });
         let engine = Self { inner: Arc::new(Inner { commands, node }) };
-        engine
-            .load_library()
+        // Another node's library is no reason not to start: this node serves
+        // what it can on it, and /readyz says why it is not ready.
+        if let Loaded::Foreign(why) = engine
+            .ensure_library(Occasion::Start)
             .await
-            .context("cannot load the Redis function library `herald` (Redis >= 7 is required)")?;
+            .context("cannot load the Redis function library `herald` (Redis >= 7 is required)")?
+        {
+            tracing::warn!(%why, "kept the function library another node loaded");
+        }
         let reloader = engine.clone();
         let on_reconnect: pubsub::OnReconnect = Box::new(move || {
             let engine = reloader.clone();
             Box::pin(async move {
-                if let Err(e) = engine.load_library().await {
-                    tracing::warn!(error = %e, "could not reload the function library after a reconnect");
+                match engine.ensure_library(Occasion::Repair).await {
+                    Ok(Loaded::Ours) => {}
+                    Ok(Loaded::Foreign(why)) => tracing::warn!(%why, "kept the function library another node loaded"),
+                    Err(e) => tracing::warn!(error = %e, "could not check the function library after a reconnect"),
                 }
             })
         });
@@ -168,30 +210,75 @@ impl RedisEngine {
         Ok(Self { inner: Arc::new(Inner { commands, node }) })
     }
 
-    async fn load_library(&self) -> redis::RedisResult<()> {
+    /// Loads this node's library unless the one loaded may not be replaced
+    /// ([`library`] has the rule); says whether ours is loaded after.
+    async fn ensure_library(&self, occasion: Occasion) -> redis::RedisResult<Loaded> {
         let mut conn = self.inner.commands.clone();
-        redis::cmd("FUNCTION")
-            .arg("LOAD")
-            .arg("REPLACE")
-            .arg(&self.inner.node.library)
-            .query_async::<String>(&mut conn)
-            .await?;
+        let node = &self.inner.node;
+        // A second round judges a library that another node loaded between
+        // this one's read and its load.
+        for _ in 0..2 {
+            let loaded =
+                match redis::cmd("FCALL_RO").arg("herald_version").arg(0).query_async::<String>(&mut conn).await {
+                    Ok(version) => Some(version),
+                    Err(e) if is_missing_function(&e) => None,
+                    Err(e) => return Err(e),
+                };
+            match library::judge(loaded.as_deref(), &node.version, &node.setting_keys, occasion) {
+                Verdict::Ours => return Ok(Loaded::Ours),
+                Verdict::Foreign(why) => return Ok(Loaded::Foreign(why)),
+                Verdict::Replace => {
+                    tracing::info!(loaded = loaded.as_deref(), ours = %node.version, "replacing the function library");
+                    self.load_library(true).await?;
+                    return Ok(Loaded::Ours);
+                }
+                Verdict::Load => match self.load_library(false).await {
+                    Err(e) if e.detail().is_some_and(|d| d.contains("already exists")) => continue,
+                    other => return other.map(|()| Loaded::Ours),
+                },
+            }
+        }
+        // Still no herald_version, yet a library `herald` is there: one from
+        // before herald_version existed, older than any revision.
+        self.load_library(true).await?;
+        Ok(Loaded::Ours)
+    }
+
+    async fn load_library(&self, replace: bool) -> redis::RedisResult<()> {
+        let mut conn = self.inner.commands.clone();
+        let mut cmd = redis::cmd("FUNCTION");
+        cmd.arg("LOAD");
+        if replace {
+            cmd.arg("REPLACE");
+        }
+        cmd.arg(&self.inner.node.library).query_async::<String>(&mut conn).await?;
         Ok(())
     }
 
     /// Runs a function call; if Redis lost the library (a restart without
-    /// persistence, a FLUSHALL), loads it again and retries once.
+    /// persistence, a FLUSHALL) or holds an older one without the function,
+    /// loads ours and retries once.
     async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
         let mut conn = self.inner.commands.clone();
         match cmd.query_async::<T>(&mut conn).await {
             Err(e) if is_missing_function(&e) => {
-                tracing::warn!("the herald function library is missing in Redis; loading it again");
-                self.load_library().await.map_err(unavailable)?;
+                tracing::warn!("a herald function is missing in Redis; checking the function library");
+                if let Loaded::Foreign(why) = self.ensure_library(Occasion::Repair).await.map_err(unavailable)? {
+                    // The retry runs on that library: it may have the function.
+                    tracing::warn!(%why, "kept the function library another node loaded");
+                }
                 cmd.query_async::<T>(&mut conn).await.map_err(from_redis)
             }
             other => other.map_err(from_redis),
         }
     }
+}
+
+/// Whether the library this node needs is loaded.
+enum Loaded {
+    Ours,
+    /// Another node's, kept: why this node is not ready.
+    Foreign(String),
 }
 
 fn parse_id(raw: &str) -> Result<EntryId, EngineError> {
@@ -240,10 +327,12 @@ impl Engine for RedisEngine {
         Ok(StreamStart { last_id: parse_id(&last_id)?, unread: unread.max(0) as u64 })
     }
 
+    /// Also replaces an older library found loaded: that closes the race in
+    /// which an older node checked, a newer one loaded, then the older one
+    /// loaded.
     async fn check_ready(&self) -> Result<(), EngineError> {
-        let version: String = self.call(redis::cmd("FCALL_RO").arg("herald_version").arg(0)).await?;
-        if version != self.inner.node.version {
-            tracing::warn!(loaded = %version, ours = %self.inner.node.version, "another node loaded a different function library");
+        if let Loaded::Foreign(why) = self.ensure_library(Occasion::Repair).await.map_err(unavailable)? {
+            return Err(EngineError::Unavailable(why));
         }
         self.inner.node.pubsub.check()
     }
@@ -353,9 +442,27 @@ mod tests {
         let (source, version) = library_source(&settings);
         let script = redis::Script::new(LIBRARY_TEMPLATE);
         let hash = &script.get_hash()[..8];
-        assert_eq!(version, format!("{}+{hash}:200,2592000000,8192,200,2000,86400000", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            version,
+            format!("r{LIBRARY_REVISION}:{}+{hash}:200,2592000000,8192,200,2000,86400000", env!("CARGO_PKG_VERSION"))
+        );
         assert!(source.contains(&format!("local VERSION = '{version}'")));
         assert!(source.contains("local LEN_SLACK = 2\n"), "the slack follows max_len");
         assert!(!source.contains("= {{") && !source.contains("'{{"), "every placeholder is filled");
+        let (_, _, keys) = filled_library(&settings);
+        assert_eq!(keys.len(), version.rsplit(':').next().unwrap().split(',').count(), "a key names each setting");
+    }
+
+    /// A node judges libraries by revision alone, so code changed under one
+    /// revision would let old and new code replace each other.
+    #[test]
+    fn functions_lua_changes_only_with_a_new_revision() {
+        let script = redis::Script::new(LIBRARY_TEMPLATE);
+        let hash = &script.get_hash()[..8];
+        assert_eq!(
+            hash, LIBRARY_HASH_AT_REVISION,
+            "functions.lua changed: in src/engine/redis/mod.rs raise LIBRARY_REVISION (now {LIBRARY_REVISION}) \
+             by one and set LIBRARY_HASH_AT_REVISION to \"{hash}\""
+        );
     }
 }

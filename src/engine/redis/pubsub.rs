@@ -79,7 +79,8 @@ impl PubSubHealth {
 }
 
 /// Called after each reconnect, before streams resync (the engine reloads
-/// its function library: a Redis restarted without persistence lost it).
+/// its function library if Redis lost it, as a restart without persistence
+/// does, or holds an older one).
 pub type OnReconnect = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// The pub/sub task, to be spawned on the runtime that should do its I/O

@@ -59,6 +59,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(engine: &Engine, extra: &[(&str, &str)]) -> Self {
+        let test_app = Self::start_with(engine, extra).await;
+        test_app.wait_ready().await;
+        test_app
+    }
+
+    /// Like [`TestApp::spawn_with`], without waiting for `/readyz`: for a
+    /// node that is meant not to be ready. It answers HTTP on return (the
+    /// listener is bound in `build`).
+    pub async fn start_with(engine: &Engine, extra: &[(&str, &str)]) -> Self {
         if std::env::var_os("HERALD_TEST_LOG").is_some() {
             herald::telemetry::init(&settings(engine, extra).log);
         }
@@ -66,9 +75,7 @@ impl TestApp {
         let addr = app.local_addr();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
-        let test_app = Self { addr, handle, http: reqwest::Client::new() };
-        test_app.wait_ready().await;
-        test_app
+        Self { addr, handle, http: reqwest::Client::new() }
     }
 
     pub async fn wait_ready(&self) {
