@@ -149,9 +149,10 @@ end
 
 -- Types already found well formed. A system publishes a handful of types
 -- over and over, and the pattern scan was an eighth of validating one. The
--- library's locals live until it is loaded again (every node does so at
--- start) or flushed, so this is a cache of a pure check; it stops growing at
--- KNOWN_TYPES_MAX, so a flood of distinct types costs the scan, never memory.
+-- library's locals live until it is loaded again (by a node whose library
+-- wins: src/engine/redis/library.rs) or flushed, so this is a cache of a
+-- pure check; it stops growing at KNOWN_TYPES_MAX, so a flood of distinct
+-- types costs the scan, never memory.
 local KNOWN_TYPES_MAX = 1024
 local known_types, known_type_count = {}, 0
 local function valid_type(t)
