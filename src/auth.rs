@@ -32,14 +32,25 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// One audience or several (RFC 7519 §4.1.3 allows both). jsonwebtoken
+    /// checks it against `auth.audience` itself; it is here so that a token
+    /// with an array still deserializes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
     /// Space-separated scopes (OAuth style); a publisher holds `publish`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Topics this user may follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<Vec<String>>,
+}
+
+/// The `aud` claim: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A verified token.
@@ -317,6 +328,17 @@ mod tests {
             403
         );
         assert_eq!(cached(&auth), 0);
+    }
+
+    #[test]
+    fn aud_is_read_as_a_string_or_an_array() {
+        let claims = |aud: &str| serde_json::from_str::<Claims>(&format!(r#"{{"sub":"a","exp":1,"aud":{aud}}}"#));
+        assert_eq!(claims(r#""herald""#).unwrap().aud, Some(Audience::One("herald".into())));
+        assert_eq!(
+            claims(r#"["herald","api"]"#).unwrap().aud,
+            Some(Audience::Many(vec!["herald".into(), "api".into()]))
+        );
+        assert!(claims("42").is_err());
     }
 
     #[test]
