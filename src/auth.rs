@@ -187,7 +187,7 @@ impl Authenticator {
 
     /// Finds the token: `Authorization: Bearer`, then `?access_token=`
     /// (EventSource cannot set headers), then the configured cookie.
-    fn token_from(&self, req: &HttpRequest) -> Option<String> {
+    fn token_from(&self, req: &HttpRequest) -> Option<(String, TokenSource)> {
         // Another scheme (Basic, from a proxy) is not ours: look further.
         let bearer = req
             .headers()
@@ -195,23 +195,58 @@ impl Authenticator {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
         if let Some(token) = bearer {
-            return Some(token.trim().to_owned());
+            return Some((token.trim().to_owned(), TokenSource::Header));
         }
         if let Some(token) = query_param(req.query_string(), "access_token") {
-            return Some(token);
+            return Some((token, TokenSource::Query));
         }
-        req.cookie(&self.cookie_name).map(|c| c.value().to_owned())
+        req.cookie(&self.cookie_name).map(|c| (c.value().to_owned(), TokenSource::Cookie))
     }
 
-    fn required_token(&self, req: &HttpRequest) -> Result<String, ApiError> {
+    fn required_token(&self, req: &HttpRequest) -> Result<(String, TokenSource), ApiError> {
         self.token_from(req).ok_or_else(|| {
             ApiError::unauthorized("missing token: send Authorization: Bearer, ?access_token= or the auth cookie")
         })
     }
+}
 
-    pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, ApiError> {
-        self.verify(&self.required_token(req)?)
+/// Where a request's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenSource {
+    Header,
+    Query,
+    /// The browser attaches the cookie to requests any page makes, so a
+    /// cookie alone does not show that this origin's page sent the request.
+    Cookie,
+}
+
+/// The header a same-origin page adds to a change made with the cookie.
+const REQUEST_HEADER: &str = "x-herald-request";
+
+/// Refuses a cookie-authenticated change (any method but GET, HEAD, OPTIONS)
+/// that does not show it came from a page allowed to make it. A body-less
+/// POST such as `/clicked` is a CORS "simple" request: any site can send it
+/// with the user's cookie, and the browser only hides the answer. A custom
+/// header turns it into a preflighted request, which Herald never grants
+/// (it sends no CORS headers), so a page that could set `X-Herald-Request`
+/// is one the browser let through; `Sec-Fetch-Site: same-origin` is the
+/// browser saying so directly. Header and query tokens need neither: no
+/// browser adds them to a request by itself.
+fn require_origin_proof(req: &HttpRequest, source: TokenSource) -> Result<(), ApiError> {
+    use actix_web::http::Method;
+    if source != TokenSource::Cookie || matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
     }
+    let headers = req.headers();
+    let marked = headers.get(REQUEST_HEADER).is_some_and(|v| !v.is_empty());
+    let same_origin = headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"same-origin");
+    if marked || same_origin {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "a change authenticated by the cookie must send the X-Herald-Request header (any value) \
+         or come from this origin (Sec-Fetch-Site: same-origin); or send the token as Authorization: Bearer",
+    ))
 }
 
 /// One query parameter, percent-decoded. A stream open looks up three
@@ -267,8 +302,17 @@ impl FromRequest for User {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(authenticator(req).authenticate(req).map(User))
+        std::future::ready(user_from(req))
     }
+}
+
+/// Every check a user request passes, in one place, so no route can skip one.
+fn user_from(req: &HttpRequest) -> Result<User, ApiError> {
+    let auth = authenticator(req);
+    let (token, source) = auth.required_token(req)?;
+    let identity = auth.verify(&token)?;
+    require_origin_proof(req, source)?;
+    Ok(User(identity))
 }
 
 impl FromRequest for Publisher {
@@ -276,10 +320,18 @@ impl FromRequest for Publisher {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let auth = authenticator(req);
-        let result = auth.required_token(req).and_then(|token| auth.verify_publisher(&token, now_unix()));
-        std::future::ready(result.map(Publisher))
+        std::future::ready(publisher_from(req))
     }
+}
+
+fn publisher_from(req: &HttpRequest) -> Result<Publisher, ApiError> {
+    let auth = authenticator(req);
+    let (token, source) = auth.required_token(req)?;
+    let identity = auth.verify_publisher(&token, now_unix())?;
+    // A publish needs a JSON body, which already forces a preflight; checked
+    // anyway, so the rule holds for every change without exceptions to recall.
+    require_origin_proof(req, source)?;
+    Ok(Publisher(identity))
 }
 
 #[cfg(test)]
