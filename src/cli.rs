@@ -26,7 +26,8 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Demo mode: serves the demo notification center at /demo (and
-        /// POST /demo/session, which hands out tokens: never in production),
+        /// POST /demo/session, which hands out tokens: never in production,
+        /// and only on a loopback address unless demo.allow_public),
         /// generates a secret if none is set, and prints ready-to-paste
         /// commands to try a stream and a publish.
         #[arg(long)]

@@ -167,6 +167,10 @@ pub struct DemoSettings {
     /// renews them when its stream says `token_expiring`.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Lets demo mode listen on an address other than loopback. Off, a demo
+    /// node is reachable only from its own machine: `/demo/session` gives
+    /// anyone who reaches it a token for any user.
+    pub allow_public: bool,
 }
 
 impl Settings {
@@ -251,6 +255,13 @@ impl Settings {
                 self.auth.algorithms.contains(&Algorithm::HS256),
                 "auth.algorithms",
                 "must list HS256 in demo mode (its sessions are HS256 tokens)",
+            )?;
+            require(
+                self.server.listen.ip().is_loopback() || self.demo.allow_public,
+                "server.listen",
+                "is not a loopback address, and demo mode (POST /demo/session) hands a token for any user to \
+                 anyone who can reach it: listen on 127.0.0.1 or [::1], or set `demo.allow_public = true` \
+                 (HERALD__DEMO__ALLOW_PUBLIC=true) if every user's notifications may be public",
             )?;
         }
         if matches!(self.engine.kind, EngineKind::Redis) {
@@ -344,6 +355,26 @@ mod tests {
         assert!(format!("{err:#}").contains("auth.algorithms"), "{err:#}");
         let err = Settings::with_overrides(&[("auth.secret", "short")]).unwrap_err();
         assert!(err.to_string().contains("auth.secret"), "{err}");
+    }
+
+    #[test]
+    fn demo_mode_listens_on_loopback_unless_allowed_public() {
+        let demo = |listen: &str, public: &str| {
+            Settings::with_overrides(&[
+                ("demo.enabled", "true"),
+                ("server.listen", listen),
+                ("demo.allow_public", public),
+            ])
+        };
+        assert!(demo("127.0.0.1:8080", "false").is_ok());
+        assert!(demo("[::1]:8080", "false").is_ok());
+        for public in ["0.0.0.0:8080", "[::]:8080", "192.0.2.1:8080"] {
+            let err = demo(public, "false").unwrap_err().to_string();
+            assert!(err.contains("`server.listen`") && err.contains("demo.allow_public"), "{err}");
+            assert!(demo(public, "true").is_ok(), "{public}");
+        }
+        // Out of demo mode, any address is fine.
+        assert!(Settings::with_overrides(&[("server.listen", "0.0.0.0:8080")]).is_ok());
     }
 
     #[test]
