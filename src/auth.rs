@@ -287,7 +287,7 @@ pub fn mint_token_expiring_at(secret: &str, user: &str, exp: u64, publisher: boo
     Ok(encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?)
 }
 
-/// An authenticated user (any valid token).
+/// An authenticated user (a valid token without the `publish` scope).
 pub struct User(pub Identity);
 
 /// An authenticated publisher (a token whose `scope` holds `publish`).
@@ -311,6 +311,15 @@ fn user_from(req: &HttpRequest) -> Result<User, ApiError> {
     let auth = authenticator(req);
     let (token, source) = auth.required_token(req)?;
     let identity = auth.verify(&token)?;
+    // A publisher token names a backend, and is handed to more places than
+    // one user's browser: were it also a user token, whoever holds it could
+    // read and change the inbox of the user its `sub` happens to name.
+    if identity.can_publish {
+        return Err(ApiError::forbidden(
+            "a publisher token cannot be used as a user token (its scope holds `publish`): \
+             send a token of the user, without that scope",
+        ));
+    }
     require_origin_proof(req, source)?;
     Ok(User(identity))
 }
