@@ -347,7 +347,7 @@ fn publisher_from(req: &HttpRequest) -> Result<Publisher, ApiError> {
 mod tests {
     use super::*;
 
-    const SECRET: &str = "a-test-secret-of-some-length";
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes";
 
     fn hs256() -> Authenticator {
         let settings = crate::config::Settings::with_overrides(&[]).unwrap();
@@ -381,7 +381,8 @@ mod tests {
         let auth = hs256();
         let token = mint_token(SECRET, "backend", Duration::from_secs(60), true).unwrap();
         let now = auth.verify(&token).unwrap().expires_at - 60;
-        let forged = mint_token("another-secret-of-some-length", "backend", Duration::from_secs(60), true).unwrap();
+        let forged =
+            mint_token("another-secret-of-at-least-32-bytes", "backend", Duration::from_secs(60), true).unwrap();
         assert!(auth.verify_publisher(&forged, now).is_err());
         let reader = mint_token(SECRET, "reader", Duration::from_secs(60), false).unwrap();
         assert_eq!(

@@ -285,7 +285,13 @@ impl Settings {
         }
         if let Some(secret) = &self.auth.secret {
             require(wants_hmac, "auth.algorithms", "must list an HS algorithm when auth.secret is set")?;
-            require(secret.expose().len() >= 16, "auth.secret", "must be at least 16 bytes long")?;
+            // RFC 7518 §3.2: an HMAC key at least as long as the hash; a
+            // shorter one is open to offline guessing from any one token.
+            require(
+                secret.expose().len() >= MIN_SECRET_BYTES,
+                "auth.secret",
+                "must be at least 32 bytes long (e.g. `openssl rand -hex 32`)",
+            )?;
         }
         Ok(())
     }
@@ -299,6 +305,9 @@ impl Settings {
         }
     }
 }
+
+/// Shortest `auth.secret` accepted: HS256's hash length.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 pub fn is_hmac(algorithm: Algorithm) -> bool {
     matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
@@ -378,6 +387,16 @@ mod tests {
     }
 
     #[test]
+    fn an_hmac_secret_has_at_least_32_bytes() {
+        let with_secret = |secret: &str| Settings::with_overrides(&[("auth.secret", secret)]);
+        let err = with_secret(&"s".repeat(31)).unwrap_err().to_string();
+        assert!(err.contains("`auth.secret`") && err.contains("32 bytes"), "{err}");
+        assert!(with_secret(&"s".repeat(32)).is_ok());
+        // Bytes, not characters: 11 three-byte characters are 33 bytes.
+        assert!(with_secret(&"秘".repeat(11)).is_ok());
+    }
+
+    #[test]
     fn algorithms_accept_a_comma_separated_string() {
         let s = Settings::with_overrides(&[("auth.algorithms", "HS256, HS512")]).unwrap();
         assert_eq!(s.auth.algorithms, vec![Algorithm::HS256, Algorithm::HS512]);
@@ -385,7 +404,7 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Settings::with_overrides(&[("auth.secret", "a-very-secret-value-123")]).unwrap();
+        let s = Settings::with_overrides(&[("auth.secret", "a-very-secret-value-0123456789abcdef")]).unwrap();
         assert!(!format!("{s:?}").contains("a-very-secret"));
     }
 }

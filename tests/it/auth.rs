@@ -50,7 +50,7 @@ async fn bad_tokens_get_401_with_a_json_error() {
     let wrong_key = encode(
         &Header::new(Algorithm::HS256),
         &claims(&alice, 3600),
-        &EncodingKey::from_secret(b"another-secret-entirely-123456"),
+        &EncodingKey::from_secret(b"another-secret-entirely-0123456789"),
     )
     .unwrap();
     expect_401(&app, Some(&wrong_key), "wrong key").await;

@@ -81,6 +81,25 @@ fn a_bad_setting_stops_start_up_and_names_it() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration is valid"));
 }
 
+/// HS256 needs a key as long as its hash (RFC 7518 §3.2): a shorter secret
+/// stops the binary, naming `auth.secret`.
+#[test]
+fn an_hmac_secret_shorter_than_32_bytes_stops_start_up() {
+    let check = |secret: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("check-config")
+            .env("HERALD__AUTH__SECRET", secret)
+            .output()
+            .unwrap()
+    };
+    let short = check("s".repeat(31));
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert_eq!(short.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("auth.secret"), "`{stderr}` should name `auth.secret`");
+    let enough = check("s".repeat(32));
+    assert!(enough.status.success(), "{}", String::from_utf8_lossy(&enough.stderr));
+}
+
 /// Runs `command` until it exits, at most 10 s (a node that is not refused
 /// serves until stopped, and is killed then): its exit code and stderr.
 async fn exit_of(command: &mut std::process::Command) -> (Option<i32>, String) {
