@@ -5,7 +5,14 @@
 #   docker build -t herald .
 #   docker run --rm -p 8080:8080 \
 #     -e HERALD__ENGINE__KIND=redis -e HERALD__ENGINE__REDIS_URL=redis://redis:6379 \
-#     -e HERALD__AUTH__SECRET=change-me-at-least-16-chars herald
+#     -e HERALD__AUTH__SECRET=change-me-to-at-least-32-bytes-of-secret herald
+#
+# The demo (`serve --demo`) refuses a non-loopback listen address, and in a
+# container it must listen on 0.0.0.0. Its POST /demo/session gives a token
+# for any user to anyone who reaches the port: lift the check only for a
+# throwaway demo, never in production, and publish the port on loopback:
+#
+#   docker run --rm -p 127.0.0.1:8080:8080 -e HERALD__DEMO__ALLOW_PUBLIC=true herald serve --demo
 #
 # Settings come from environment variables HERALD__SECTION__KEY over the
 # defaults built into the binary; for a file, mount it and pass

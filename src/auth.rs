@@ -32,14 +32,25 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// One audience or several (RFC 7519 §4.1.3 allows both). jsonwebtoken
+    /// checks it against `auth.audience` itself; it is here so that a token
+    /// with an array still deserializes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
     /// Space-separated scopes (OAuth style); a publisher holds `publish`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Topics this user may follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<Vec<String>>,
+}
+
+/// The `aud` claim: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A verified token.
@@ -176,7 +187,7 @@ impl Authenticator {
 
     /// Finds the token: `Authorization: Bearer`, then `?access_token=`
     /// (EventSource cannot set headers), then the configured cookie.
-    fn token_from(&self, req: &HttpRequest) -> Option<String> {
+    fn token_from(&self, req: &HttpRequest) -> Option<(String, TokenSource)> {
         // Another scheme (Basic, from a proxy) is not ours: look further.
         let bearer = req
             .headers()
@@ -184,23 +195,58 @@ impl Authenticator {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
         if let Some(token) = bearer {
-            return Some(token.trim().to_owned());
+            return Some((token.trim().to_owned(), TokenSource::Header));
         }
         if let Some(token) = query_param(req.query_string(), "access_token") {
-            return Some(token);
+            return Some((token, TokenSource::Query));
         }
-        req.cookie(&self.cookie_name).map(|c| c.value().to_owned())
+        req.cookie(&self.cookie_name).map(|c| (c.value().to_owned(), TokenSource::Cookie))
     }
 
-    fn required_token(&self, req: &HttpRequest) -> Result<String, ApiError> {
+    fn required_token(&self, req: &HttpRequest) -> Result<(String, TokenSource), ApiError> {
         self.token_from(req).ok_or_else(|| {
             ApiError::unauthorized("missing token: send Authorization: Bearer, ?access_token= or the auth cookie")
         })
     }
+}
 
-    pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, ApiError> {
-        self.verify(&self.required_token(req)?)
+/// Where a request's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenSource {
+    Header,
+    Query,
+    /// The browser attaches the cookie to requests any page makes, so a
+    /// cookie alone does not show that this origin's page sent the request.
+    Cookie,
+}
+
+/// The header a same-origin page adds to a change made with the cookie.
+const REQUEST_HEADER: &str = "x-herald-request";
+
+/// Refuses a cookie-authenticated change (any method but GET, HEAD, OPTIONS)
+/// that does not show it came from a page allowed to make it. A body-less
+/// POST such as `/clicked` is a CORS "simple" request: any site can send it
+/// with the user's cookie, and the browser only hides the answer. A custom
+/// header turns it into a preflighted request, which Herald never grants
+/// (it sends no CORS headers), so a page that could set `X-Herald-Request`
+/// is one the browser let through; `Sec-Fetch-Site: same-origin` is the
+/// browser saying so directly. Header and query tokens need neither: no
+/// browser adds them to a request by itself.
+fn require_origin_proof(req: &HttpRequest, source: TokenSource) -> Result<(), ApiError> {
+    use actix_web::http::Method;
+    if source != TokenSource::Cookie || matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
     }
+    let headers = req.headers();
+    let marked = headers.get(REQUEST_HEADER).is_some_and(|v| !v.is_empty());
+    let same_origin = headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"same-origin");
+    if marked || same_origin {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "a change authenticated by the cookie must send the X-Herald-Request header (any value) \
+         or come from this origin (Sec-Fetch-Site: same-origin); or send the token as Authorization: Bearer",
+    ))
 }
 
 /// One query parameter, percent-decoded. A stream open looks up three
@@ -241,7 +287,7 @@ pub fn mint_token_expiring_at(secret: &str, user: &str, exp: u64, publisher: boo
     Ok(encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?)
 }
 
-/// An authenticated user (any valid token).
+/// An authenticated user (a valid token without the `publish` scope).
 pub struct User(pub Identity);
 
 /// An authenticated publisher (a token whose `scope` holds `publish`).
@@ -256,8 +302,26 @@ impl FromRequest for User {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(authenticator(req).authenticate(req).map(User))
+        std::future::ready(user_from(req))
     }
+}
+
+/// Every check a user request passes, in one place, so no route can skip one.
+fn user_from(req: &HttpRequest) -> Result<User, ApiError> {
+    let auth = authenticator(req);
+    let (token, source) = auth.required_token(req)?;
+    let identity = auth.verify(&token)?;
+    // A publisher token names a backend, and is handed to more places than
+    // one user's browser: were it also a user token, whoever holds it could
+    // read and change the inbox of the user its `sub` happens to name.
+    if identity.can_publish {
+        return Err(ApiError::forbidden(
+            "a publisher token cannot be used as a user token (its scope holds `publish`): \
+             send a token of the user, without that scope",
+        ));
+    }
+    require_origin_proof(req, source)?;
+    Ok(User(identity))
 }
 
 impl FromRequest for Publisher {
@@ -265,17 +329,25 @@ impl FromRequest for Publisher {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let auth = authenticator(req);
-        let result = auth.required_token(req).and_then(|token| auth.verify_publisher(&token, now_unix()));
-        std::future::ready(result.map(Publisher))
+        std::future::ready(publisher_from(req))
     }
+}
+
+fn publisher_from(req: &HttpRequest) -> Result<Publisher, ApiError> {
+    let auth = authenticator(req);
+    let (token, source) = auth.required_token(req)?;
+    let identity = auth.verify_publisher(&token, now_unix())?;
+    // A publish needs a JSON body, which already forces a preflight; checked
+    // anyway, so the rule holds for every change without exceptions to recall.
+    require_origin_proof(req, source)?;
+    Ok(Publisher(identity))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SECRET: &str = "a-test-secret-of-some-length";
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes";
 
     fn hs256() -> Authenticator {
         let settings = crate::config::Settings::with_overrides(&[]).unwrap();
@@ -309,7 +381,8 @@ mod tests {
         let auth = hs256();
         let token = mint_token(SECRET, "backend", Duration::from_secs(60), true).unwrap();
         let now = auth.verify(&token).unwrap().expires_at - 60;
-        let forged = mint_token("another-secret-of-some-length", "backend", Duration::from_secs(60), true).unwrap();
+        let forged =
+            mint_token("another-secret-of-at-least-32-bytes", "backend", Duration::from_secs(60), true).unwrap();
         assert!(auth.verify_publisher(&forged, now).is_err());
         let reader = mint_token(SECRET, "reader", Duration::from_secs(60), false).unwrap();
         assert_eq!(
@@ -317,6 +390,17 @@ mod tests {
             403
         );
         assert_eq!(cached(&auth), 0);
+    }
+
+    #[test]
+    fn aud_is_read_as_a_string_or_an_array() {
+        let claims = |aud: &str| serde_json::from_str::<Claims>(&format!(r#"{{"sub":"a","exp":1,"aud":{aud}}}"#));
+        assert_eq!(claims(r#""herald""#).unwrap().aud, Some(Audience::One("herald".into())));
+        assert_eq!(
+            claims(r#"["herald","api"]"#).unwrap().aud,
+            Some(Audience::Many(vec!["herald".into(), "api".into()]))
+        );
+        assert!(claims("42").is_err());
     }
 
     #[test]

@@ -167,6 +167,10 @@ pub struct DemoSettings {
     /// renews them when its stream says `token_expiring`.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Lets demo mode listen on an address other than loopback. Off, a demo
+    /// node is reachable only from its own machine: `/demo/session` gives
+    /// anyone who reaches it a token for any user.
+    pub allow_public: bool,
 }
 
 impl Settings {
@@ -252,6 +256,13 @@ impl Settings {
                 "auth.algorithms",
                 "must list HS256 in demo mode (its sessions are HS256 tokens)",
             )?;
+            require(
+                self.server.listen.ip().is_loopback() || self.demo.allow_public,
+                "server.listen",
+                "is not a loopback address, and demo mode (POST /demo/session) hands a token for any user to \
+                 anyone who can reach it: listen on 127.0.0.1 or [::1], or set `demo.allow_public = true` \
+                 (HERALD__DEMO__ALLOW_PUBLIC=true) if every user's notifications may be public",
+            )?;
         }
         if matches!(self.engine.kind, EngineKind::Redis) {
             // Refused here rather than failing at the first connect: this
@@ -274,7 +285,13 @@ impl Settings {
         }
         if let Some(secret) = &self.auth.secret {
             require(wants_hmac, "auth.algorithms", "must list an HS algorithm when auth.secret is set")?;
-            require(secret.expose().len() >= 16, "auth.secret", "must be at least 16 bytes long")?;
+            // RFC 7518 §3.2: an HMAC key at least as long as the hash; a
+            // shorter one is open to offline guessing from any one token.
+            require(
+                secret.expose().len() >= MIN_SECRET_BYTES,
+                "auth.secret",
+                "must be at least 32 bytes long (e.g. `openssl rand -hex 32`)",
+            )?;
         }
         Ok(())
     }
@@ -288,6 +305,9 @@ impl Settings {
         }
     }
 }
+
+/// Shortest `auth.secret` accepted: HS256's hash length.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 pub fn is_hmac(algorithm: Algorithm) -> bool {
     matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
@@ -347,6 +367,36 @@ mod tests {
     }
 
     #[test]
+    fn demo_mode_listens_on_loopback_unless_allowed_public() {
+        let demo = |listen: &str, public: &str| {
+            Settings::with_overrides(&[
+                ("demo.enabled", "true"),
+                ("server.listen", listen),
+                ("demo.allow_public", public),
+            ])
+        };
+        assert!(demo("127.0.0.1:8080", "false").is_ok());
+        assert!(demo("[::1]:8080", "false").is_ok());
+        for public in ["0.0.0.0:8080", "[::]:8080", "192.0.2.1:8080"] {
+            let err = demo(public, "false").unwrap_err().to_string();
+            assert!(err.contains("`server.listen`") && err.contains("demo.allow_public"), "{err}");
+            assert!(demo(public, "true").is_ok(), "{public}");
+        }
+        // Out of demo mode, any address is fine.
+        assert!(Settings::with_overrides(&[("server.listen", "0.0.0.0:8080")]).is_ok());
+    }
+
+    #[test]
+    fn an_hmac_secret_has_at_least_32_bytes() {
+        let with_secret = |secret: &str| Settings::with_overrides(&[("auth.secret", secret)]);
+        let err = with_secret(&"s".repeat(31)).unwrap_err().to_string();
+        assert!(err.contains("`auth.secret`") && err.contains("32 bytes"), "{err}");
+        assert!(with_secret(&"s".repeat(32)).is_ok());
+        // Bytes, not characters: 11 three-byte characters are 33 bytes.
+        assert!(with_secret(&"秘".repeat(11)).is_ok());
+    }
+
+    #[test]
     fn algorithms_accept_a_comma_separated_string() {
         let s = Settings::with_overrides(&[("auth.algorithms", "HS256, HS512")]).unwrap();
         assert_eq!(s.auth.algorithms, vec![Algorithm::HS256, Algorithm::HS512]);
@@ -354,7 +404,7 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Settings::with_overrides(&[("auth.secret", "a-very-secret-value-123")]).unwrap();
+        let s = Settings::with_overrides(&[("auth.secret", "a-very-secret-value-0123456789abcdef")]).unwrap();
         assert!(!format!("{s:?}").contains("a-very-secret"));
     }
 }

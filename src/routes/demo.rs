@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn demo_settings_that_could_not_work_are_refused_naming_the_key() {
         let demo = |extra: &[(&str, &str)]| {
-            let mut overrides = vec![("demo.enabled", "true"), ("auth.secret", "a-demo-secret-of-some-length")];
+            let mut overrides = vec![("demo.enabled", "true"), ("auth.secret", "a-demo-secret-of-at-least-32-bytes")];
             overrides.extend_from_slice(extra);
             Settings::with_overrides(&overrides)
         };

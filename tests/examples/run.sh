@@ -25,7 +25,8 @@ REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
 export REDIS_CLI=${REDIS_CLI:-redis-cli}
 PYTHON=${PYTHON:-python3}
 USER_ID=alice
-SECRET=examples-check-secret-$$-$RANDOM$RANDOM
+# auth.secret needs 32 bytes or more: 24 random bytes are 48 hex digits.
+SECRET=examples-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 INVALID='{"type":"Not A Type","title":"refused"}'
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/herald-examples.XXXXXX")

@@ -50,7 +50,7 @@ async fn bad_tokens_get_401_with_a_json_error() {
     let wrong_key = encode(
         &Header::new(Algorithm::HS256),
         &claims(&alice, 3600),
-        &EncodingKey::from_secret(b"another-secret-entirely-123456"),
+        &EncodingKey::from_secret(b"another-secret-entirely-0123456789"),
     )
     .unwrap();
     expect_401(&app, Some(&wrong_key), "wrong key").await;
@@ -97,6 +97,33 @@ async fn publishing_needs_a_publisher_token() {
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "forbidden");
+}
+
+/// A publisher token names a backend, not a user: with it, a leaked
+/// backend credential would also read and change that `sub`'s inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_token_is_not_a_user_token() {
+    let app = TestApp::spawn(&Engine::Memory).await;
+    let http = reqwest::Client::new();
+    let requests = [
+        http.get(app.url("/v1/events")).header("Accept", "text/event-stream"),
+        http.get(app.url("/v1/notifications")),
+        http.get(app.url("/v1/notifications/unread_count")),
+        http.post(app.url("/v1/notifications/read")).json(&json!({"all": true})),
+        http.put(app.url("/v1/preferences")).json(&json!({"sound": false})),
+    ];
+    for request in requests {
+        let response = request.bearer_auth(publisher_token()).send().await.unwrap();
+        let what = format!("{} {}", response.status(), response.url().path());
+        assert_eq!(response.status(), 403, "{what}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden", "{what}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("a publisher token cannot be used as a user token"), "{what}: {message}");
+    }
+    // Nothing was changed for the publisher's `sub` either.
+    let (_, prefs) = crate::helpers::UserApi::new(&app, "test-backend").get("/v1/preferences").await;
+    assert_ne!(prefs["sound"], false, "{prefs}");
 }
 
 crate::on_both_engines!(

@@ -93,3 +93,23 @@ async fn issuer_and_audience_are_checked_when_configured() {
         assert_eq!(status(&app, &sign(Algorithm::HS256, &key, &claims(&alice, bad.clone()))).await, 401, "{bad}");
     }
 }
+
+/// RFC 7519 §4.1.3: `aud` is one string or an array of them. Unset,
+/// `auth.audience` checks nothing; set, it must be one of the token's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audience_may_be_a_string_or_an_array() {
+    let key = EncodingKey::from_secret(crate::helpers::SECRET.as_bytes());
+    let alice = unique_user("alice");
+    let token = |aud: Value| sign(Algorithm::HS256, &key, &claims(&alice, json!({ "aud": aud })));
+
+    let unchecked = TestApp::spawn(&Engine::Memory).await;
+    assert_eq!(status(&unchecked, &token(json!(["herald", "api"]))).await, 200, "array, audience unset");
+    assert_eq!(status(&unchecked, &token(json!("herald"))).await, 200, "string, audience unset");
+
+    let checked = TestApp::spawn_with(&Engine::Memory, &[("auth.audience", "herald")]).await;
+    assert_eq!(status(&checked, &token(json!(["api", "herald"]))).await, 200, "array naming the audience");
+    assert_eq!(status(&checked, &token(json!("herald"))).await, 200, "string naming the audience");
+    for bad in [json!(["api", "billing"]), json!([]), json!("api")] {
+        assert_eq!(status(&checked, &token(bad.clone())).await, 401, "{bad}");
+    }
+}

@@ -8,6 +8,7 @@ mod auth;
 mod backpressure;
 mod center;
 mod conformance;
+mod cookie_auth;
 mod demo;
 mod history;
 mod keys;

@@ -1,6 +1,6 @@
 //! What an operator relies on: `/readyz` tells the truth, `/metrics` counts.
 
-use std::time::Duration;
+use std::{process::Stdio, time::Duration};
 
 use crate::helpers::{Engine, HeraldProcess, Node, RedisServer, TestApp, notification, unique_user, wait_for};
 
@@ -79,6 +79,81 @@ fn a_bad_setting_stops_start_up_and_names_it() {
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_herald")).arg("check-config").output().unwrap();
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration is valid"));
+}
+
+/// HS256 needs a key as long as its hash (RFC 7518 §3.2): a shorter secret
+/// stops the binary, naming `auth.secret`.
+#[test]
+fn an_hmac_secret_shorter_than_32_bytes_stops_start_up() {
+    let check = |secret: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("check-config")
+            .env("HERALD__AUTH__SECRET", secret)
+            .output()
+            .unwrap()
+    };
+    let short = check("s".repeat(31));
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert_eq!(short.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("auth.secret"), "`{stderr}` should name `auth.secret`");
+    let enough = check("s".repeat(32));
+    assert!(enough.status.success(), "{}", String::from_utf8_lossy(&enough.stderr));
+}
+
+/// Runs `command` until it exits, at most 10 s (a node that is not refused
+/// serves until stopped, and is killed then): its exit code and stderr.
+async fn exit_of(command: &mut std::process::Command) -> (Option<i32>, String) {
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    (status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Demo mode hands a token for any user to anyone who asks: on an address
+/// other than loopback it needs `demo.allow_public`, however it was asked
+/// for (`demo.enabled` or `serve --demo`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_on_a_public_address_needs_allow_public() {
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let public = ("HERALD__SERVER__LISTEN", "0.0.0.0:0");
+    let enabled = ("HERALD__DEMO__ENABLED", "true");
+    let refused: [(&[&str], Env); 4] = [
+        (&["serve"], &[enabled, public]),
+        (&["check-config"], &[enabled, public]),
+        // The flag is applied after loading: validated again then.
+        (&["serve", "--demo"], &[public]),
+        (&["serve", "--demo"], &[("HERALD__SERVER__LISTEN", "[::]:0")]),
+    ];
+    for (args, env) in refused {
+        let (status, stderr) = exit_of(
+            std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args(args)
+                .envs(env.iter().copied())
+                .env("HERALD__AUTH__SECRET", crate::helpers::SECRET),
+        )
+        .await;
+        assert_eq!(status, Some(1), "{args:?} {env:?}: {stderr}");
+        for key in ["server.listen", "demo.allow_public"] {
+            assert!(stderr.contains(key), "{args:?} {env:?}: `{stderr}` should name `{key}`");
+        }
+    }
+
+    let allowed =
+        HeraldProcess::start_with(&Engine::Memory, &["--demo"], &[public, ("HERALD__DEMO__ALLOW_PUBLIC", "true")])
+            .await;
+    assert_eq!(reqwest::get(allowed.url("/demo")).await.unwrap().status(), 200);
+    let loopback = HeraldProcess::start_with(&Engine::Memory, &["--demo"], &[]).await;
+    assert_eq!(reqwest::get(loopback.url("/demo")).await.unwrap().status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -254,7 +254,7 @@ mod tests {
         StreamPlan {
             addr: "127.0.0.1:9".parse().unwrap(),
             server,
-            secret: "s3cret".into(),
+            secret: "a-load-test-secret-of-32-bytes-or-more".into(),
             user_prefix: "load-".into(),
             token_ttl: Duration::from_secs(60),
             run_id: 1,

@@ -168,11 +168,18 @@ pub struct HeraldProcess {
 
 impl HeraldProcess {
     pub async fn start(engine: &Engine) -> Self {
+        Self::start_with(engine, &[], &[]).await
+    }
+
+    /// `herald serve <args>`, with `env` (`HERALD__…` variables) over the
+    /// test defaults.
+    pub async fn start_with(engine: &Engine, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.arg("serve").stdout(Stdio::null()).stderr(Stdio::piped()).env("HERALD__LOG__FORMAT", "json");
+        cmd.arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).env("HERALD__LOG__FORMAT", "json");
         for (key, value) in base_overrides(engine) {
             cmd.env(format!("HERALD__{}", key.replace('.', "__").to_uppercase()), value);
         }
+        cmd.envs(env.iter().copied());
         // The start-up line is logged at info; debug shows what a verbose
         // operator would see (tests check that no token is in it).
         cmd.env("HERALD__LOG__LEVEL", "debug,actix_server=warn,actix_http=warn,mio=warn");
@@ -190,7 +197,12 @@ impl HeraldProcess {
                     && v["message"] == "herald serving"
                     && let Some(tx) = addr_tx.take()
                 {
-                    let _ = tx.send(v["listen"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+                    let mut addr = v["listen"].as_str().unwrap().parse::<SocketAddr>().unwrap();
+                    // Listening on every address (0.0.0.0): reach it on loopback.
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    let _ = tx.send(addr);
                 }
                 sink.lock().unwrap().push(line);
             }
