@@ -15,6 +15,7 @@ mod nodes;
 mod operations;
 mod streams;
 mod unread_stress;
+mod user_limits;
 
 /// Generates one test per engine for each listed `async fn name(engine)`.
 /// The Redis variant starts its own `redis-server` and stops it afterwards.
