@@ -23,6 +23,7 @@ use crate::{
     engine::{AnyEngine, NodeTask, Retention, memory::MemoryEngine, redis::RedisEngine},
     error,
     hub::{Hub, HubLimits},
+    limits::UserLimiter,
     routes,
     stream::{ByeReason, frame},
 };
@@ -70,6 +71,10 @@ impl Application {
         let settings = Arc::new(settings);
         let authenticator =
             web::Data::new(Authenticator::from_settings(&settings.auth, settings.auth.secret.as_ref())?);
+        // One for the node, shared by every worker (as the authenticator is),
+        // so a user's budget does not multiply with the worker count.
+        let user_limiter =
+            Arc::new(UserLimiter::new(settings.limits.user_requests_per_second, settings.limits.user_burst));
         let node_id = settings.node_id();
         let limits = HubLimits {
             max_streams: settings.server.max_streams,
@@ -96,7 +101,7 @@ impl Application {
             }
         };
         crate::metrics::get(); // the recorder, before any handle is used
-        node_tasks.push(ticker(&hub, &settings));
+        node_tasks.push(ticker(&hub, &settings, user_limiter.clone()));
         let node_tasks: NodeTasks = Arc::new(std::sync::Mutex::new(node_tasks));
 
         let listener = TcpListener::bind(settings.server.listen)
@@ -135,6 +140,7 @@ impl Application {
             App::new()
                 .data_factory(move || worker_state(state.clone(), node_tasks.clone()))
                 .app_data(authenticator.clone())
+                .app_data(web::Data::from(user_limiter.clone()))
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PayloadConfig::new(max_body))
@@ -233,10 +239,17 @@ async fn worker_state(template: AppState, node_tasks: NodeTasks) -> anyhow::Resu
     Ok(AppState { engine, ..template })
 }
 
+/// How often the per-user rate limiter forgets idle users. Its map grows by
+/// one entry per user ever seen and never shrinks by itself; an entry whose
+/// budget has refilled holds nothing worth keeping. Seconds apart: each pass
+/// locks every shard of the map in turn.
+const FORGET_IDLE_USERS: Duration = Duration::from_secs(5);
+
 /// The hub's node-wide tick (one timer for all streams): expiry,
-/// `token_expiring`, keep-alives. Ends when the hub is gone. The hub's stall
-/// watch starts as the task is made, not when the hub was.
-fn ticker(hub: &Arc<Hub>, settings: &Settings) -> NodeTask {
+/// `token_expiring`, keep-alives; every few seconds, the user limiter's
+/// clean-up. Ends when the hub is gone. The hub's stall watch starts as the
+/// task is made, not when the hub was.
+fn ticker(hub: &Arc<Hub>, settings: &Settings, user_limiter: Arc<UserLimiter>) -> NodeTask {
     hub.watch_ticks_from_now();
     let hub = Arc::downgrade(hub);
     let warn_before = settings.stream.token_expiring_before;
@@ -244,8 +257,13 @@ fn ticker(hub: &Arc<Hub>, settings: &Settings) -> NodeTask {
     Box::pin(async move {
         let mut tick = tokio::time::interval(crate::hub::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut forgot_idle_users = Instant::now();
         loop {
             tick.tick().await;
+            if forgot_idle_users.elapsed() >= FORGET_IDLE_USERS {
+                user_limiter.retain_recent();
+                forgot_idle_users = Instant::now();
+            }
             let Some(hub) = hub.upgrade() else { return };
             let now = crate::clock::now_unix();
             let keep_alive = if heartbeat_events {

@@ -21,6 +21,7 @@ use crate::{
     config::{AuthSettings, Secret, is_hmac},
     domain::UserId,
     error::ApiError,
+    limits::UserLimiter,
 };
 
 /// The claims Herald reads. Others are ignored.
@@ -297,6 +298,10 @@ fn authenticator(req: &HttpRequest) -> Arc<Authenticator> {
     req.app_data::<web::Data<Authenticator>>().expect("Authenticator is registered as app data").clone().into_inner()
 }
 
+fn user_limiter(req: &HttpRequest) -> &UserLimiter {
+    req.app_data::<web::Data<UserLimiter>>().expect("UserLimiter is registered as app data")
+}
+
 impl FromRequest for User {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, ApiError>>;
@@ -321,6 +326,14 @@ fn user_from(req: &HttpRequest) -> Result<User, ApiError> {
         ));
     }
     require_origin_proof(req, source)?;
+    // Last, so a request refused above does not spend the user's budget.
+    if let Err(wait) = user_limiter(req).check(&identity.user) {
+        crate::metrics::get().user_rate_limited.increment(1);
+        return Err(ApiError::too_many(
+            format!("too many requests for `{}`: over limits.user_requests_per_second on this node", identity.user),
+            wait.as_secs_f64().ceil().max(1.0) as u32,
+        ));
+    }
     Ok(User(identity))
 }
 

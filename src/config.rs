@@ -136,6 +136,11 @@ pub struct LimitSettings {
     pub max_body_chars: usize,
     pub max_recipients: usize,
     pub publish_per_second: u32,
+    /// Requests and stream opens per second each user may make on this
+    /// node; 0 means no limit.
+    pub user_requests_per_second: u32,
+    /// How many of those may come at once.
+    pub user_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +235,11 @@ impl Settings {
         require(self.limits.max_payload_bytes >= 256, "limits.max_payload_bytes", "must be at least 256")?;
         require(self.limits.max_title_chars > 0, "limits.max_title_chars", "must be at least 1")?;
         require(self.limits.max_recipients > 0, "limits.max_recipients", "must be at least 1")?;
+        require(
+            self.limits.user_requests_per_second == 0 || self.limits.user_burst > 0,
+            "limits.user_burst",
+            "must be at least 1 when limits.user_requests_per_second is set (0 turns the limit off)",
+        )?;
         require(!self.auth.algorithms.is_empty(), "auth.algorithms", "must name at least one algorithm")?;
         require(!self.auth.cookie_name.is_empty(), "auth.cookie_name", "must not be empty")?;
         require(
@@ -364,6 +374,11 @@ mod tests {
         assert!(format!("{err:#}").contains("auth.algorithms"), "{err:#}");
         let err = Settings::with_overrides(&[("auth.secret", "short")]).unwrap_err();
         assert!(err.to_string().contains("auth.secret"), "{err}");
+        let err = Settings::with_overrides(&[("limits.user_burst", "0")]).unwrap_err();
+        assert!(err.to_string().contains("`limits.user_burst`"), "{err}");
+        assert!(
+            Settings::with_overrides(&[("limits.user_burst", "0"), ("limits.user_requests_per_second", "0")]).is_ok()
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! | [`engine`] | the `Engine` trait; `memory` and `redis` |
 //! | [`hub`] | this node's registry of streams |
 //! | [`stream`] | SSE frames, per-stream queue, the response body |
-//! | [`limits`] | the per-publisher publish rate |
+//! | [`limits`] | the per-publisher publish rate and the per-user request rate |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`clock`] | wall-clock reads; the last-seen marks behind `/healthz` and `/readyz` |
 //! | [`routes`] | HTTP handlers |

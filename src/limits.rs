@@ -1,12 +1,17 @@
-//! Per-publisher publish rate limit (SPEC §9): recipients per second, per
-//! node, keyed by the publisher token's `sub`. A publisher over it gets
-//! `429` with `Retry-After`; nothing of that request is stored.
+//! Rate limits, per node, keyed by the token's `sub`; a caller over one gets
+//! `429` with `Retry-After`, and nothing of that request is done.
+//!
+//! * [`PublishLimiter`] (SPEC §9): recipients per second per publisher.
+//! * [`UserLimiter`]: requests and stream opens per second per user, so one
+//!   user cannot stall the engine every user shares.
 
 use std::{num::NonZeroU32, time::Duration};
 
 use governor::{
-    DefaultKeyedRateLimiter, Quota,
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
+    middleware::NoOpMiddleware,
+    state::keyed::DashMapStateStore,
 };
 
 use crate::domain::UserId;
@@ -37,9 +42,100 @@ impl PublishLimiter {
     }
 }
 
+type KeyedLimiter<C> = RateLimiter<UserId, DashMapStateStore<UserId>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// Requests per user: `limits.user_requests_per_second`, with a burst of
+/// `limits.user_burst`. Generic over the clock so its tests can move time.
+pub struct UserLimiter<C: Clock = DefaultClock> {
+    /// `None` when `limits.user_requests_per_second` is 0 (no limit). One
+    /// entry per user seen recently: a lookup per request is one hash and a
+    /// shard lock, and [`UserLimiter::retain_recent`] drops idle users.
+    limiter: Option<KeyedLimiter<C>>,
+    clock: C,
+}
+
+impl UserLimiter {
+    /// `burst` 0 with a rate set is refused by `Settings::validate`; here it
+    /// means a burst of one.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self::with_clock(per_second, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> UserLimiter<C> {
+    fn with_clock(per_second: u32, burst: u32, clock: C) -> Self {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let quota = Quota::per_second(rate).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+            RateLimiter::dashmap_with_clock(quota, clock.clone())
+        });
+        Self { limiter, clock }
+    }
+
+    /// Takes one request from the user's budget, or says how long to wait.
+    pub fn check(&self, user: &UserId) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter.check_key(user).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Forgets users whose budget is full again (they would start afresh
+    /// anyway). Without it the map keeps one entry per user ever seen, and
+    /// a node that served a million users holds a million entries.
+    pub fn retain_recent(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    #[cfg(test)]
+    fn users_tracked(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
+
+    #[test]
+    fn a_user_over_the_burst_waits_for_the_rate_and_others_do_not() {
+        let clock = FakeRelativeClock::default();
+        let limiter = UserLimiter::with_clock(2, 3, clock.clone());
+        let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
+        for _ in 0..3 {
+            assert!(limiter.check(&a).is_ok());
+        }
+        assert_eq!(limiter.check(&a), Err(Duration::from_millis(500)), "one more every half second");
+        assert!(limiter.check(&b).is_ok(), "budgets are per user");
+        clock.advance(Duration::from_millis(500));
+        assert!(limiter.check(&a).is_ok());
+        assert!(limiter.check(&a).is_err());
+    }
+
+    #[test]
+    fn idle_users_are_forgotten() {
+        let clock = FakeRelativeClock::default();
+        let limiter = UserLimiter::with_clock(2, 3, clock.clone());
+        let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
+        limiter.check(&a).unwrap();
+        clock.advance(Duration::from_secs(1));
+        limiter.check(&b).unwrap();
+        limiter.retain_recent();
+        assert_eq!(limiter.users_tracked(), 1, "a's budget is full again, b's is not");
+        clock.advance(Duration::from_secs(1));
+        limiter.retain_recent();
+        assert_eq!(limiter.users_tracked(), 0);
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let limiter = UserLimiter::new(0, 1);
+        let a = UserId::parse("a").unwrap();
+        assert!((0..1000).all(|_| limiter.check(&a).is_ok()));
+        assert_eq!(limiter.users_tracked(), 0);
+    }
 
     #[test]
     fn a_publisher_over_its_budget_waits_and_others_do_not() {

@@ -19,6 +19,7 @@ mod resume;
 mod streams;
 mod subscriptions;
 mod unread_stress;
+mod user_limits;
 mod validation;
 mod wire;
 

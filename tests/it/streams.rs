@@ -114,7 +114,10 @@ async fn a_stream_that_got_nothing_yet_still_resumes_without_loss(engine: Engine
 /// Publishes continuously while clients reconnect with their cursor, round
 /// after round; every entry must arrive exactly once, in order.
 async fn the_seam_between_replay_and_live_has_no_gap_and_no_duplicate(engine: Engine) {
-    let app = TestApp::spawn_with(&engine, &[("stream.replay_page", "7")]).await;
+    // The reader reconnects as fast as it can, up to 200 times: far past any
+    // real client, and past the per-user rate limit, which is not under test.
+    let app =
+        TestApp::spawn_with(&engine, &[("stream.replay_page", "7"), ("limits.user_requests_per_second", "0")]).await;
     let alice = unique_user("alice");
     // Four concurrent publishers keep entries arriving during every replay.
     let publishers: Vec<_> = (0..4)
