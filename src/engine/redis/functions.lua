@@ -197,7 +197,7 @@ local UTF8_SEQUENCES = {
   '\244[\128-\143][\128-\191][\128-\191]',
 }
 local function is_utf8(s)
-  if not string.find(s, '[\128-\255]') then return true end
+  if string.find(s, '^[%z\1-\127]*$') then return true end
   for _, sequence in ipairs(UTF8_SEQUENCES) do s = string.gsub(s, sequence, 'x') end
   return not string.find(s, '[\128-\255]')
 end
@@ -238,17 +238,20 @@ local function validate(json)
   end
   -- cjson takes any bytes in a string, so what a browser (or the node) could
   -- not read back is refused here: bytes that are not UTF-8, and raw
-  -- control characters (JSON wants them escaped). Each check is one pass
-  -- in C; the UTF-8 one runs only for text that is not ASCII.
-  if string.find(json, '[%z\1-\8\11\12\14-\31]') then return nil, invalid(RAW_CONTROL) end
-  if not is_utf8(json) then return nil, invalid(NOT_UTF8) end
-  -- Raw newlines may then only be whitespace between JSON tokens, and an
-  -- SSE data line must not hold one. The checks come first, and are plain
-  -- searches and byte tests: most JSON is compact, and a pattern scan of the
-  -- whole payload was a sixth of this function's cost.
-  if string.find(json, '\n', 1, true) or string.find(json, '\r', 1, true) or string.find(json, '\t', 1, true) then
-    if raw_space_in_string(json) then return nil, invalid(RAW_CONTROL) end
-    json = string.gsub(json, '[\r\n]', ' ')
+  -- control characters (JSON wants them escaped). Raw line breaks may only
+  -- be whitespace between tokens, and an SSE data line must not hold one.
+  -- One anchored run decides the common case, printable ASCII only: the
+  -- matcher expands `[...]*` in one tight loop, where an unanchored search
+  -- for a class tries a match at every byte (such a scan was a sixth of
+  -- this function's cost, and two of them cost a third of the FCALL path's
+  -- rate: docs/BENCHMARKS.md, "core defects").
+  if not string.find(json, '^[\32-\126]*$') then
+    if not string.find(json, '^[^%z\1-\8\11\12\14-\31]*$') then return nil, invalid(RAW_CONTROL) end
+    if not is_utf8(json) then return nil, invalid(NOT_UTF8) end
+    if string.find(json, '\n', 1, true) or string.find(json, '\r', 1, true) or string.find(json, '\t', 1, true) then
+      if raw_space_in_string(json) then return nil, invalid(RAW_CONTROL) end
+      json = string.gsub(json, '[\r\n]', ' ')
+    end
   end
   if SPACE[string.byte(json, 1)] or SPACE[string.byte(json, -1)] then json = strip(json) end
   if string.byte(json, 1) ~= 123 then return nil, invalid('notification must be a JSON object') end
@@ -300,16 +303,19 @@ end
 local OLDEST, READ_UPTO, COVERED, EXPIRES = '~oldest_ms', '~read_upto', '~covered', '~expires_ms'
 
 -- The mark-all-read watermark: `upto` (an id or nil) and how many entries of
--- the inbox are at or before it. `is_read(id)` answers for one entry.
+-- the inbox are at or before it (`covered`). A publish makes one only when
+-- it trims: the common path reads the count alone.
 local function watermark(upto, covered)
-  local w = {upto = upto, covered = tonumber(covered) or 0}
+  local w = {covered = tonumber(covered) or 0}
   if upto then w.ms, w.seq = split_id(upto) end
-  function w.covers(id)
-    if not w.ms then return false end
-    local ms, seq = split_id(id)
-    return ms < w.ms or (ms == w.ms and seq <= w.seq)
-  end
   return w
+end
+
+-- Whether entry `id` is at or before the watermark (and so read).
+local function covers(w, id)
+  if not w.ms then return false end
+  local ms, seq = split_id(id)
+  return ms < w.ms or (ms == w.ms and seq <= w.seq)
 end
 
 local function read_watermark(base)
@@ -319,7 +325,7 @@ end
 
 -- Whether entry `id` is read (0/1), by the watermark or the read set.
 local function read_flag(base, w, id)
-  if w.covers(id) then return 1 end
+  if covers(w, id) then return 1 end
   return redis.call('SISMEMBER', base .. ':read', id)
 end
 
@@ -355,7 +361,7 @@ end
 local function forget(base, ids, read_count, w)
   if #ids == 0 then return read_count end
   local covered = 0
-  while covered < #ids and w.covers(ids[covered + 1]) do covered = covered + 1 end
+  while covered < #ids and covers(w, ids[covered + 1]) do covered = covered + 1 end
   if covered > 0 then
     w.covered = math.max(w.covered - covered, 0)
     redis.call('HSET', base .. ':in_app', COVERED, w.covered)
@@ -488,7 +494,7 @@ local function store(base, json, type, key)
   -- the clock stepped back): no TIME call.
   local now = entry_ms(id)
   local len = redis.call('XLEN', inbox)
-  local w = watermark(settings[5], settings[6])
+  local covered = tonumber(settings[6]) or 0
   -- The read set holds only ids in the inbox: none besides a new one.
   local read_count = len == 1 and 0 or redis.call('SCARD', base .. ':read')
   -- The age check scans the inbox's head, so it runs only once the oldest
@@ -500,13 +506,15 @@ local function store(base, json, type, key)
     -- Nothing older is left for a watermark to cover.
     if settings[5] then
       redis.call('HDEL', base .. ':in_app', READ_UPTO, COVERED)
-      w = watermark(nil, 0)
+      covered = 0
     end
   elseif by_length or by_age then
+    local w = watermark(settings[5], covered)
     len, read_count = trim(base, inbox, now, len, read_count, w, by_length, by_age)
+    covered = w.covered
   end
   renew_if_due(base, settings[4], now)
-  local unread = len - read_count - w.covered
+  local unread = len - read_count - covered
   local subscribers = redis.call('PUBLISH', base, 'n ' .. id .. ' ' .. unread .. ' ' .. json)
   if idem then
     -- Never past the user's own expiry: nothing of them outlives it.
@@ -633,7 +641,7 @@ local function add_read(base, w, ids)
   local fresh = redis.call('EXISTS', read) == 0
   local changed = {}
   for _, id in ipairs(ids) do
-    if not w.covers(id) and redis.call('SADD', read, id) == 1 then changed[#changed + 1] = id end
+    if not covers(w, id) and redis.call('SADD', read, id) == 1 then changed[#changed + 1] = id end
   end
   if fresh and #changed > 0 then expire_with_user(base, read) end
   return changed
