@@ -294,6 +294,15 @@ pub struct Retention {
 /// late, so it may remove an expired entry sooner than the memory engine
 /// does, within the slack.
 impl Retention {
+    /// From `[history]` and `[publish]`; both engines keep these limits.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Retention {
+            max_len: settings.history.max_len,
+            max_age_ms: settings.history.max_age.as_millis() as u64,
+            idempotency_window_ms: settings.publish.idempotency_window.as_millis() as u64,
+        }
+    }
+
     pub fn len_slack(&self) -> u64 {
         self.max_len / 100
     }

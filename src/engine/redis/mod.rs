@@ -115,16 +115,6 @@ fn filled_library(settings: &Settings) -> (String, String, Vec<&'static str>) {
     (source, version, numbers.iter().map(|(_, key, _)| *key).collect())
 }
 
-impl Retention {
-    pub fn from_settings(settings: &Settings) -> Self {
-        Retention {
-            max_len: settings.history.max_len,
-            max_age_ms: settings.history.max_age.as_millis() as u64,
-            idempotency_window_ms: settings.publish.idempotency_window.as_millis() as u64,
-        }
-    }
-}
-
 fn unavailable(e: redis::RedisError) -> EngineError {
     crate::metrics::get().engine_errors.increment(1);
     EngineError::Unavailable(e.to_string())
