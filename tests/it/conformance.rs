@@ -230,7 +230,7 @@ async fn more_entries_than_a_batch_expire_at_once(engine: helpers::Engine) {
     // Trimmed (and so `history_trimmed`), or, one age slack later, the
     // user's keys expired whole (and so the cursor is ahead of an inbox
     // that is gone): either way the client is told to refetch.
-    assert!(page.reset.is_some(), "a cursor at an expired entry must reset");
+    assert!(page.reset.is_some(), "a cursor at an expired entry must reset: {page:?}");
 }
 
 async fn trimming_by_age_drops_old_entries(engine: helpers::Engine) {

@@ -442,11 +442,11 @@ end
 -- Trims the inbox for a read path by the same rule as a publish: a user
 -- who gets no new notifications must not keep seeing (or counting) expired
 -- ones, and a read must not change a count a publish would not. Returns
--- the unread count after, and the `~expires_ms` read on the way.
+-- the unread count after.
 local function trim_for_read(base, inbox)
-  local f = redis.call('HMGET', base .. ':in_app', OLDEST, READ_UPTO, COVERED, EXPIRES)
+  local f = redis.call('HMGET', base .. ':in_app', OLDEST, READ_UPTO, COVERED)
   local len = redis.call('XLEN', inbox)
-  if len == 0 then return 0, f[4] end
+  if len == 0 then return 0 end
   local read_count = redis.call('SCARD', base .. ':read')
   local w = watermark(f[2], f[3])
   local now = now_ms()
@@ -454,7 +454,7 @@ local function trim_for_read(base, inbox)
   if by_length or by_age then
     len, read_count = trim(base, inbox, now, len, read_count, w, by_length, by_age)
   end
-  return len - read_count - w.covered, f[4]
+  return len - read_count - w.covered
 end
 
 -- Stores `json` (valid, compact, with priority) of type `type` for the user.
@@ -493,6 +493,9 @@ local function store(base, json, type, key)
   -- The new id's milliseconds are the server's clock (or the last id's, if
   -- the clock stepped back): no TIME call.
   local now = entry_ms(id)
+  -- Before any trim: a trim gives the `trimmed` key the user's instant, and
+  -- PEXPIREAT at an instant that passed while this call ran deletes it.
+  renew_if_due(base, settings[4], now)
   local len = redis.call('XLEN', inbox)
   local covered = tonumber(settings[6]) or 0
   -- The read set holds only ids in the inbox: none besides a new one.
@@ -513,7 +516,6 @@ local function store(base, json, type, key)
     len, read_count = trim(base, inbox, now, len, read_count, w, by_length, by_age)
     covered = w.covered
   end
-  renew_if_due(base, settings[4], now)
   local unread = len - read_count - covered
   local subscribers = redis.call('PUBLISH', base, 'n ' .. id .. ' ' .. unread .. ' ' .. json)
   if idem then
@@ -789,15 +791,14 @@ redis.register_function('herald_stream_start', function(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
   local inbox = base .. ':inbox'
   local last, unread = '0-0', 0
-  if redis.call('EXISTS', inbox) == 1 then
-    local expires
-    unread, expires = trim_for_read(base, inbox)
-    renew_if_due(base, expires, now_ms())
-    last = last_generated(inbox)
-  elseif redis.call('EXISTS', base .. ':in_app') == 1 then
-    -- Preferences but no inbox: they are kept while the user is active.
-    -- (A user with no keys gets none by opening a stream.)
+  -- Renewed before the trim (see store). A user with no keys gets none by
+  -- opening a stream; one with preferences but no inbox keeps them.
+  if redis.call('EXISTS', base .. ':in_app') == 1 then
     renew_if_due(base, redis.call('HGET', base .. ':in_app', EXPIRES), now_ms())
+  end
+  if redis.call('EXISTS', inbox) == 1 then
+    unread = trim_for_read(base, inbox)
+    last = last_generated(inbox)
   end
   return {last, unread}
 end)
