@@ -442,19 +442,19 @@ end
 -- Trims the inbox for a read path by the same rule as a publish: a user
 -- who gets no new notifications must not keep seeing (or counting) expired
 -- ones, and a read must not change a count a publish would not. Returns
--- the unread count after.
+-- the unread count after, and the watermark (as the trim left it).
 local function trim_for_read(base, inbox)
   local f = redis.call('HMGET', base .. ':in_app', OLDEST, READ_UPTO, COVERED)
-  local len = redis.call('XLEN', inbox)
-  if len == 0 then return 0 end
-  local read_count = redis.call('SCARD', base .. ':read')
   local w = watermark(f[2], f[3])
+  local len = redis.call('XLEN', inbox)
+  if len == 0 then return 0, w end
+  local read_count = redis.call('SCARD', base .. ':read')
   local now = now_ms()
   local by_length, by_age = past_limits(len, tonumber(f[1]), now)
   if by_length or by_age then
     len, read_count = trim(base, inbox, now, len, read_count, w, by_length, by_age)
   end
-  return len - read_count - w.covered
+  return len - read_count - w.covered, w
 end
 
 -- Stores `json` (valid, compact, with priority) of type `type` for the user.
@@ -729,8 +729,7 @@ redis.register_function('herald_list', function(keys, args)
   local inbox, clicked = base .. ':inbox', base .. ':clicked'
   local before = args[1]
   if before ~= '+' and not split_id(before) then return invalid('before must be an event id') end
-  local unread = trim_for_read(base, inbox)
-  local w = read_watermark(base)
+  local unread, w = trim_for_read(base, inbox)
   local limit = tonumber(args[2]) or 20
   local unread_only = args[3] == '1'
   local items = {}
