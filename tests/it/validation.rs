@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Engine, Node, RedisServer, TestApp, UserApi, fcall_publish, notification, publisher_token, unique_user,
+    Engine, Node, RedisServer, TestApp, UserApi, fcall_publish, fcall_publish_to_key, notification, publisher_token,
+    unique_user,
 };
 
 /// What functions.lua says for the two faults the HTTP path's JSON parser
@@ -14,19 +15,13 @@ use crate::helpers::{
 const NOT_UTF8: &str = "invalid UTF-8";
 const RAW_CONTROL: &str = r"a raw control character (write it as \u00XX in a string)";
 
-/// `FCALL herald_publish` with the notification as raw bytes.
+/// `FCALL herald_publish` for `user` with the notification as raw bytes.
 async fn fcall_bytes(
     conn: &mut ::redis::aio::MultiplexedConnection,
     user: &str,
     notification: &[u8],
 ) -> ::redis::RedisResult<Option<String>> {
-    ::redis::cmd("FCALL")
-        .arg("herald_publish")
-        .arg(1)
-        .arg(format!("herald:{{u:{user}}}"))
-        .arg(notification)
-        .query_async(conn)
-        .await
+    fcall_publish_to_key(conn, &format!("herald:{{u:{user}}}"), notification).await
 }
 
 /// `{"type":"a","title":"<title>"}` around raw title bytes.

@@ -66,11 +66,12 @@ pub async fn fcall_publish(
     fcall_publish_to_key(conn, &key, notification).await
 }
 
-/// `FCALL herald_publish` with the key as given, valid or not.
+/// `FCALL herald_publish` with the key as given, valid or not, and the
+/// notification as text or raw bytes.
 pub async fn fcall_publish_to_key(
     conn: &mut ::redis::aio::MultiplexedConnection,
     key: &str,
-    notification: &str,
+    notification: impl ::redis::ToRedisArgs,
 ) -> ::redis::RedisResult<Option<String>> {
     ::redis::cmd("FCALL").arg("herald_publish").arg(1).arg(key).arg(notification).query_async(conn).await
 }
