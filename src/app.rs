@@ -14,39 +14,18 @@ use actix_web::{
     web,
 };
 use anyhow::Context;
-use tokio::sync::mpsc;
 
 use crate::{
-    auth::Authenticator,
-    config::{EngineKind, Settings},
-    domain::NotificationLimits,
-    engine::{AnyEngine, NodeTask, Retention, memory::MemoryEngine, redis::RedisEngine},
-    error,
-    hub::{Hub, HubLimits},
-    limits::UserLimiter,
-    routes,
-    stream::{ByeReason, frame},
+    auth::Authenticator, config::Settings, domain::ByeReason, error, hub::Hub, hub::NodeTask, node::Node,
+    rate_limit::UserRateLimiter, routes, routes::AppState,
 };
-
-/// What every handler shares. One per HTTP worker: the hub, the limiter and
-/// the settings are the node's (shared), the engine's command connection is
-/// the worker's own (see [`AnyEngine::on_this_runtime`]).
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: AnyEngine,
-    pub publish_limiter: Arc<crate::limits::PublishLimiter>,
-    pub hub: Arc<Hub>,
-    pub settings: Arc<Settings>,
-    pub limits: NotificationLimits,
-    pub node_id: Arc<str>,
-}
 
 /// Node-wide tasks (the pub/sub connection, the hub's tick), spawned by the
 /// first HTTP worker on its own runtime. A live event then goes from the
 /// pub/sub socket through the hub into the streams it wakes without
 /// crossing threads (with one worker, the default on one core, all of a
-/// node's I/O runs on one thread; a `perf` profile of the publish path was
-/// dominated by the context switches this avoids: docs/BENCHMARKS.md).
+/// node's I/O runs on one thread; docs/BENCHMARKS.md has the profile that
+/// showed the context switches this avoids).
 type NodeTasks = Arc<std::sync::Mutex<Vec<NodeTask>>>;
 
 pub struct Application {
@@ -74,34 +53,10 @@ impl Application {
         // One for the node, shared by every worker (as the authenticator is),
         // so a user's budget does not multiply with the worker count.
         let user_limiter =
-            Arc::new(UserLimiter::new(settings.limits.user_requests_per_second, settings.limits.user_burst));
-        let node_id = settings.node_id();
-        let limits = HubLimits {
-            max_streams: settings.server.max_streams,
-            max_per_user: settings.stream.max_per_user,
-            queue_capacity: settings.stream.queue_capacity,
-        };
-        let mut node_tasks = Vec::new();
-        let (hub, engine) = match settings.engine.kind {
-            EngineKind::Memory => {
-                let hub = Arc::new(Hub::new(limits, settings.stream.keep_alive, None));
-                let engine = MemoryEngine::new(hub.clone(), Retention::from_settings(&settings));
-                node_tasks.push(engine.pruner());
-                (hub, AnyEngine::Memory(engine))
-            }
-            EngineKind::Redis => {
-                let (commands, subscriptions) = mpsc::unbounded_channel();
-                let hub = Arc::new(Hub::new(limits, settings.stream.keep_alive, Some(commands)));
-                let (engine, pubsub) = RedisEngine::connect(&settings, hub.clone(), subscriptions).await?;
-                node_tasks.push(pubsub);
-                (hub, AnyEngine::Redis(engine))
-            }
-            EngineKind::RedisCluster => {
-                anyhow::bail!("engine.kind: redis-cluster is not available yet")
-            }
-        };
-        crate::metrics::get(); // the recorder, before any handle is used
-        node_tasks.push(ticker(&hub, &settings, user_limiter.clone()));
+            Arc::new(UserRateLimiter::new(settings.limits.user_requests_per_second, settings.limits.user_burst));
+        let mut node = Node::build(&settings).await?;
+        let mut node_tasks = node.take_tasks();
+        node_tasks.push(Box::pin(user_limiter.forget_idle_users()));
         let node_tasks: NodeTasks = Arc::new(std::sync::Mutex::new(node_tasks));
 
         let listener = TcpListener::bind(settings.server.listen)
@@ -117,18 +72,7 @@ impl Application {
         socket2::SockRef::from(&listener)
             .set_tcp_user_timeout(Some(settings.server.write_timeout))
             .context("cannot set TCP_USER_TIMEOUT on the listener")?;
-        let state = AppState {
-            engine: engine.clone(),
-            publish_limiter: Arc::new(crate::limits::PublishLimiter::new(settings.limits.publish_per_second)),
-            hub: hub.clone(),
-            settings: settings.clone(),
-            limits: NotificationLimits {
-                max_payload_bytes: settings.limits.max_payload_bytes,
-                max_title_chars: settings.limits.max_title_chars,
-                max_body_chars: settings.limits.max_body_chars,
-            },
-            node_id: node_id.as_str().into(),
-        };
+        let state = AppState::new(settings.clone(), node.hub.clone(), node.engine.clone());
         let demo_mode = settings.demo.enabled;
         let max_body = settings.server.max_body_bytes;
         let workers = match settings.server.workers {
@@ -165,9 +109,9 @@ impl Application {
         .listen(listener)?
         .run();
 
-        tracing::info!(listen = %addr, engine = engine.kind(), node = %node_id, "herald serving");
+        tracing::info!(listen = %addr, engine = node.engine.kind(), node = %settings.node_id(), "herald serving");
         let handle = AppHandle {
-            hub,
+            hub: node.hub,
             server: server.handle(),
             shutdown_timeout: settings.server.shutdown_timeout,
             retry: settings.stream.retry,
@@ -206,10 +150,8 @@ impl AppHandle {
         self.hub.close_all(ByeReason::Shutdown, || {
             Some(Duration::from_millis(base / 2 + rand::random::<u64>() % (base + 1)))
         });
-        let deadline = Instant::now() + self.shutdown_timeout;
-        while self.hub.stream_count() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Past the timeout, clients still reading their `bye` are cut off.
+        let _ = tokio::time::timeout(self.shutdown_timeout, self.hub.all_streams_ended()).await;
         self.server.stop(true).await;
     }
 }
@@ -235,45 +177,7 @@ async fn worker_state(template: AppState, node_tasks: NodeTasks) -> anyhow::Resu
     for task in tasks {
         tokio::spawn(task);
     }
-    let engine = template.engine.on_this_runtime().await?;
-    Ok(AppState { engine, ..template })
-}
-
-/// How often the per-user rate limiter forgets idle users. Its map grows by
-/// one entry per user ever seen and never shrinks by itself; an entry whose
-/// budget has refilled holds nothing worth keeping. Seconds apart: each pass
-/// locks every shard of the map in turn.
-const FORGET_IDLE_USERS: Duration = Duration::from_secs(5);
-
-/// The hub's node-wide tick (one timer for all streams): expiry,
-/// `token_expiring`, keep-alives; every few seconds, the user limiter's
-/// clean-up. Ends when the hub is gone. The hub's stall watch starts as the
-/// task is made, not when the hub was.
-fn ticker(hub: &Arc<Hub>, settings: &Settings, user_limiter: Arc<UserLimiter>) -> NodeTask {
-    hub.watch_ticks_from_now();
-    let hub = Arc::downgrade(hub);
-    let warn_before = settings.stream.token_expiring_before;
-    let heartbeat_events = settings.stream.heartbeat_events;
-    Box::pin(async move {
-        let mut tick = tokio::time::interval(crate::hub::TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut forgot_idle_users = Instant::now();
-        loop {
-            tick.tick().await;
-            if forgot_idle_users.elapsed() >= FORGET_IDLE_USERS {
-                user_limiter.retain_recent();
-                forgot_idle_users = Instant::now();
-            }
-            let Some(hub) = hub.upgrade() else { return };
-            let now = crate::clock::now_unix();
-            let keep_alive = if heartbeat_events {
-                frame::heartbeat(time::OffsetDateTime::now_utc())
-            } else {
-                frame::KEEP_ALIVE.clone()
-            };
-            hub.tick(now, warn_before, &keep_alive);
-        }
-    })
+    template.on_this_runtime().await
 }
 
 /// Access log with the path only: the query string may hold a token.

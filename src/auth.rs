@@ -21,7 +21,7 @@ use crate::{
     config::{AuthSettings, Secret, is_hmac},
     domain::UserId,
     error::ApiError,
-    limits::UserLimiter,
+    rate_limit::UserRateLimiter,
 };
 
 /// The claims Herald reads. Others are ignored.
@@ -298,8 +298,8 @@ fn authenticator(req: &HttpRequest) -> Arc<Authenticator> {
     req.app_data::<web::Data<Authenticator>>().expect("Authenticator is registered as app data").clone().into_inner()
 }
 
-fn user_limiter(req: &HttpRequest) -> &UserLimiter {
-    req.app_data::<web::Data<UserLimiter>>().expect("UserLimiter is registered as app data")
+fn user_limiter(req: &HttpRequest) -> &UserRateLimiter {
+    req.app_data::<web::Data<UserRateLimiter>>().expect("UserRateLimiter is registered as app data")
 }
 
 impl FromRequest for User {

@@ -6,6 +6,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
 /// Now, in unix seconds (0 if the clock is before 1970).
 pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -14,6 +16,12 @@ pub fn now_unix() -> u64 {
 /// Now, in unix milliseconds (0 if the clock is before 1970).
 pub fn now_unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// RFC 3339, for events and fields that carry a time (`heartbeat`,
+/// `token_expiring`, a demo session's expiry).
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
 }
 
 /// When something last happened (a tick, a PING answered), readable from any

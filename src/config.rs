@@ -44,7 +44,6 @@ pub struct ServerSettings {
 pub enum EngineKind {
     Memory,
     Redis,
-    RedisCluster,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,11 +241,6 @@ impl Settings {
         )?;
         require(!self.auth.algorithms.is_empty(), "auth.algorithms", "must name at least one algorithm")?;
         require(!self.auth.cookie_name.is_empty(), "auth.cookie_name", "must not be empty")?;
-        require(
-            self.engine.kind != EngineKind::RedisCluster,
-            "engine.kind",
-            "`redis-cluster` is not available in this build yet (use `memory` or `redis`)",
-        )?;
         require(
             self.auth.jwks_url.is_none(),
             "auth.jwks_url",

@@ -4,32 +4,37 @@
 //!
 //! ```text
 //! publish (HTTP or FCALL herald_publish)
-//!   → engine      one atomic step: store in the inbox, count, publish   engine/
-//!   → pub/sub     each node gets only its own users' channels          engine/redis/pubsub.rs
-//!   → hub         user → open streams on this node; encode once         hub.rs
-//!   → connection  a short bounded queue per stream                     stream/connection.rs
-//!   → SSE bytes   replay after the cursor, then live, no gap/duplicate  stream/body.rs
+//!   → engine     one atomic step: store in the inbox, count, publish    engine/
+//!   → pub/sub    each node gets only its own users' channels           engine/redis/pubsub.rs
+//!   → hub        a typed live event → the user's streams here;         hub/
+//!                encoded once (wire/), queued per stream               hub/queue.rs
+//!   → SSE body   replay after the cursor, then live, no gap/duplicate   sse.rs
 //! ```
 //!
 //! Nothing flows back up except the hub telling the engine which users'
 //! channels to subscribe to.
 //!
-//! | module | job |
-//! | --- | --- |
-//! | [`config`] | layered settings, validated with messages naming the key |
-//! | [`telemetry`] | log subscriber |
-//! | [`app`] | binds, wires state and routes, graceful shutdown |
-//! | [`error`] | every client-visible error and its HTTP status |
-//! | [`auth`] | JWT verification, `User` / `Publisher` extractors |
-//! | [`domain`] | `UserId`, `EntryId` (the cursor), notifications |
-//! | [`engine`] | the `Engine` trait; `memory` and `redis` |
-//! | [`hub`] | this node's registry of streams |
-//! | [`stream`] | SSE frames, per-stream queue, the response body |
-//! | [`limits`] | the per-publisher publish rate and the per-user request rate |
-//! | [`metrics`] | Prometheus metrics |
-//! | [`clock`] | wall-clock reads; the last-seen marks behind `/healthz` and `/readyz` |
-//! | [`routes`] | HTTP handlers |
-//! | [`cli`] | `serve`, `token`, `check-config` |
+//! Modules are layered, and a module imports only from layers below its
+//! own (`tests/it/layers.rs` checks it), lowest first:
+//!
+//! | layer | module | job |
+//! | --- | --- | --- |
+//! | 0 | [`clock`] | wall-clock reads, RFC 3339; the last-seen marks behind `/healthz` and `/readyz` |
+//! | 0 | [`config`] | layered settings, validated with messages naming the key |
+//! | 1 | [`telemetry`] | log subscriber |
+//! | 1 | [`domain`] | `UserId`, `EntryId` (the cursor), notifications, preferences, live events |
+//! | 2 | [`metrics`] | Prometheus metrics |
+//! | 2 | [`rate_limit`] | the per-publisher publish rate and the per-user request rate |
+//! | 3 | [`wire`] | every byte a client receives: SSE frames, a notification's JSON |
+//! | 4 | [`hub`] | this node's registry of streams, their queues, the node-wide tick |
+//! | 5 | [`engine`] | the `Engine` trait; `memory` and `redis`; they hand the hub typed events |
+//! | 6 | [`node`] | a node assembled from settings: hub, engine, node tasks |
+//! | 7 | [`sse`] | one SSE response body: replay from the engine, then live from the hub |
+//! | 8 | [`error`] | every client-visible error and its HTTP status |
+//! | 9 | [`auth`] | JWT verification, `User` / `Publisher` extractors |
+//! | 10 | [`routes`] | HTTP handlers and the state they share |
+//! | 11 | [`app`] | binds, starts a node, serves the routes, graceful shutdown |
+//! | 12 | [`cli`] | `serve`, `token`, `check-config` |
 
 pub mod app;
 pub mod auth;
@@ -40,8 +45,10 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod hub;
-pub mod limits;
 pub mod metrics;
+pub mod node;
+pub mod rate_limit;
 pub mod routes;
-pub mod stream;
+pub mod sse;
 pub mod telemetry;
+pub mod wire;

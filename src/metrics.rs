@@ -10,7 +10,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::{domain::EntryId, stream::ByeReason};
+use crate::domain::{ByeReason, EntryId};
 
 pub struct Metrics {
     pub streams_open: Gauge,
@@ -98,12 +98,7 @@ pub fn get() -> &'static Metrics {
             deliveries: counter!("herald_deliveries_total"),
             replays: counter!("herald_replays_total"),
             replayed_entries: counter!("herald_replayed_entries_total"),
-            bye: [
-                bye(ByeReason::TokenExpired),
-                bye(ByeReason::Shutdown),
-                bye(ByeReason::SlowConsumer),
-                bye(ByeReason::Replaced),
-            ],
+            bye: ByeReason::ALL.map(bye),
             engine_errors: counter!("herald_engine_errors_total"),
             pubsub_reconnects: counter!("herald_pubsub_reconnects_total"),
             repaired_entries: counter!("herald_repaired_entries_total"),

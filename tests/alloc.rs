@@ -16,9 +16,8 @@ use std::{
 };
 
 use herald::{
-    domain::{EntryId, UserId},
-    hub::{Hub, HubLimits, Registration},
-    stream::{Connection, Next, frame},
+    domain::{EntryId, LiveEvent, UserId},
+    hub::{Hub, HubCapacity, Next, Registration, StreamQueue},
 };
 
 struct Counting;
@@ -57,16 +56,16 @@ const STORED: &[u8] =
 /// Allocations per event when one user has `tabs` streams on the node.
 fn allocations_per_event(tabs: usize) -> f64 {
     let hub = Arc::new(Hub::new(
-        HubLimits { max_streams: 1000, max_per_user: 1000, queue_capacity: 64 },
+        HubCapacity { max_streams: 1000, max_per_user: 1000, queue_capacity: 64 },
         Duration::from_secs(15),
         None,
     ));
     let user = UserId::parse("alice").unwrap();
     let streams: Vec<Registration> =
-        (0..tabs).map(|_| hub.register(Arc::new(Connection::new(user.clone(), u64::MAX))).unwrap().0).collect();
+        (0..tabs).map(|_| hub.register(Arc::new(StreamQueue::new(user.clone(), u64::MAX))).unwrap().0).collect();
     let drain = || {
         for s in &streams {
-            while let Next::Frame(f) = s.connection().poll_next(&mut Context::from_waker(Waker::noop())) {
+            while let Next::Frame(f) = s.queue().poll_next(&mut Context::from_waker(Waker::noop())) {
                 drop(f);
             }
         }
@@ -75,7 +74,8 @@ fn allocations_per_event(tabs: usize) -> f64 {
     let mut deliver = |n: usize| {
         for _ in 0..n {
             seq += 1;
-            hub.deliver("alice", || frame::live_notification(EntryId::new(1_732_460_000_000, seq), STORED, 3));
+            let id = EntryId::new(1_732_460_000_000, seq);
+            hub.deliver("alice", LiveEvent::Notification { id, stored: STORED, unread: 3 });
             drain();
         }
     };
@@ -106,10 +106,14 @@ fn queueing_an_event_for_more_tabs_allocates_nothing_more() {
 #[test]
 fn an_idle_stream_costs_herald_under_a_kibibyte() {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    use herald::{engine::memory::MemoryEngine, stream::EventStream};
+    use herald::{
+        engine::{StreamStart, memory::MemoryEngine},
+        sse::{Opening, SseBody},
+        wire::KeepAlive,
+    };
     const STREAMS: usize = 2000;
     let hub = Arc::new(Hub::new(
-        HubLimits { max_streams: 10_000, max_per_user: 4, queue_capacity: 256 },
+        HubCapacity { max_streams: 10_000, max_per_user: 4, queue_capacity: 256 },
         Duration::from_secs(15),
         None,
     ));
@@ -117,16 +121,23 @@ fn an_idle_stream_costs_herald_under_a_kibibyte() {
     let engine = herald::engine::AnyEngine::Memory(MemoryEngine::new(hub.clone(), retention));
     // Warm up the hub's shards and the metrics before counting.
     let warm: Vec<_> = (0..64)
-        .map(|i| hub.register(Arc::new(Connection::new(UserId::parse(&format!("w{i}")).unwrap(), u64::MAX))).unwrap())
+        .map(|i| hub.register(Arc::new(StreamQueue::new(UserId::parse(&format!("w{i}")).unwrap(), u64::MAX))).unwrap())
         .collect();
     let users: Vec<UserId> = (0..STREAMS).map(|i| UserId::parse(&format!("load-{i}")).unwrap()).collect();
 
     let before = LIVE_BYTES.load(Ordering::Relaxed);
-    let bodies: Vec<Box<EventStream>> = users
+    let opening = Opening {
+        cursor: None,
+        start: StreamStart { last_id: EntryId::ZERO, unread: 0 },
+        retry: Duration::from_secs(2),
+        keep_alive: KeepAlive::Comment,
+        page_size: 200,
+    };
+    let bodies: Vec<Box<SseBody>> = users
         .iter()
         .map(|user| {
-            let (registration, _) = hub.register(Arc::new(Connection::new(user.clone(), u64::MAX))).unwrap();
-            Box::new(EventStream::new(registration, engine.clone(), Box::default(), EntryId::ZERO, false, 200))
+            let (registration, _) = hub.register(Arc::new(StreamQueue::new(user.clone(), u64::MAX))).unwrap();
+            Box::new(SseBody::new(registration, engine.clone(), opening))
         })
         .collect();
     let per_stream = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / STREAMS as f64;

@@ -15,14 +15,13 @@ use std::{
 };
 
 use super::{
-    Engine, EngineError, HistoryPage, LIST_SCAN, ListPage, ListQuery, NodeTask, PublishOutcome, Published, ReadTarget,
-    Reset, Retention, StoredEntry, StreamStart,
+    Engine, EngineError, HistoryPage, LIST_SCAN, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Reset,
+    Retention, StoredEntry, StreamStart,
 };
 use crate::{
     clock::now_unix_ms,
-    domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, UserId},
-    hub::Hub,
-    stream::frame::{self, SyncEvent},
+    domain::{EntryId, IdempotencyKey, InboxChange, LiveEvent, Preferences, StoredNotification, UserId},
+    hub::{Hub, NodeTask},
 };
 
 #[derive(Clone)]
@@ -176,8 +175,8 @@ impl MemoryEngine {
     /// Tells the user's streams of a state change (`read`, `deleted`), as the
     /// Redis engine does through the user's channel. Called under the
     /// inboxes lock, so changes reach the streams in the order they happened.
-    fn sync(&self, user: &UserId, event: SyncEvent, payload: &str, unread: u64) {
-        self.inner.hub.deliver(user.as_str(), || frame::sync_event(event, payload.as_bytes(), unread));
+    fn sync(&self, user: &UserId, change: InboxChange, payload: &str, unread: u64) {
+        self.inner.hub.deliver(user.as_str(), LiveEvent::Change { change, payload: payload.as_bytes(), unread });
     }
 
     fn users(&self) -> std::sync::MutexGuard<'_, Users> {
@@ -218,7 +217,8 @@ impl Engine for MemoryEngine {
         let unread = inbox.unread;
         // Delivered under the lock: the next publish to this user cannot
         // overtake this one on its way to the streams.
-        let reached = self.inner.hub.deliver(user.as_str(), || frame::live_notification(id, stored.as_bytes(), unread));
+        let reached =
+            self.inner.hub.deliver(user.as_str(), LiveEvent::Notification { id, stored: stored.as_bytes(), unread });
         let published = Published { id, online: reached > 0, duplicate: false };
         if let Some(key) = key {
             inbox.idempotency.insert(key.as_str().to_owned(), (published, Instant::now()));
@@ -309,7 +309,7 @@ impl Engine for MemoryEngine {
                     Err(EngineError::NotFound(ids.first().map(ToString::to_string).unwrap_or_default()))
                 }
                 ReadTarget::All => {
-                    self.sync(user, SyncEvent::Read, r#"{"all":true,"up_to":"0-0"}"#, 0);
+                    self.sync(user, InboxChange::Read, r#"{"all":true,"up_to":"0-0"}"#, 0);
                     Ok(0)
                 }
             };
@@ -331,7 +331,7 @@ impl Engine for MemoryEngine {
             }
         };
         let unread = inbox.unread;
-        self.sync(user, SyncEvent::Read, &payload, unread);
+        self.sync(user, InboxChange::Read, &payload, unread);
         Ok(unread)
     }
 
@@ -343,7 +343,7 @@ impl Engine for MemoryEngine {
         let changed = inbox.mark_read([i]);
         let unread = inbox.unread;
         if !changed.is_empty() {
-            self.sync(user, SyncEvent::Read, &ids_json(&changed), unread);
+            self.sync(user, InboxChange::Read, &ids_json(&changed), unread);
         }
         Ok(unread)
     }
@@ -357,7 +357,7 @@ impl Engine for MemoryEngine {
             inbox.unread -= 1;
         }
         let unread = inbox.unread;
-        self.sync(user, SyncEvent::Deleted, &ids_json(&[id]), unread);
+        self.sync(user, InboxChange::Deleted, &ids_json(&[id]), unread);
         Ok(unread)
     }
 

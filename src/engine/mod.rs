@@ -123,11 +123,6 @@ pub struct StreamStart {
     pub unread: u64,
 }
 
-/// A long-running task of the node (the Redis engine's pub/sub task, the
-/// hub's tick): whoever starts the node spawns it on the runtime its I/O
-/// should run on.
-pub type NodeTask = futures_util::future::BoxFuture<'static, ()>;
-
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The input breaks a rule (from the `FCALL` path's own validation).
@@ -144,7 +139,8 @@ pub enum EngineError {
 }
 
 /// The operations every engine provides. Live delivery is not here: engines
-/// push live events into the [`crate::hub::Hub`] they were built with.
+/// hand typed live events ([`crate::domain::LiveEvent`]) to the
+/// [`crate::hub::Hub`] they were built with, which encodes them.
 pub trait Engine: Send + Sync {
     /// Stores a validated notification in `user`'s
     /// inbox, trims history, and fans it out; all in one atomic step. The

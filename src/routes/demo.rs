@@ -20,13 +20,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    app::AppState,
-    auth::mint_token_expiring_at,
-    clock::now_unix,
-    domain::{self, UserId},
-    error::ApiError,
-};
+use crate::{auth::mint_token_expiring_at, clock::now_unix, domain::UserId, error::ApiError, routes::AppState};
 
 /// The page. Its source is meant to be read: it is a worked example of an
 /// `EventSource` client (cursor, reconnects, token refresh, cross-tab sync).
@@ -116,7 +110,7 @@ fn no_session(why: &str) -> ApiError {
 }
 
 fn rfc3339(unix_seconds: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix_seconds as i64).map(domain::rfc3339).unwrap_or_default()
+    time::OffsetDateTime::from_unix_timestamp(unix_seconds as i64).map(crate::clock::rfc3339).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -9,13 +9,14 @@ use actix_web::{
 };
 
 use crate::{
-    app::AppState,
     auth::{User, query_param},
     domain::EntryId,
     engine::Engine,
     error::ApiError,
-    hub::RegisterError,
-    stream::{Connection, EventStream, frame},
+    hub::{RegisterError, StreamQueue},
+    routes::AppState,
+    sse::{Opening, SseBody},
+    wire::KeepAlive,
 };
 
 /// The resume cursor: `Last-Event-ID` (sent by EventSource on reconnect),
@@ -55,8 +56,8 @@ pub async fn events(req: HttpRequest, user: User, state: web::Data<AppState>) ->
 
     // Register (and so subscribe) before reading anything: from here on every
     // live entry of this user is queued for this stream.
-    let conn = Arc::new(Connection::new(identity.user.clone(), identity.expires_at));
-    let (registration, subscribed) = state.hub.register(conn).map_err(|e| match e {
+    let queue = Arc::new(StreamQueue::new(identity.user.clone(), identity.expires_at));
+    let (registration, subscribed) = state.hub.register(queue).map_err(|e| match e {
         RegisterError::UserFull => ApiError::too_many(e.to_string(), 5),
         RegisterError::NodeFull | RegisterError::ShuttingDown => ApiError::unavailable(e.to_string(), 2),
     })?;
@@ -67,16 +68,15 @@ pub async fn events(req: HttpRequest, user: User, state: web::Data<AppState>) ->
 
     // Without a cursor the stream is live from the newest entry; entries up
     // to it are history, fetched from the list API.
-    let (last_id, replay) = match cursor {
-        Some(cursor) => (cursor, true),
-        None => (start.last_id, false),
+    tracing::debug!(cursor = ?cursor, newest = %start.last_id, "stream opened");
+    let opening = Opening {
+        cursor,
+        start,
+        retry: settings.retry,
+        keep_alive: KeepAlive::from_heartbeat_events(settings.heartbeat_events),
+        page_size: settings.replay_page,
     };
-    let mut prelude = Vec::with_capacity(80);
-    frame::retry(&mut prelude, settings.retry);
-    frame::write_opening_unread(&mut prelude, last_id, start.unread);
-    tracing::debug!(%last_id, replay, "stream opened");
-    let body =
-        EventStream::new(registration, state.engine.clone(), prelude.into(), last_id, replay, settings.replay_page);
+    let body = SseBody::new(registration, state.engine.clone(), opening);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))

@@ -2,10 +2,10 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::{
-    app::AppState,
     engine::Engine,
     error::ApiError,
     hub::{Hub, TICK_STALLED},
+    routes::AppState,
 };
 
 /// Prometheus text format.

@@ -7,8 +7,11 @@ mod health;
 mod notifications;
 mod preferences;
 mod publish;
+mod state;
 
 use actix_web::web;
+
+pub use self::state::AppState;
 
 /// Every route; the demo's only when `demo_mode` (otherwise `/demo` is an
 /// unknown path like any other).

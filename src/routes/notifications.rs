@@ -7,11 +7,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    app::AppState,
     auth::User,
-    domain::{EntryId, render_notification},
+    domain::EntryId,
     engine::{Engine, ListQuery, ReadTarget},
     error::ApiError,
+    routes::AppState,
+    wire::notification::render_notification,
 };
 
 pub const DEFAULT_LIMIT: usize = 20;

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 
-use crate::{app::AppState, auth::User, domain::Preferences, engine::Engine, error::ApiError};
+use crate::{auth::User, domain::Preferences, engine::Engine, error::ApiError, routes::AppState};
 
 pub async fn get(user: User, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.engine.preferences(&user.0.user).await?))

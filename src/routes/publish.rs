@@ -7,11 +7,11 @@ use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    app::AppState,
     auth::Publisher,
     domain::{IdempotencyKey, NewNotification, UserId},
     engine::{Engine, PublishOutcome},
     error::ApiError,
+    routes::AppState,
 };
 
 #[derive(Debug, Deserialize)]

@@ -6,11 +6,11 @@ use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
 use herald::{
     clock::now_unix_ms,
     domain::{EntryId, IdempotencyKey, NewNotification, NotificationLimits, UserId},
-    engine::{AnyEngine, Engine, ReadTarget, Reset, Retention, memory::MemoryEngine, redis::RedisEngine},
-    hub::{Hub, HubLimits, Registration},
-    stream::{Connection, Frame, Next},
+    engine::{AnyEngine, Engine, ReadTarget, Reset},
+    hub::{Hub, Next, Registration, StreamQueue},
+    node::Node,
+    wire::Frame,
 };
-use tokio::sync::mpsc;
 
 use crate::helpers::{self, wait_for};
 
@@ -19,25 +19,16 @@ pub(crate) struct Backend {
     pub(crate) hub: Arc<Hub>,
 }
 
+/// A node as the server builds it (its tasks spawned on this runtime), with
+/// room for the tests' streams and queues long enough for their bursts.
 pub(crate) async fn backend(engine: &helpers::Engine, extra: &[(&str, &str)]) -> Backend {
-    let settings = helpers::settings(engine, extra);
-    let limits = HubLimits { max_streams: 100, max_per_user: 10, queue_capacity: 64 };
-    match engine {
-        helpers::Engine::Memory => {
-            let hub = Arc::new(Hub::new(limits, Duration::from_secs(15), None));
-            let engine = MemoryEngine::new(hub.clone(), Retention::from_settings(&settings));
-            tokio::spawn(engine.pruner());
-            Backend { engine: AnyEngine::Memory(engine), hub }
-        }
-        helpers::Engine::Redis(_) => {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let hub = Arc::new(Hub::new(limits, Duration::from_secs(15), Some(tx)));
-            let (engine, pubsub) =
-                RedisEngine::connect(&settings, hub.clone(), rx).await.expect("redis engine connects");
-            tokio::spawn(pubsub);
-            Backend { engine: AnyEngine::Redis(engine), hub }
-        }
-    }
+    let mut overrides =
+        vec![("server.max_streams", "100"), ("stream.max_per_user", "10"), ("stream.queue_capacity", "64")];
+    overrides.extend_from_slice(extra);
+    let settings = helpers::settings(engine, &overrides);
+    let mut node = Node::build(&settings).await.expect("the node starts");
+    node.spawn_tasks();
+    Backend { engine: node.engine, hub: node.hub }
 }
 
 pub(crate) fn user(name: &str) -> UserId {
@@ -56,19 +47,27 @@ impl Backend {
 
     /// A registered stream whose subscription is confirmed.
     pub(crate) async fn listen(&self, user: &UserId) -> Registration {
-        let conn = Arc::new(Connection::new(user.clone(), u64::MAX));
-        let (registration, ready) = self.hub.register(conn).unwrap();
+        let queue = Arc::new(StreamQueue::new(user.clone(), u64::MAX));
+        let (registration, ready) = self.hub.register(queue).unwrap();
         tokio::time::timeout(Duration::from_secs(5), ready.wait()).await.unwrap();
         registration
     }
 }
 
+/// The next frame queued for the stream, skipping keep-alives (the node's
+/// tick owes one to a quiet stream); `None` at a resync, a `bye` or the
+/// timeout.
 pub(crate) async fn next_frame(registration: &Registration, timeout: Duration) -> Option<Frame> {
-    let conn = registration.connection().clone();
-    let next = poll_fn(move |cx| match conn.poll_next(cx) {
-        Next::Frame(frame) => Poll::Ready(Some(frame)),
-        Next::Pending => Poll::Pending,
-        _ => Poll::Ready(None),
+    let queue = registration.queue().clone();
+    let next = poll_fn(move |cx| {
+        loop {
+            return match queue.poll_next(cx) {
+                Next::Frame(frame) => Poll::Ready(Some(frame)),
+                Next::KeepAlive => continue,
+                Next::Pending => Poll::Pending,
+                _ => Poll::Ready(None),
+            };
+        }
     });
     tokio::time::timeout(timeout, next).await.ok().flatten()
 }

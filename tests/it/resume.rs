@@ -7,8 +7,9 @@ use actix_web::body::MessageBody;
 use bytes::Bytes;
 use herald::{
     domain::EntryId,
-    engine::{Engine, ReadTarget},
-    stream::{EventStream, Frame, frame},
+    engine::{Engine, ReadTarget, StreamStart},
+    sse::{Opening, SseBody},
+    wire::{Frame, KeepAlive},
 };
 
 use crate::{
@@ -23,7 +24,7 @@ crate::on_both_engines!(the_last_unread_after_a_resume_is_the_true_count);
 /// Every event `body` sends up to (not including) the comment `marker`,
 /// which the caller queued after the frames it wants drained. The body
 /// never ends by itself, so the marker is what says it is drained.
-async fn events_until(body: &mut EventStream, marker: &[u8]) -> Vec<SseEvent> {
+async fn events_until(body: &mut SseBody, marker: &[u8]) -> Vec<SseEvent> {
     let (mut parser, mut events, mut text) = (Parser::default(), Vec::new(), Vec::new());
     loop {
         let chunk = tokio::time::timeout(WAIT, poll_fn(|cx| Pin::new(&mut *body).poll_next(cx)))
@@ -62,12 +63,17 @@ async fn the_last_unread_after_a_resume_is_the_true_count(engine: helpers::Engin
     }
     drop(probe);
     let marker = Bytes::from_static(b": drained\n\n");
-    assert!(tab.connection().push(Frame::plain(None, marker.clone()), 0, 64));
+    assert!(tab.queue().push(Frame::plain(None, marker.clone()), 0, 64));
 
     // Act: the tab resumes from before Y.
-    let mut prelude = Vec::new();
-    frame::write_opening_unread(&mut prelude, EntryId::ZERO, 1);
-    let mut body = EventStream::new(tab, b.engine.clone(), prelude.into(), EntryId::ZERO, true, 100);
+    let opening = Opening {
+        cursor: Some(EntryId::ZERO),
+        start: StreamStart { last_id: x, unread: 1 },
+        retry: Duration::from_secs(1),
+        keep_alive: KeepAlive::Comment,
+        page_size: 100,
+    };
+    let mut body = SseBody::new(tab, b.engine.clone(), opening);
     let events = events_until(&mut body, &marker).await;
 
     // Assert: each entry once, and the last count is the true one.

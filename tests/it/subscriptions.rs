@@ -6,7 +6,7 @@ use std::{collections::HashSet, future::poll_fn, sync::Arc, task::Poll, time::Du
 
 use herald::{
     engine::Engine as _,
-    stream::{Connection, Next},
+    hub::{Next, StreamQueue},
 };
 
 use crate::{
@@ -28,12 +28,14 @@ async fn streams_that_wait_through_an_outage_are_confirmed_and_gone_ones_forgott
     // Act: streams that keep waiting, and thousands of attempts that give
     // up (each queues a subscribe and an unsubscribe), then Redis returns.
     let waiting_users: Vec<_> = (0..5).map(|i| user(&format!("waiting{i}"))).collect();
-    let waiting: Vec<_> =
-        waiting_users.iter().map(|u| b.hub.register(Arc::new(Connection::new(u.clone(), u64::MAX))).unwrap()).collect();
+    let waiting: Vec<_> = waiting_users
+        .iter()
+        .map(|u| b.hub.register(Arc::new(StreamQueue::new(u.clone(), u64::MAX))).unwrap())
+        .collect();
     let gone: Vec<_> = (0..200).map(|i| user(&format!("gone{i}"))).collect();
     for attempt in 0..3000 {
-        let conn = Arc::new(Connection::new(gone[attempt % gone.len()].clone(), u64::MAX));
-        drop(b.hub.register(conn).unwrap());
+        let queue = Arc::new(StreamQueue::new(gone[attempt % gone.len()].clone(), u64::MAX));
+        drop(b.hub.register(queue).unwrap());
         if attempt % 500 == 0 {
             tokio::task::yield_now().await; // let the pub/sub task run meanwhile
         }
@@ -59,8 +61,8 @@ async fn streams_that_wait_through_an_outage_are_confirmed_and_gone_ones_forgott
     .await;
     // After the reconnect every stream is asked to resync from history
     // first (the body would replay); the live frame is queued behind it.
-    let conn = registration.connection().clone();
-    let first = poll_fn(|cx| match conn.poll_next(cx) {
+    let queue = registration.queue().clone();
+    let first = poll_fn(|cx| match queue.poll_next(cx) {
         Next::Pending => Poll::Pending,
         next => Poll::Ready(next),
     });

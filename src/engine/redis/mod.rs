@@ -30,13 +30,13 @@ use self::{
     pubsub::PubSubHealth,
 };
 use super::{
-    Engine, EngineError, HistoryPage, ListPage, ListQuery, NodeTask, PublishOutcome, Published, ReadTarget, Reset,
-    Retention, StoredEntry, StreamStart,
+    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Reset, Retention,
+    StoredEntry, StreamStart,
 };
 use crate::{
     config::Settings,
     domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, UserId},
-    hub::{Hub, SubscriptionCommand},
+    hub::{Hub, NodeTask, SubscriptionCommand},
 };
 
 const LIBRARY_TEMPLATE: &str = include_str!("functions.lua");

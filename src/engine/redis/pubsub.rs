@@ -1,8 +1,8 @@
 //! The node's one pub/sub connection to Redis.
 //!
 //! It subscribes to the channel of every user the hub holds streams of, and
-//! hands each message to the hub, which encodes it once and queues it for
-//! the user's streams. Subscription changes are batched: a burst of new
+//! hands each message to the hub as a typed live event, which the hub
+//! encodes once and queues for the user's streams. Subscription changes are batched: a burst of new
 //! streams (a reconnect storm) becomes a few `SUBSCRIBE` calls with many
 //! channels, not one round trip each.
 //!
@@ -31,10 +31,9 @@ use tokio::sync::mpsc;
 use super::keys::{user_base, user_of_channel};
 use crate::{
     clock::LastSeen,
-    domain::{EntryId, UserId},
+    domain::{InboxChange, LiveEvent, UserId},
     engine::EngineError,
     hub::{Hub, Subscribed, SubscriptionCommand},
-    stream::frame::{self, SyncEvent},
 };
 
 /// Most channels per SUBSCRIBE / UNSUBSCRIBE call.
@@ -419,32 +418,23 @@ async fn change_subscriptions(
 fn deliver(hub: &Hub, message: &Msg) {
     let Some(user) = user_of_channel(message.get_channel_name()) else { return };
     match parse_live(message.get_payload_bytes()) {
-        Some(Live::Notification { id, unread, stored }) => {
-            hub.deliver(user, || frame::live_notification(id, stored, unread));
-        }
-        Some(Live::Sync { event, unread, payload }) => {
-            hub.deliver(user, || frame::sync_event(event, payload, unread));
+        Some(event) => {
+            hub.deliver(user, event);
         }
         None => tracing::warn!(channel = message.get_channel_name(), "ignored a malformed pub/sub message"),
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Live<'a> {
-    Notification { id: EntryId, unread: u64, stored: &'a [u8] },
-    Sync { event: SyncEvent, unread: u64, payload: &'a [u8] },
-}
-
-fn parse_live(payload: &[u8]) -> Option<Live<'_>> {
+fn parse_live(payload: &[u8]) -> Option<LiveEvent<'_>> {
     let mut parts = payload.splitn(4, |b| *b == b' ');
     let kind = parts.next()?;
     let id = parts.next()?;
     let unread = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let json = parts.next()?;
     match kind {
-        b"n" => Some(Live::Notification { id: std::str::from_utf8(id).ok()?.parse().ok()?, unread, stored: json }),
-        b"r" => Some(Live::Sync { event: SyncEvent::Read, unread, payload: json }),
-        b"d" => Some(Live::Sync { event: SyncEvent::Deleted, unread, payload: json }),
+        b"n" => Some(LiveEvent::Notification { id: std::str::from_utf8(id).ok()?.parse().ok()?, unread, stored: json }),
+        b"r" => Some(LiveEvent::Change { change: InboxChange::Read, unread, payload: json }),
+        b"d" => Some(LiveEvent::Change { change: InboxChange::Deleted, unread, payload: json }),
         _ => None,
     }
 }
@@ -452,7 +442,10 @@ fn parse_live(payload: &[u8]) -> Option<Live<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{hub::HubLimits, stream::Connection};
+    use crate::{
+        domain::EntryId,
+        hub::{HubCapacity, StreamQueue},
+    };
 
     /// A client for a port nobody listens on (bound, then freed).
     fn dead_client() -> Client {
@@ -460,8 +453,8 @@ mod tests {
         Client::open(format!("redis://127.0.0.1:{port}")).unwrap()
     }
 
-    fn conn(user: &str) -> Arc<Connection> {
-        Arc::new(Connection::new(UserId::parse(user).unwrap(), u64::MAX))
+    fn conn(user: &str) -> Arc<StreamQueue> {
+        Arc::new(StreamQueue::new(UserId::parse(user).unwrap(), u64::MAX))
     }
 
     /// Paused time: each backoff ends only once the task is idle, so every
@@ -471,7 +464,7 @@ mod tests {
         const LIVE: usize = 100;
         const ATTEMPTS: usize = 1000;
         let (tx, commands) = mpsc::unbounded_channel();
-        let limits = HubLimits { max_streams: 10_000, max_per_user: 4, queue_capacity: 8 };
+        let limits = HubCapacity { max_streams: 10_000, max_per_user: 4, queue_capacity: 8 };
         let hub = Arc::new(Hub::new(limits, Duration::from_secs(15), Some(tx)));
         let mut task = PubSubTask {
             client: dead_client(),
@@ -500,7 +493,7 @@ mod tests {
             assert!(wanted.waiting.capacity() <= 2 * bound, "round {round}: room for {}", wanted.waiting.capacity());
         }
         let waited: HashSet<&UserId> = task.wanted.waiting.iter().map(|(user, _)| user).collect();
-        let still: HashSet<&UserId> = live.iter().map(|(r, _)| &r.connection().user).collect();
+        let still: HashSet<&UserId> = live.iter().map(|(r, _)| &r.queue().user).collect();
         // (Flags of gone streams may be left until the next pruning.)
         assert!(still.is_subset(&waited), "every stream still waiting is still waited for");
     }
@@ -549,11 +542,11 @@ mod tests {
     fn parses_live_messages() {
         assert_eq!(
             parse_live(br#"n 5-1 3 {"type":"a b"}"#),
-            Some(Live::Notification { id: EntryId::new(5, 1), unread: 3, stored: br#"{"type":"a b"}"# })
+            Some(LiveEvent::Notification { id: EntryId::new(5, 1), unread: 3, stored: br#"{"type":"a b"}"# })
         );
         assert_eq!(
             parse_live(br#"r - 0 {"all":true}"#),
-            Some(Live::Sync { event: SyncEvent::Read, unread: 0, payload: br#"{"all":true}"# })
+            Some(LiveEvent::Change { change: InboxChange::Read, unread: 0, payload: br#"{"all":true}"# })
         );
         assert!(parse_live(b"x 5-1 3 {}").is_none());
         assert!(parse_live(b"n bad 3 {}").is_none());

@@ -1,7 +1,8 @@
-//! The response body of one SSE stream.
+//! The response body of one SSE stream: the one place that combines the
+//! engine (history) and the hub (live frames).
 //!
 //! It sends the prelude (`retry:` and `unread`), replays history after the
-//! cursor page by page, then takes live frames from the connection's queue.
+//! cursor page by page, then takes live frames from the stream's queue.
 //! The hub queues live frames from the moment the stream registered (before
 //! any replay), so the seam has no gap; frames at or before the last id
 //! already sent are dropped, so it has no duplicate either (their trailing
@@ -19,17 +20,31 @@ use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use super::{Next, frame};
 use crate::{
     domain::EntryId,
-    engine::{AnyEngine, Engine, EngineError, HistoryPage, Reset},
-    hub::Registration,
+    engine::{AnyEngine, Engine, EngineError, HistoryPage, Reset, StreamStart},
+    hub::{Next, Registration},
+    wire::{KeepAlive, frame},
 };
 
 /// Attempts after the first before a failed replay ends the stream.
 const REPLAY_RETRIES: u64 = 4;
 
-pub struct EventStream {
+/// Where a new stream starts, and how it talks.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening {
+    /// The resume cursor, if the client sent one: history after it is
+    /// replayed first. Without one the stream is live from the inbox's
+    /// newest entry.
+    pub cursor: Option<EntryId>,
+    pub start: StreamStart,
+    /// The reconnect delay the stream tells the client (`retry:`).
+    pub retry: Duration,
+    pub keep_alive: KeepAlive,
+    pub page_size: usize,
+}
+
+pub struct SseBody {
     /// Keeps the stream in the hub; dropped with the body when the client
     /// goes away.
     registration: Registration,
@@ -44,32 +59,39 @@ pub struct EventStream {
     /// The newest history id this stream has sent (or its starting cursor).
     last_id: EntryId,
     page_size: u32,
+    keep_alive: KeepAlive,
     done: bool,
 }
 
-impl EventStream {
-    /// The registration's subscription must be confirmed already. With `replay`, history after `last_id` is sent first.
-    pub fn new(
-        registration: Registration,
-        engine: AnyEngine,
-        prelude: Box<[u8]>,
-        last_id: EntryId,
-        replay: bool,
-        page_size: usize,
-    ) -> Self {
-        let page_size = u32::try_from(page_size).unwrap_or(u32::MAX);
-        let mut stream =
-            Self { registration, engine, prelude: Some(prelude), replay: None, last_id, page_size, done: false };
-        if replay {
-            stream.start_replay();
+impl SseBody {
+    /// The registration's subscription must be confirmed already, and
+    /// `opening.start` read after it: every live entry from then on is in
+    /// the stream's queue.
+    pub fn new(registration: Registration, engine: AnyEngine, opening: Opening) -> Self {
+        let last_id = opening.cursor.unwrap_or(opening.start.last_id);
+        let mut prelude = Vec::with_capacity(80);
+        frame::retry(&mut prelude, opening.retry);
+        frame::write_opening_unread(&mut prelude, last_id, opening.start.unread);
+        let mut body = Self {
+            registration,
+            engine,
+            prelude: Some(prelude.into()),
+            replay: None,
+            last_id,
+            page_size: u32::try_from(opening.page_size).unwrap_or(u32::MAX),
+            keep_alive: opening.keep_alive,
+            done: false,
+        };
+        if opening.cursor.is_some() {
+            body.start_replay();
         }
-        stream
+        body
     }
 
     fn start_replay(&mut self) {
         crate::metrics::get().replays.increment(1);
         let engine = self.engine.clone();
-        let user = self.registration.connection().user.clone();
+        let user = self.registration.queue().user.clone();
         let (after, limit) = (self.last_id, self.page_size as usize);
         self.replay = Some(Box::pin(async move {
             // A replay right after a Redis restart may meet a command
@@ -121,7 +143,7 @@ impl EventStream {
     }
 }
 
-impl MessageBody for EventStream {
+impl MessageBody for SseBody {
     type Error = Infallible;
 
     fn size(&self) -> BodySize {
@@ -144,7 +166,7 @@ impl MessageBody for EventStream {
                     Poll::Ready(Err(e)) => {
                         // End the stream: the client reconnects with its
                         // cursor and the replay starts again elsewhere.
-                        tracing::warn!(user = %this.registration.connection().user, error = %e, "replay failed; ending the stream");
+                        tracing::warn!(user = %this.registration.queue().user, error = %e, "replay failed; ending the stream");
                         this.done = true;
                         return Poll::Ready(None);
                     }
@@ -157,7 +179,7 @@ impl MessageBody for EventStream {
                     }
                 }
             }
-            match this.registration.connection().poll_next(cx) {
+            match this.registration.queue().poll_next(cx) {
                 Next::Frame(frame) => {
                     if let Some(id) = frame.id {
                         if id <= this.last_id {
@@ -172,7 +194,7 @@ impl MessageBody for EventStream {
                     }
                     return Poll::Ready(Some(Ok(frame.bytes)));
                 }
-                Next::KeepAlive => return Poll::Ready(Some(Ok(this.registration.hub().keep_alive()))),
+                Next::KeepAlive => return Poll::Ready(Some(Ok(this.keep_alive.bytes()))),
                 Next::Resync => this.start_replay(),
                 Next::Bye(bytes) => {
                     this.done = true;

@@ -2,8 +2,11 @@
 //!
 //! The hub tells the engine what to subscribe to (a user's channel on their
 //! first stream here, unsubscribe after their last), and the engine hands it
-//! live events to fan out. It never waits on a client: delivery is a
-//! `try`-style push into each stream's bounded queue.
+//! typed live events to fan out, which it encodes once (in `wire`) for all
+//! of the user's streams here. It never waits on a client: delivery is a
+//! `try`-style push into each stream's bounded queue ([`queue`]). Its
+//! node-wide tick ([`ticker`]) ends expired streams and owes quiet ones a
+//! keep-alive.
 //!
 //! The map is sharded so that delivery for one user and registration of
 //! another rarely contend. Locks are std mutexes held for map operations
@@ -21,11 +24,24 @@ use std::{
 
 use tokio::sync::{Notify, mpsc};
 
+pub use self::{
+    queue::{Next, StreamQueue},
+    ticker::ticker,
+};
 use crate::{
     clock::LastSeen,
-    domain::UserId,
-    stream::{ByeReason, Connection, Frame, frame},
+    config::Settings,
+    domain::{ByeReason, LiveEvent, UserId},
+    wire::frame,
 };
+
+mod queue;
+mod ticker;
+
+/// A long-running task of the node (the Redis engine's pub/sub task, the
+/// hub's tick, the memory engine's pruning): whoever starts the node spawns
+/// it on the runtime its I/O should run on.
+pub type NodeTask = futures_util::future::BoxFuture<'static, ()>;
 
 const SHARDS: usize = 16;
 
@@ -44,12 +60,24 @@ pub enum SubscriptionCommand {
     },
 }
 
+/// How many streams the hub holds, and how much each may have waiting.
 #[derive(Debug, Clone, Copy)]
-pub struct HubLimits {
+pub struct HubCapacity {
     pub max_streams: usize,
     pub max_per_user: usize,
     /// Frames a stream may have waiting before it is a slow consumer.
     pub queue_capacity: usize,
+}
+
+impl HubCapacity {
+    /// `server.max_streams`, `stream.max_per_user`, `stream.queue_capacity`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            max_streams: settings.server.max_streams,
+            max_per_user: settings.stream.max_per_user,
+            queue_capacity: settings.stream.queue_capacity,
+        }
+    }
 }
 
 /// The node-wide tick: token expiry, `token_expiring`, keep-alives. Short,
@@ -112,7 +140,7 @@ impl Subscribed {
 struct UserSlot {
     /// Most users have one stream on a node: it is kept inline, without a
     /// heap allocation of its own.
-    streams: smallvec::SmallVec<[Arc<Connection>; 1]>,
+    streams: smallvec::SmallVec<[Arc<StreamQueue>; 1]>,
     /// Becomes true once the user's channel subscription is confirmed. Every
     /// stream waits for it before replaying, or an entry published between
     /// replay and subscription would be lost.
@@ -124,17 +152,16 @@ pub struct Hub {
     hasher: std::collections::hash_map::RandomState,
     /// `None` for engines that deliver every event to the hub anyway (memory).
     subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>,
-    limits: HubLimits,
+    capacity: HubCapacity,
     streams: AtomicUsize,
+    /// Woken when the last stream leaves (see [`Hub::all_streams_ended`]).
+    emptied: Notify,
     shutting_down: AtomicBool,
     /// Ticks so far (see [`TICK`]); frames record it, keep-alives read it.
     ticks: AtomicU64,
     /// When the hub last ticked (see [`Hub::since_last_tick`]).
     last_tick: LastSeen,
     keep_alive_ticks: u64,
-    /// The keep-alive of the current tick (a comment, or a `heartbeat`
-    /// event with the time): streams owed one send this.
-    keep_alive: Mutex<bytes::Bytes>,
     /// The one confirmed flag every user's slot points to once its channel is
     /// subscribed: a user's own flag is needed only while streams wait for it
     /// (see [`Hub::settle_subscription`]).
@@ -142,8 +169,9 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// `keep_alive` is the interval after which a quiet stream is owed one.
     pub fn new(
-        limits: HubLimits,
+        capacity: HubCapacity,
         keep_alive: Duration,
         subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>,
     ) -> Self {
@@ -152,15 +180,15 @@ impl Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
             subscriptions,
-            limits,
+            capacity,
             streams: AtomicUsize::new(0),
+            emptied: Notify::new(),
             shutting_down: Default::default(),
             // Starts one interval in, so a new stream's random phase can
             // reach back a whole interval from the very first tick.
             ticks: AtomicU64::new(keep_alive_ticks),
             last_tick: LastSeen::new(),
             keep_alive_ticks,
-            keep_alive: Mutex::new(frame::KEEP_ALIVE.clone()),
             confirmed: Arc::new(Subscribed::already()),
         }
     }
@@ -172,12 +200,15 @@ impl Hub {
 
     /// Adds a stream. The registration removes it again when dropped; the
     /// stream must wait for `Subscribed` before it reads history.
-    pub fn register(self: &Arc<Self>, conn: Arc<Connection>) -> Result<(Registration, Arc<Subscribed>), RegisterError> {
-        let subscribed = self.insert(&conn)?;
-        Ok((Registration { hub: self.clone(), conn }, subscribed))
+    pub fn register(
+        self: &Arc<Self>,
+        queue: Arc<StreamQueue>,
+    ) -> Result<(Registration, Arc<Subscribed>), RegisterError> {
+        let subscribed = self.insert(&queue)?;
+        Ok((Registration { hub: self.clone(), queue }, subscribed))
     }
 
-    fn insert(&self, conn: &Arc<Connection>) -> Result<Arc<Subscribed>, RegisterError> {
+    fn insert(&self, conn: &Arc<StreamQueue>) -> Result<Arc<Subscribed>, RegisterError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(RegisterError::ShuttingDown);
         }
@@ -187,7 +218,7 @@ impl Hub {
         conn.set_last_frame_tick(self.ticks.load(Ordering::Relaxed).saturating_sub(phase));
         let mut shard = self.shard(conn.user.as_str());
         if let Some(slot) = shard.get_mut(conn.user.as_str()) {
-            if slot.streams.len() >= self.limits.max_per_user {
+            if slot.streams.len() >= self.capacity.max_per_user {
                 return Err(RegisterError::UserFull);
             }
             self.reserve()?;
@@ -213,7 +244,7 @@ impl Hub {
 
     fn reserve(&self) -> Result<(), RegisterError> {
         let before = self.streams.fetch_add(1, Ordering::AcqRel);
-        if before >= self.limits.max_streams {
+        if before >= self.capacity.max_streams {
             self.streams.fetch_sub(1, Ordering::AcqRel);
             return Err(RegisterError::NodeFull);
         }
@@ -236,7 +267,7 @@ impl Hub {
     }
 
     /// Removes a stream; the user's entry (and subscription) goes with the last.
-    fn unregister(&self, conn: &Arc<Connection>) {
+    fn unregister(&self, conn: &Arc<StreamQueue>) {
         let mut shard = self.shard(conn.user.as_str());
         let Some(slot) = shard.get_mut(conn.user.as_str()) else {
             return;
@@ -245,7 +276,9 @@ impl Hub {
             return;
         };
         slot.streams.swap_remove(pos);
-        self.streams.fetch_sub(1, Ordering::AcqRel);
+        if self.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.emptied.notify_waiters();
+        }
         crate::metrics::get().streams_open.decrement(1.0);
         if slot.streams.is_empty() {
             shard.remove(conn.user.as_str());
@@ -255,22 +288,22 @@ impl Hub {
         }
     }
 
-    /// Fans a live event out to every local stream of `user`. The frame is
-    /// built only if the user has a stream here, and built once for all.
-    /// Returns how many streams took it.
-    pub fn deliver(&self, user: &str, build: impl FnOnce() -> Frame) -> usize {
+    /// Fans a live event out to every local stream of `user`. The event is
+    /// encoded only if the user has a stream here, and once for all of
+    /// them. Returns how many streams took it.
+    pub fn deliver(&self, user: &str, event: LiveEvent<'_>) -> usize {
         let shard = self.shard(user);
         let Some(slot) = shard.get(user) else {
             return 0;
         };
-        let frame = build();
+        let frame = frame::live(&event);
         let metrics = crate::metrics::get();
         metrics.live_events.increment(1);
         if let Some(id) = frame.id {
             metrics.observe_delivery_latency(id);
         }
         let tick = self.ticks.load(Ordering::Relaxed);
-        let queued = slot.streams.iter().filter(|c| c.push(frame.clone(), tick, self.limits.queue_capacity)).count();
+        let queued = slot.streams.iter().filter(|c| c.push(frame.clone(), tick, self.capacity.queue_capacity)).count();
         metrics.deliveries.increment(queued as u64);
         queued
     }
@@ -287,7 +320,23 @@ impl Hub {
         self.streams.load(Ordering::Acquire)
     }
 
-    fn for_each(&self, mut f: impl FnMut(&Arc<Connection>)) {
+    /// Waits until no stream is left on this node (after [`Hub::close_all`],
+    /// each ends once its client has read its `bye` or gone away).
+    pub async fn all_streams_ended(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the check, so a last stream leaving in
+            // between is not missed.
+            emptied.as_mut().enable();
+            if self.stream_count() == 0 {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&Arc<StreamQueue>)) {
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             shard.values().flat_map(|slot| slot.streams.iter()).for_each(&mut f);
@@ -314,17 +363,16 @@ impl Hub {
     /// streams that have been quiet for a whole interval. With a random
     /// phase per stream, a tick touches about 1/`every_ticks` of them, so
     /// 10,000 streams never get their keep-alives written in one burst.
-    pub fn tick(&self, now_unix: u64, warn_before: Duration, keep_alive: &bytes::Bytes) {
+    pub fn tick(&self, now_unix: u64, warn_before: Duration) {
         let tick = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         self.last_tick.mark();
-        *self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()) = keep_alive.clone();
         self.for_each(|c| {
             if now_unix >= c.expires_at {
                 c.close(ByeReason::TokenExpired, None);
                 return;
             }
             if now_unix + warn_before.as_secs() >= c.expires_at && c.take_expiry_warning() {
-                c.push(frame::token_expiring(c.expires_at), tick, self.limits.queue_capacity);
+                c.push(frame::token_expiring(c.expires_at), tick, self.capacity.queue_capacity);
             }
             c.keep_alive_if_quiet(tick, self.keep_alive_ticks);
         });
@@ -345,33 +393,24 @@ impl Hub {
     pub fn since_last_tick(&self) -> Duration {
         self.last_tick.age()
     }
-
-    /// What a stream owed a keep-alive sends.
-    pub fn keep_alive(&self) -> bytes::Bytes {
-        self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
 }
 
 /// A stream's place in the hub, held by its response body: dropping it (the
 /// client went away, or the stream ended) removes the stream.
 pub struct Registration {
     hub: Arc<Hub>,
-    conn: Arc<Connection>,
+    queue: Arc<StreamQueue>,
 }
 
 impl Registration {
-    pub fn connection(&self) -> &Arc<Connection> {
-        &self.conn
-    }
-
-    pub fn hub(&self) -> &Hub {
-        &self.hub
+    pub fn queue(&self) -> &Arc<StreamQueue> {
+        &self.queue
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.unregister(&self.conn);
+        self.hub.unregister(&self.queue);
     }
 }
 
@@ -380,18 +419,18 @@ mod tests {
     use std::task::{Context, Waker};
 
     use super::*;
-    use crate::stream::Next;
+    use crate::{domain::EntryId, wire::Frame};
 
     fn hub(commands: Option<mpsc::UnboundedSender<SubscriptionCommand>>) -> Arc<Hub> {
         Arc::new(Hub::new(
-            HubLimits { max_streams: 3, max_per_user: 2, queue_capacity: 8 },
+            HubCapacity { max_streams: 3, max_per_user: 2, queue_capacity: 8 },
             Duration::from_secs(1),
             commands,
         ))
     }
 
-    fn conn(user: &str) -> Arc<Connection> {
-        Arc::new(Connection::new(UserId::parse(user).unwrap(), u64::MAX))
+    fn conn(user: &str) -> Arc<StreamQueue> {
+        Arc::new(StreamQueue::new(UserId::parse(user).unwrap(), u64::MAX))
     }
 
     #[test]
@@ -400,7 +439,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         let before = hub.since_last_tick();
         assert!(before >= Duration::from_millis(200), "before the first tick it counts from the start: {before:?}");
-        hub.tick(0, Duration::ZERO, &frame::KEEP_ALIVE);
+        hub.tick(0, Duration::ZERO);
         let after = hub.since_last_tick();
         assert!(after < Duration::from_millis(100), "a tick resets it: {after:?}");
 
@@ -441,48 +480,70 @@ mod tests {
     fn keep_alives_are_spread_over_the_interval_and_skip_busy_streams() {
         // keep_alive 1 s = 4 ticks of 250 ms.
         let hub = Arc::new(Hub::new(
-            HubLimits { max_streams: 1000, max_per_user: 1, queue_capacity: 8 },
+            HubCapacity { max_streams: 1000, max_per_user: 1, queue_capacity: 8 },
             Duration::from_secs(1),
             None,
         ));
         let streams: Vec<_> = (0..400).map(|i| hub.register(conn(&format!("u{i}"))).unwrap().0).collect();
-        let ka = bytes::Bytes::from_static(b": ka\n\n");
         let mut per_tick = Vec::new();
         let queued = |r: &Registration| {
             let mut n = 0;
-            while let Next::Frame(_) | Next::KeepAlive =
-                r.connection().poll_next(&mut Context::from_waker(Waker::noop()))
-            {
+            while let Next::Frame(_) | Next::KeepAlive = r.queue().poll_next(&mut Context::from_waker(Waker::noop())) {
                 n += 1;
             }
             n
         };
         for _ in 0..4 {
-            hub.tick(0, Duration::ZERO, &ka);
+            hub.tick(0, Duration::ZERO);
             per_tick.push(streams.iter().map(queued).sum::<usize>());
         }
         assert_eq!(per_tick.iter().sum::<usize>(), 400, "each stream gets one keep-alive per interval");
         assert!(per_tick.iter().all(|&n| n < 200), "no burst to all streams at once: {per_tick:?}");
 
         // A stream that just got a frame is not quiet: no keep-alive.
-        hub.deliver("u0", || Frame::plain(None, bytes::Bytes::from_static(b"x")));
+        hub.deliver("u0", event(1));
         queued(&streams[0]);
         for _ in 0..3 {
-            hub.tick(0, Duration::ZERO, &ka);
+            hub.tick(0, Duration::ZERO);
             assert_eq!(queued(&streams[0]), 0);
         }
     }
 
+    fn event(seq: u64) -> LiveEvent<'static> {
+        LiveEvent::Notification { id: EntryId::new(1, seq), stored: br#"{"type":"a","title":"t"}"#, unread: 1 }
+    }
+
+    fn take(r: &Registration) -> Option<Frame> {
+        match r.queue().poll_next(&mut Context::from_waker(Waker::noop())) {
+            Next::Frame(f) => Some(f),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn delivers_one_frame_to_every_stream_of_the_user_only() {
+    fn delivers_one_encoding_to_every_stream_of_the_user_only() {
         let hub = hub(None);
-        let _streams: Vec<_> = ["a", "a", "b"].map(|u| hub.register(conn(u)).unwrap()).into();
-        let mut built = 0;
-        let n = hub.deliver("a", || {
-            built += 1;
-            Frame::plain(None, bytes::Bytes::from_static(b"x"))
+        let streams: Vec<_> = ["a", "a", "b"].map(|u| hub.register(conn(u)).unwrap().0).into();
+        assert_eq!(hub.deliver("a", event(1)), 2);
+        let (a1, a2) = (take(&streams[0]).unwrap(), take(&streams[1]).unwrap());
+        assert_eq!(a1.bytes.as_ptr(), a2.bytes.as_ptr(), "both tabs share one encoding");
+        assert!(take(&streams[2]).is_none(), "another user's stream gets nothing");
+        assert_eq!(hub.deliver("nobody", event(2)), 0);
+    }
+
+    #[tokio::test]
+    async fn all_streams_ended_wakes_when_the_last_stream_leaves() {
+        let hub = hub(None);
+        let (a, b) = (hub.register(conn("a")).unwrap().0, hub.register(conn("b")).unwrap().0);
+        let waiter = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.all_streams_ended().await }
         });
-        assert_eq!((n, built), (2, 1));
-        assert_eq!(hub.deliver("nobody", || unreachable!("no frame is built for absent users")), 0);
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one stream is still open");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken by the last stream").unwrap();
+        tokio::time::timeout(Duration::from_secs(1), hub.all_streams_ended()).await.expect("already empty");
     }
 }

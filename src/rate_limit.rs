@@ -1,11 +1,11 @@
 //! Rate limits, per node, keyed by the token's `sub`; a caller over one gets
 //! `429` with `Retry-After`, and nothing of that request is done.
 //!
-//! * [`PublishLimiter`] (SPEC §9): recipients per second per publisher.
-//! * [`UserLimiter`]: requests and stream opens per second per user, so one
+//! * [`PublishRateLimiter`]: recipients per second per publisher.
+//! * [`UserRateLimiter`]: requests and stream opens per second per user, so one
 //!   user cannot stall the engine every user shares.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{future::Future, num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
@@ -16,13 +16,13 @@ use governor::{
 
 use crate::domain::UserId;
 
-pub struct PublishLimiter {
+pub struct PublishRateLimiter {
     /// `None` when `limits.publish_per_second` is 0 (no limit).
     limiter: Option<DefaultKeyedRateLimiter<UserId>>,
     clock: DefaultClock,
 }
 
-impl PublishLimiter {
+impl PublishRateLimiter {
     /// `per_second` recipients per publisher, with a burst of one second's worth.
     pub fn new(per_second: u32) -> Self {
         let limiter = NonZeroU32::new(per_second).map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_second(n)));
@@ -46,15 +46,15 @@ type KeyedLimiter<C> = RateLimiter<UserId, DashMapStateStore<UserId>, C, NoOpMid
 
 /// Requests per user: `limits.user_requests_per_second`, with a burst of
 /// `limits.user_burst`. Generic over the clock so its tests can move time.
-pub struct UserLimiter<C: Clock = DefaultClock> {
+pub struct UserRateLimiter<C: Clock = DefaultClock> {
     /// `None` when `limits.user_requests_per_second` is 0 (no limit). One
     /// entry per user seen recently: a lookup per request is one hash and a
-    /// shard lock, and [`UserLimiter::retain_recent`] drops idle users.
+    /// shard lock, and [`UserRateLimiter::retain_recent`] drops idle users.
     limiter: Option<KeyedLimiter<C>>,
     clock: C,
 }
 
-impl UserLimiter {
+impl UserRateLimiter {
     /// `burst` 0 with a rate set is refused by `Settings::validate`; here it
     /// means a burst of one.
     pub fn new(per_second: u32, burst: u32) -> Self {
@@ -62,7 +62,7 @@ impl UserLimiter {
     }
 }
 
-impl<C: Clock + Clone> UserLimiter<C> {
+impl<C: Clock + Clone> UserRateLimiter<C> {
     fn with_clock(per_second: u32, burst: u32, clock: C) -> Self {
         let limiter = NonZeroU32::new(per_second).map(|rate| {
             let quota = Quota::per_second(rate).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
@@ -93,6 +93,27 @@ impl<C: Clock + Clone> UserLimiter<C> {
     }
 }
 
+/// How often [`UserRateLimiter::forget_idle_users`] sweeps. Seconds apart:
+/// each pass locks every shard of the map in turn.
+const FORGET_IDLE_USERS: Duration = Duration::from_secs(5);
+
+impl UserRateLimiter {
+    /// The node task that calls [`UserRateLimiter::retain_recent`] every few
+    /// seconds, until the limiter is gone.
+    pub fn forget_idle_users(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        let limiter = Arc::downgrade(self);
+        async move {
+            let mut every = tokio::time::interval(FORGET_IDLE_USERS);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(limiter) = limiter.upgrade() else { return };
+                limiter.retain_recent();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use governor::clock::FakeRelativeClock;
@@ -102,7 +123,7 @@ mod tests {
     #[test]
     fn a_user_over_the_burst_waits_for_the_rate_and_others_do_not() {
         let clock = FakeRelativeClock::default();
-        let limiter = UserLimiter::with_clock(2, 3, clock.clone());
+        let limiter = UserRateLimiter::with_clock(2, 3, clock.clone());
         let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
         for _ in 0..3 {
             assert!(limiter.check(&a).is_ok());
@@ -117,7 +138,7 @@ mod tests {
     #[test]
     fn idle_users_are_forgotten() {
         let clock = FakeRelativeClock::default();
-        let limiter = UserLimiter::with_clock(2, 3, clock.clone());
+        let limiter = UserRateLimiter::with_clock(2, 3, clock.clone());
         let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
         limiter.check(&a).unwrap();
         clock.advance(Duration::from_secs(1));
@@ -131,7 +152,7 @@ mod tests {
 
     #[test]
     fn zero_means_no_limit() {
-        let limiter = UserLimiter::new(0, 1);
+        let limiter = UserRateLimiter::new(0, 1);
         let a = UserId::parse("a").unwrap();
         assert!((0..1000).all(|_| limiter.check(&a).is_ok()));
         assert_eq!(limiter.users_tracked(), 0);
@@ -139,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_publisher_over_its_budget_waits_and_others_do_not() {
-        let limiter = PublishLimiter::new(10);
+        let limiter = PublishRateLimiter::new(10);
         let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
         assert!(limiter.check(&a, 6).is_ok());
         assert!(limiter.check(&a, 4).is_ok());
@@ -148,6 +169,6 @@ mod tests {
         let wait = limiter.check(&a, 10).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
         assert!(limiter.check(&b, 10).is_ok(), "budgets are per publisher");
-        assert!(PublishLimiter::new(0).check(&a, 1_000_000).is_ok(), "0 means no limit");
+        assert!(PublishRateLimiter::new(0).check(&a, 1_000_000).is_ok(), "0 means no limit");
     }
 }

@@ -1,16 +1,19 @@
-//! The `text/event-stream` wire format, encoded once per event.
+//! The `text/event-stream` syntax of every event a stream carries.
 //!
-//! A live notification is encoded once per node and the same `Bytes` is queued
-//! for every open tab of its user (a refcount, not a copy). Replayed entries
-//! are encoded per stream, since replay is per stream.
+//! A live event is encoded once per node ([`live`]) and the same `Bytes` is
+//! queued for every open tab of its user (a refcount, not a copy). Replayed
+//! entries are encoded per stream, since replay is per stream.
 
 use std::{num::NonZeroU32, time::Duration};
 
 use bytes::Bytes;
 use time::OffsetDateTime;
 
-use super::ByeReason;
-use crate::domain::{EntryId, render_notification, rfc3339, write_json_line};
+use super::notification::{render_notification, write_json_line};
+use crate::{
+    clock::rfc3339,
+    domain::{ByeReason, EntryId, InboxChange, LiveEvent},
+};
 
 /// An encoded SSE message, with the history id it carries (if any) so a
 /// stream can drop what it already delivered.
@@ -55,8 +58,30 @@ fn with_unread(id: Option<EntryId>, out: Vec<u8>, unread_at: usize) -> Frame {
     Frame { id, bytes: out.into(), unread_at }
 }
 
-/// `:` comment: keeps proxies and load balancers from closing an idle stream.
-pub static KEEP_ALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
+/// What a stream quiet for a whole keep-alive interval is sent, so that
+/// proxies and load balancers do not close it (`stream.heartbeat_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// A `:` comment, which `EventSource` ignores.
+    Comment,
+    /// A `heartbeat` event with the time, for clients that watch for one.
+    Heartbeat,
+}
+
+impl KeepAlive {
+    pub fn from_heartbeat_events(heartbeat_events: bool) -> Self {
+        if heartbeat_events { KeepAlive::Heartbeat } else { KeepAlive::Comment }
+    }
+
+    /// The comment is static (no allocation per stream); a heartbeat is
+    /// written per stream, with the time it is sent.
+    pub fn bytes(self) -> Bytes {
+        match self {
+            KeepAlive::Comment => Bytes::from_static(b": keep-alive\n\n"),
+            KeepAlive::Heartbeat => heartbeat(OffsetDateTime::now_utc()),
+        }
+    }
+}
 
 /// Appends one `notification` event. With `unread`, an `unread` event follows
 /// in the same frame, so the badge and the item arrive together.
@@ -85,8 +110,16 @@ pub fn write_unread(out: &mut Vec<u8>, count: u64) {
     out.extend_from_slice(b"}\n\n");
 }
 
-/// A live notification as every local tab of its user receives it.
-pub fn live_notification(id: EntryId, stored: &[u8], unread: u64) -> Frame {
+/// A live event as every local tab of its user receives it.
+pub fn live(event: &LiveEvent<'_>) -> Frame {
+    match *event {
+        LiveEvent::Notification { id, stored, unread } => live_notification(id, stored, unread),
+        LiveEvent::Change { change, payload, unread } => inbox_change(change, payload, unread),
+    }
+}
+
+/// A new notification, then the unread count.
+fn live_notification(id: EntryId, stored: &[u8], unread: u64) -> Frame {
     let mut out = Vec::with_capacity(stored.len() + 200);
     write_notification(&mut out, id, stored, false, false);
     let unread_at = out.len();
@@ -98,31 +131,16 @@ pub fn live_notification(id: EntryId, stored: &[u8], unread: u64) -> Frame {
 /// JSON payload), then the new unread count. Carries no id: it is not history.
 /// The payload comes from the pub/sub channel, which any Redis client can
 /// publish to, so it is written as one line like a stored notification.
-pub fn sync_event(event: SyncEvent, payload: &[u8], unread: u64) -> Frame {
+fn inbox_change(change: InboxChange, payload: &[u8], unread: u64) -> Frame {
     let mut out = Vec::with_capacity(payload.len() + 80);
     out.extend_from_slice(b"event: ");
-    out.extend_from_slice(event.name().as_bytes());
+    out.extend_from_slice(change.event_name().as_bytes());
     out.extend_from_slice(b"\ndata: ");
     write_json_line(&mut out, payload);
     out.extend_from_slice(b"\n\n");
     let unread_at = out.len();
     write_unread(&mut out, unread);
     with_unread(None, out, unread_at)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncEvent {
-    Read,
-    Deleted,
-}
-
-impl SyncEvent {
-    fn name(self) -> &'static str {
-        match self {
-            SyncEvent::Read => "read",
-            SyncEvent::Deleted => "deleted",
-        }
-    }
 }
 
 /// A message of its own that sets the client's reconnect delay.
@@ -162,7 +180,7 @@ pub fn token_expiring(expires_at: u64) -> Frame {
     Frame::plain(None, text.into())
 }
 
-pub fn heartbeat(now: OffsetDateTime) -> Bytes {
+fn heartbeat(now: OffsetDateTime) -> Bytes {
     format!("event: heartbeat\ndata: {{\"ts\":\"{}\"}}\n\n", rfc3339(now)).into()
 }
 
@@ -172,7 +190,11 @@ mod tests {
 
     #[test]
     fn a_live_frame_carries_the_notification_then_the_count() {
-        let f = live_notification(EntryId::new(1, 2), br#"{"type":"a","title":"t"}"#, 7);
+        let f = live(&LiveEvent::Notification {
+            id: EntryId::new(1, 2),
+            stored: br#"{"type":"a","title":"t"}"#,
+            unread: 7,
+        });
         assert_eq!(f.id, Some(EntryId::new(1, 2)));
         let text = std::str::from_utf8(&f.bytes).unwrap();
         assert!(text.starts_with("id: 1-2\nevent: notification\ndata: {\"id\":\"1-2\""), "{text}");
@@ -189,14 +211,15 @@ mod tests {
 
     #[test]
     fn a_sync_frame_keeps_its_count_apart_and_plain_frames_have_none() {
-        let f = sync_event(SyncEvent::Read, br#"{"ids":["1-2"]}"#, 4);
+        let f = live(&LiveEvent::Change { change: InboxChange::Read, payload: br#"{"ids":["1-2"]}"#, unread: 4 });
         assert_eq!(&f.unread_part().unwrap()[..], b"event: unread\ndata: {\"count\":4}\n\n");
         assert!(token_expiring(0).unread_part().is_none());
     }
 
     #[test]
     fn a_sync_payload_from_pub_sub_cannot_add_events() {
-        let f = sync_event(SyncEvent::Read, b"{\"ids\":[\"1-2\n\nevent: bye\ndata: x\n\nid: 9-9\"]}", 4);
+        let payload = b"{\"ids\":[\"1-2\n\nevent: bye\ndata: x\n\nid: 9-9\"]}";
+        let f = live(&LiveEvent::Change { change: InboxChange::Read, payload, unread: 4 });
         let text = std::str::from_utf8(&f.bytes).unwrap();
         assert_eq!(text.matches("\n\n").count(), 2, "a read and an unread only: {text}");
         assert!(!text.contains("\nevent: bye") && !text.contains("\nid:"), "{text}");

@@ -1,5 +1,5 @@
-//! The state one open stream shares with the hub: a short bounded queue of
-//! encoded frames, and how the stream should end.
+//! One open stream's queue: the short bounded queue of encoded frames the
+//! hub fills and the stream's body drains, and how the stream should end.
 //!
 //! The hub pushes (never waits); the response body pops. A push into a full
 //! queue does not block or drop silently: it marks the stream a slow consumer,
@@ -15,32 +15,16 @@ use std::{
 
 use bytes::Bytes;
 
-use super::{Frame, frame};
-use crate::domain::UserId;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ByeReason {
-    TokenExpired = 0,
-    Shutdown = 1,
-    SlowConsumer = 2,
-    Replaced = 3,
-}
-
-impl ByeReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ByeReason::TokenExpired => "token_expired",
-            ByeReason::Shutdown => "shutdown",
-            ByeReason::SlowConsumer => "slow_consumer",
-            ByeReason::Replaced => "replaced",
-        }
-    }
-}
+use crate::{
+    domain::{ByeReason, UserId},
+    wire::{Frame, frame},
+};
 
 /// What the body should do next.
 pub enum Next {
     Frame(Frame),
-    /// Send the node's current keep-alive (see [`Connection::keep_alive_if_quiet`]).
+    /// The stream was quiet for a whole interval: send a keep-alive (see
+    /// [`StreamQueue::keep_alive_if_quiet`]).
     KeepAlive,
     /// The node lost live traffic for a while (pub/sub reconnect): replay from
     /// the last delivered id before taking more live frames.
@@ -50,7 +34,7 @@ pub enum Next {
     Pending,
 }
 
-pub struct Connection {
+pub struct StreamQueue {
     pub user: UserId,
     /// Token expiry (unix seconds): the stream is ended at this instant.
     pub expires_at: u64,
@@ -65,7 +49,7 @@ struct State {
     frames: VecDeque<Frame>,
     /// Why and (milliseconds) the `retry:` to send with `bye`. Milliseconds
     /// in a u32, not a `Duration`: every idle stream holds one of these, and
-    /// this keeps the whole `Connection` in a 128-byte allocation.
+    /// this keeps the whole `StreamQueue` in a 128-byte allocation.
     closing: Option<(ByeReason, Option<u32>)>,
     resync: bool,
     /// A keep-alive is owed. A flag, not a queued frame: an idle stream then
@@ -79,7 +63,7 @@ struct State {
     last_frame_tick: u64,
 }
 
-impl Connection {
+impl StreamQueue {
     pub fn new(user: UserId, expires_at: u64) -> Self {
         Self { user, expires_at, state: Mutex::new(State::default()) }
     }
@@ -209,13 +193,13 @@ mod tests {
         Frame::plain(Some(EntryId::new(n, 0)), Bytes::from_static(b"x"))
     }
 
-    fn next(c: &Connection) -> Next {
+    fn next(c: &StreamQueue) -> Next {
         c.poll_next(&mut Context::from_waker(Waker::noop()))
     }
 
     #[test]
     fn a_full_queue_makes_a_slow_consumer_that_drains_then_says_bye() {
-        let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX);
+        let c = StreamQueue::new(UserId::parse("u").unwrap(), u64::MAX);
         assert!(c.push(frame(1), 0, 2));
         assert!(c.push(frame(2), 0, 2));
         assert!(!c.push(frame(3), 0, 2), "third push must overflow");
@@ -230,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_keep_alive_is_owed_without_growing_the_queue() {
-        let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX);
+        let c = StreamQueue::new(UserId::parse("u").unwrap(), u64::MAX);
         assert!(!c.keep_alive_if_quiet(3, 4), "quiet for 3 ticks of 4");
         assert!(c.keep_alive_if_quiet(4, 4));
         assert_eq!(c.lock().frames.capacity(), 0, "a keep-alive takes no queue slot");
@@ -245,7 +229,7 @@ mod tests {
 
     #[test]
     fn resync_comes_before_queued_frames() {
-        let c = Connection::new(UserId::parse("u").unwrap(), u64::MAX);
+        let c = StreamQueue::new(UserId::parse("u").unwrap(), u64::MAX);
         c.push(frame(1), 0, 8);
         c.request_resync();
         assert!(matches!(next(&c), Next::Resync));

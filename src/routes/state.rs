@@ -1,0 +1,45 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use crate::{
+    config::Settings, domain::NotificationLimits, engine::AnyEngine, hub::Hub, rate_limit::PublishRateLimiter,
+};
+
+/// One per HTTP worker: the hub, the limiter and the settings are the
+/// node's (shared), the engine's command connection is the worker's own
+/// (see [`AnyEngine::on_this_runtime`]).
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: AnyEngine,
+    pub publish_limiter: Arc<PublishRateLimiter>,
+    pub hub: Arc<Hub>,
+    pub settings: Arc<Settings>,
+    pub limits: NotificationLimits,
+    pub node_id: Arc<str>,
+}
+
+impl AppState {
+    /// The state of the first worker; each worker then takes its own engine
+    /// connection ([`AppState::on_this_runtime`]).
+    pub fn new(settings: Arc<Settings>, hub: Arc<Hub>, engine: AnyEngine) -> Self {
+        Self {
+            engine,
+            publish_limiter: Arc::new(PublishRateLimiter::new(settings.limits.publish_per_second)),
+            hub,
+            limits: NotificationLimits {
+                max_payload_bytes: settings.limits.max_payload_bytes,
+                max_title_chars: settings.limits.max_title_chars,
+                max_body_chars: settings.limits.max_body_chars,
+            },
+            node_id: settings.node_id().as_str().into(),
+            settings,
+        }
+    }
+
+    /// The same state with an engine connection driven by the runtime this
+    /// is awaited on.
+    pub async fn on_this_runtime(&self) -> anyhow::Result<Self> {
+        Ok(Self { engine: self.engine.on_this_runtime().await?, ..self.clone() })
+    }
+}
