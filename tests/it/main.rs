@@ -12,6 +12,7 @@ mod cookie_auth;
 mod demo;
 mod history;
 mod keys;
+mod layers;
 mod library;
 mod nodes;
 mod operations;
