@@ -30,7 +30,7 @@ COPY . .
 # the cache mount before the step ends.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin herald \
+    cargo build --release --locked -p herald --bin herald \
     && install -D -m 0755 target/release/herald /out/herald
 
 # ---- runtime -------------------------------------------------------------

@@ -22,7 +22,7 @@
 #                  and publishes, and one that makes every call a publish
 #                  makes without the field checks, read set or trimming
 #   REDIS_CPUS (0) redis-server; LOAD_CPUS (1) redis-benchmark
-# Needs a release build (cargo build --release --bins): it builds nothing.
+# Needs a release build (cargo build --release --workspace --bins): it builds nothing.
 set -euo pipefail
 
 : "${USERS:=1000}" "${FILL:=100000}" "${CALLS:=200000}" "${ROUNDS:=5}"

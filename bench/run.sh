@@ -73,14 +73,14 @@ if [[ -n ${REV:-} ]]; then
         rm -rf "$src"
         mkdir -p "$src"
         git archive "$rev" | tar -x -C "$src"
-        (cd "$src" && CARGO_TARGET_DIR="$root/target/bench-src/target" cargo build --release --bins)
+        (cd "$src" && CARGO_TARGET_DIR="$root/target/bench-src/target" cargo build --release --workspace --bins)
     fi
     bin=target/bench-src/target/release
     revision="$rev (clean export)"
 else
     profile=${PROFILE:-release}
     if [[ -z ${NO_BUILD:-} ]]; then
-        if [[ $profile == release ]]; then cargo build --release --bins; else cargo build --bins; fi
+        if [[ $profile == release ]]; then cargo build --release --workspace --bins; else cargo build --workspace --bins; fi
     fi
     bin=target/$profile
     revision="working tree at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"

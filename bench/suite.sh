@@ -58,7 +58,7 @@ profile=${PROFILE:-release}
 if [[ -n ${BIN_DIR:-} ]]; then
     bin=$(cd "$BIN_DIR" && pwd) # prebuilt, e.g. from a clean export
 elif [[ -z ${NO_BUILD:-} ]]; then
-    if [[ $profile == release ]]; then cargo build --release --bins; else cargo build --bins; fi
+    if [[ $profile == release ]]; then cargo build --release --workspace --bins; else cargo build --workspace --bins; fi
 fi
 bin=${bin:-$PWD/target/$profile}
 herald=$bin/herald

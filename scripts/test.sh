@@ -29,14 +29,14 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 log "format and lints"
 cargo fmt --all -- --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 log "build (once, for every step below)"
-cargo build --locked --bins --tests
+cargo build --locked --workspace --bins --tests
 
 log "unit and integration tests"
 profile=default; [ "${CI:-}" = "true" ] && profile=ci
-cargo nextest run --locked --profile "$profile" --no-fail-fast
+cargo nextest run --locked --workspace --profile "$profile" --no-fail-fast
 
 log "demo page in headless Chromium (tests/browser)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null

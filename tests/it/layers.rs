@@ -40,10 +40,6 @@ fn sources(dir: &Path, top: Option<&str>, out: &mut Vec<(String, String, String)
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            // src/bin/ holds other crates, whose `crate::` is their own.
-            if top.is_none() && name == "bin" {
-                continue;
-            }
             sources(&path, Some(top.unwrap_or(&name)), out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             let module = top.unwrap_or(&name).to_owned();
