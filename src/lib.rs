@@ -20,9 +20,9 @@
 //! | layer | module | job |
 //! | --- | --- | --- |
 //! | 0 | [`clock`] | wall-clock reads, RFC 3339; the last-seen marks behind `/healthz` and `/readyz` |
-//! | 0 | [`config`] | layered settings, validated with messages naming the key |
-//! | 1 | [`telemetry`] | log subscriber |
-//! | 1 | [`domain`] | `UserId`, `EntryId` (the cursor), notifications, preferences, live events |
+//! | 0 | [`domain`] | `UserId`, `EntryId` (the cursor), notifications, preferences, live events |
+//! | 1 | [`config`] | layered settings, validated with messages naming the key |
+//! | 2 | [`telemetry`] | log subscriber |
 //! | 2 | [`metrics`] | Prometheus metrics |
 //! | 2 | [`rate_limit`] | the per-publisher publish rate and the per-user request rate |
 //! | 3 | [`wire`] | every byte a client receives: SSE frames, a notification's JSON |

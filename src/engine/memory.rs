@@ -153,9 +153,9 @@ impl MemoryEngine {
     }
 
     /// The pruning task: a sweep every age slack (between 100 ms and a
-    /// minute). One sweep walks every user under the engine's lock (about
-    /// 20 ns a user), so a minute apart it costs little even with a million
-    /// users, and nobody outlives their expiry by more than a minute. Ends
+    /// minute). One sweep walks every user under the engine's lock, a few
+    /// nanoseconds each, so a minute apart it costs little even with a
+    /// million users, and nobody outlives their expiry by more than a minute. Ends
     /// when the engine is gone.
     pub fn pruner(&self) -> NodeTask {
         let every = Duration::from_millis(self.inner.retention.age_slack_ms())

@@ -7,9 +7,9 @@ use std::{collections::BTreeSet, path::Path};
 
 /// Lowest first. Modules of one layer do not import each other.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "config"],
-    &["telemetry", "domain"],
-    &["metrics", "rate_limit"],
+    &["clock", "domain"],
+    &["config"],
+    &["telemetry", "metrics", "rate_limit"],
     &["wire"],
     &["hub"],
     &["engine"],

@@ -148,8 +148,8 @@ local function well_formed_type(t)
 end
 
 -- Types already found well formed. A system publishes a handful of types
--- over and over, and the pattern scan was an eighth of validating one. The
--- library's locals live until it is loaded again (by a node whose library
+-- over and over, and the pattern scan was a noticeable part of validating
+-- one. The library's locals live until it is loaded again (by a node whose library
 -- wins: src/engine/redis/library.rs) or flushed, so this is a cache of a
 -- pure check; it stops growing at KNOWN_TYPES_MAX, so a flood of distinct
 -- types costs the scan, never memory.
@@ -242,9 +242,8 @@ local function validate(json)
   -- be whitespace between tokens, and an SSE data line must not hold one.
   -- One anchored run decides the common case, printable ASCII only: the
   -- matcher expands `[...]*` in one tight loop, where an unanchored search
-  -- for a class tries a match at every byte (such a scan was a sixth of
-  -- this function's cost, and two of them cost a third of the FCALL path's
-  -- rate: docs/BENCHMARKS.md, "core defects").
+  -- for a class tries a match at every byte (what such a scan cost the
+  -- FCALL path: docs/benchmarks/history.md, "core defects").
   if not string.find(json, '^[\32-\126]*$') then
     if not string.find(json, '^[^%z\1-\8\11\12\14-\31]*$') then return nil, invalid(RAW_CONTROL) end
     if not is_utf8(json) then return nil, invalid(NOT_UTF8) end
@@ -399,7 +398,8 @@ local function trim(base, inbox, now_ms, len, read_count, w, by_length, by_age)
     if cutoff > 0 then
       -- Forgets the expired ids a batch at a time (XRANGE returns each
       -- entry's document), then removes them all with one XTRIM: XDEL
-      -- would seek each id, 1.2 us apiece.
+      -- would seek each id (docs/benchmarks/history.md, "trimming in
+      -- batches").
       local first_kept = cutoff .. '-0'
       local from, removed = '-', 0
       repeat
@@ -550,8 +550,8 @@ end)
 -- The gateway's entry point: {id, subscribers, duplicate, dropped}. The
 -- gateway has already validated and normalized the notification with the
 -- same rules (NewNotification::validate), so it is not decoded again here:
--- that is about a third of a publish's cost in Redis. Backends use
--- herald_publish.
+-- decoding is a large part of a publish's cost in Redis
+-- (docs/benchmarks/history.md). Backends use herald_publish.
 redis.register_function('herald_publish_detail', function(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end

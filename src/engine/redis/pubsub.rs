@@ -104,7 +104,7 @@ struct Wanted {
     /// Users whose wanted state changed since the last subscription change
     /// was computed: the next change looks at these only, not at every
     /// user (comparing the whole sets made each stream open cost O(streams),
-    /// over half of the node's CPU while 10,000 streams opened).
+    /// most of the node's CPU while thousands of streams opened).
     dirty: HashSet<UserId>,
     waiting: Vec<(UserId, Arc<Subscribed>)>,
     /// The length at which `waiting` is next pruned of flags no stream
