@@ -3,7 +3,8 @@
 # system from /proc, so its networking counts too) and the rate
 # redis-benchmark reaches, for a bare XADD and for FCALL herald_publish,
 # medians over ROUNDS rounds. Run it as `bench/run.sh redis-cost`. See
-# docs/BENCHMARKS.md, "What a publish costs Redis".
+# docs/BENCHMARKS.md, "Reference: bench/run.sh", and the history's
+# "What a publish costs Redis" (docs/benchmarks/history.md).
 #
 #   USERS (1000)   users (keys) the calls spread over, at random
 #   FILL (100000)  calls per target before measuring, so that inboxes exist

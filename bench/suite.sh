@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue #4's suite: Herald (redis engine) and Nchan (nginx + nchan, Redis
 # backend, one worker) side by side, in one run on this machine. Run it as
-# `bench/run.sh suite` (or directly). See docs/BENCHMARKS.md, "Issue #4 suite".
+# `bench/run.sh suite` (or directly). See docs/BENCHMARKS.md, "Reference: bench/run.sh".
 #
 #   P1 capacity   P1_STREAMS idle streams (19,000): RSS per stream, idle CPU
 #                 over P1_IDLE (20s), then a short publish to check they live;
