@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     clock::now_unix,
     config::{AuthSettings, Secret, is_hmac},
-    domain::UserId,
+    domain::{TopicGrant, UserId},
     error::ApiError,
     rate_limit::UserRateLimiter,
 };
@@ -41,7 +41,7 @@ pub struct Claims {
     /// Space-separated scopes (OAuth style); a publisher holds `publish`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// Topics this user may follow.
+    /// Topics this user may follow: names, or prefixes ending in `*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<Vec<String>>,
 }
@@ -61,6 +61,9 @@ pub struct Identity {
     /// Unix seconds; a stream never outlives it.
     pub expires_at: u64,
     pub can_publish: bool,
+    /// The `topics` claim's grants; an entry that is neither a topic name
+    /// nor a prefix allows nothing.
+    pub topics: Vec<TopicGrant>,
 }
 
 pub struct Authenticator {
@@ -183,7 +186,8 @@ impl Authenticator {
         let claims = data.claims;
         let user = UserId::parse(&claims.sub).map_err(|e| ApiError::unauthorized(format!("token sub: {e}")))?;
         let can_publish = claims.scope.as_deref().is_some_and(|s| s.split_whitespace().any(|s| s == "publish"));
-        Ok(Identity { user, expires_at: claims.exp, can_publish })
+        let topics = claims.topics.iter().flatten().filter_map(|g| TopicGrant::parse(g).ok()).collect();
+        Ok(Identity { user, expires_at: claims.exp, can_publish, topics })
     }
 
     /// Finds the token: `Authorization: Bearer`, then `?access_token=`
@@ -276,16 +280,27 @@ pub fn mint_token(secret: &str, user: &str, ttl: Duration, publisher: bool) -> a
 /// [`mint_token`] with its `exp` (unix seconds) given, for a caller that
 /// also tells the client when the token expires (`POST /demo/session`).
 pub fn mint_token_expiring_at(secret: &str, user: &str, exp: u64, publisher: bool) -> anyhow::Result<String> {
-    let claims = Claims {
-        sub: user.to_owned(),
-        exp,
-        nbf: None,
-        iss: None,
-        aud: None,
-        scope: publisher.then(|| "publish".to_owned()),
-        topics: None,
-    };
-    Ok(encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?)
+    mint_claims(secret, &Claims::new(user, exp, publisher))
+}
+
+/// Mints an HS256 token with these claims (`herald token --topics`).
+pub fn mint_claims(secret: &str, claims: &Claims) -> anyhow::Result<String> {
+    Ok(encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))?)
+}
+
+impl Claims {
+    /// A user's (or, with `publisher`, a backend's) claims: `sub` and `exp`.
+    pub fn new(user: &str, exp: u64, publisher: bool) -> Self {
+        Claims {
+            sub: user.to_owned(),
+            exp,
+            nbf: None,
+            iss: None,
+            aud: None,
+            scope: publisher.then(|| "publish".to_owned()),
+            topics: None,
+        }
+    }
 }
 
 /// An authenticated user (a valid token without the `publish` scope).
@@ -382,7 +397,12 @@ mod tests {
         // What the cache answers for, it answers without checking again: an
         // entry planted under a token that would not verify proves it...
         let planted = "not.a.token";
-        let identity = Identity { user: UserId::parse("planted").unwrap(), expires_at: exp, can_publish: true };
+        let identity = Identity {
+            user: UserId::parse("planted").unwrap(),
+            expires_at: exp,
+            can_publish: true,
+            topics: Vec::new(),
+        };
         auth.publishers.lock().unwrap().insert(planted.to_owned(), identity);
         assert_eq!(auth.verify_publisher(planted, exp - 1).unwrap().user.as_str(), "planted");
         // ...and from its `exp` on, the full check decides again.

@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     app::Application,
-    auth::mint_token,
+    auth::{Claims, mint_claims, mint_token},
+    clock::now_unix,
     config::{Secret, Settings},
     telemetry,
 };
@@ -50,6 +51,10 @@ pub enum Command {
         /// Add `scope: publish`, for POST /v1/publish.
         #[arg(long)]
         publisher: bool,
+        /// Topics the user may follow, comma-separated: names, or prefixes
+        /// ending in `*` (the `topics` claim), e.g. `team:42,product:*`.
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -63,13 +68,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{settings:#?}\nconfiguration is valid");
             Ok(())
         }
-        Command::Token { sub, ttl, publisher, config } => {
+        Command::Token { sub, ttl, publisher, topics, config } => {
             let settings = Settings::load(config.as_deref())?;
             let secret = settings
                 .auth
                 .secret
                 .ok_or_else(|| anyhow::anyhow!("auth.secret: not set (HERALD__AUTH__SECRET or a config file)"))?;
-            println!("{}", mint_token(secret.expose(), &sub, ttl, publisher)?);
+            let mut claims = Claims::new(&sub, now_unix() + ttl.as_secs(), publisher);
+            claims.topics = (!topics.is_empty()).then_some(topics);
+            println!("{}", mint_claims(secret.expose(), &claims)?);
             Ok(())
         }
     }

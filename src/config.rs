@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Deserializer};
 
+use crate::domain::{MAX_CURSOR_TOPICS, TopicGrant};
+
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -19,6 +21,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub stream: StreamSettings,
     pub history: HistorySettings,
+    pub topics: TopicSettings,
     pub limits: LimitSettings,
     pub publish: PublishSettings,
     pub log: LogSettings,
@@ -129,6 +132,28 @@ pub struct HistorySettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Topics (or `prefix*` grants) every user may follow, whatever their
+    /// token's `topics` claim says.
+    #[serde(deserialize_with = "strings_from_list_or_csv")]
+    pub public: Vec<String>,
+    /// Most topics one stream may follow.
+    pub max_per_stream: usize,
+    /// A topic's history: the newest `max_len`, none older than `max_age`.
+    pub max_len: u64,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl TopicSettings {
+    /// `public` as grants; [`Settings::validate`] has checked every entry.
+    pub fn public_grants(&self) -> Vec<TopicGrant> {
+        self.public.iter().filter_map(|g| TopicGrant::parse(g).ok()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     pub max_payload_bytes: usize,
     pub max_title_chars: usize,
@@ -227,6 +252,18 @@ impl Settings {
         )?;
         require(self.history.max_len > 0, "history.max_len", "must be at least 1")?;
         require(self.history.max_age >= Duration::from_secs(1), "history.max_age", "must be at least 1s")?;
+        require(self.topics.max_len > 0, "topics.max_len", "must be at least 1")?;
+        require(self.topics.max_age >= Duration::from_secs(1), "topics.max_age", "must be at least 1s")?;
+        require(
+            (1..=MAX_CURSOR_TOPICS).contains(&self.topics.max_per_stream),
+            "topics.max_per_stream",
+            "must be between 1 and 64",
+        )?;
+        for grant in &self.topics.public {
+            if let Err(why) = TopicGrant::parse(grant) {
+                bail!("invalid configuration: `topics.public`: {why}");
+            }
+        }
         require(self.stream.queue_capacity >= 8, "stream.queue_capacity", "must be at least 8")?;
         require((1..=10_000).contains(&self.stream.replay_page), "stream.replay_page", "must be between 1 and 10000")?;
         require(!self.stream.keep_alive.is_zero(), "stream.keep_alive", "must be above 0")?;
@@ -320,6 +357,21 @@ pub fn is_hmac(algorithm: Algorithm) -> bool {
 const SUPPORTED_ALGORITHMS: &[Algorithm] =
     &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512, Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
 
+/// A TOML list or, from the environment, a comma-separated string
+/// (`HERALD__TOPICS__PUBLIC=announcements,status`).
+fn strings_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(list) => list,
+        Raw::Csv(csv) => csv.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+    })
+}
+
 /// `auth.algorithms` comes as a TOML list or, from the environment, as "HS256,RS256".
 fn algorithms_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Algorithm>, D::Error> {
     #[derive(Deserialize)]
@@ -409,6 +461,18 @@ mod tests {
     fn algorithms_accept_a_comma_separated_string() {
         let s = Settings::with_overrides(&[("auth.algorithms", "HS256, HS512")]).unwrap();
         assert_eq!(s.auth.algorithms, vec![Algorithm::HS256, Algorithm::HS512]);
+    }
+
+    #[test]
+    fn public_topics_come_as_a_list_or_comma_separated() {
+        let s = Settings::with_overrides(&[("topics.public", "announcements, status,team:*")]).unwrap();
+        assert_eq!(s.topics.public, ["announcements", "status", "team:*"]);
+        assert_eq!(s.topics.public_grants().len(), 3);
+        assert!(Settings::with_overrides(&[]).unwrap().topics.public.is_empty());
+        let err = Settings::with_overrides(&[("topics.public", "ok,not ok")]).unwrap_err().to_string();
+        assert!(err.contains("`topics.public`") && err.contains("not ok"), "{err}");
+        let err = Settings::with_overrides(&[("topics.max_per_stream", "0")]).unwrap_err().to_string();
+        assert!(err.contains("`topics.max_per_stream`"), "{err}");
     }
 
     #[test]

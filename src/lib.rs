@@ -20,7 +20,7 @@
 //! | layer | module | job |
 //! | --- | --- | --- |
 //! | 0 | [`clock`] | wall-clock reads, RFC 3339; the last-seen marks behind `/healthz` and `/readyz` |
-//! | 0 | [`domain`] | `UserId`, `EntryId` (the cursor), notifications, preferences, live events |
+//! | 0 | [`domain`] | `UserId`, `TopicName`, `EntryId`, the cursor, notifications, preferences, live events |
 //! | 1 | [`config`] | layered settings, validated with messages naming the key |
 //! | 2 | [`telemetry`] | log subscriber |
 //! | 2 | [`metrics`] | Prometheus metrics |

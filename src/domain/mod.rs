@@ -1,13 +1,17 @@
 //! Domain values, parsed once at the edge and valid everywhere after.
 
+mod cursor;
 mod entry_id;
 mod live;
 mod notification;
 mod preferences;
+mod topic;
 mod user;
 
+pub use cursor::{BadCursor, Cursor, MAX_CURSOR_LEN, MAX_CURSOR_TOPICS, TopicTag};
 pub use entry_id::{BadEntryId as BadEntryIdError, EntryId};
 pub use live::{ByeReason, InboxChange, LiveEvent};
 pub use notification::{NewNotification, NotificationLimits, Priority, StoredNotification, ValidationError};
 pub use preferences::{Channels, Preferences, PreferencesError, QuietHours};
+pub use topic::{MAX_TOPIC_LEN, TOPIC_RULE, TopicGrant, TopicName, allowed as topic_allowed};
 pub use user::{IdempotencyKey, UserId};
