@@ -36,7 +36,7 @@ impl Node {
                 // The memory engine hands every event to the hub itself:
                 // there is nothing to subscribe to.
                 let hub = Arc::new(Hub::new(capacity, keep_alive, None));
-                let engine = MemoryEngine::new(hub.clone(), retention);
+                let engine = MemoryEngine::new(hub.clone(), retention, Retention::for_topics(settings));
                 let pruner = engine.pruner();
                 (hub, AnyEngine::Memory(engine), pruner)
             }

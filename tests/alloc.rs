@@ -118,7 +118,7 @@ fn an_idle_stream_costs_herald_under_a_kibibyte() {
         None,
     ));
     let retention = herald::engine::Retention { max_len: 1000, max_age_ms: 86_400_000, idempotency_window_ms: 1000 };
-    let engine = herald::engine::AnyEngine::Memory(MemoryEngine::new(hub.clone(), retention));
+    let engine = herald::engine::AnyEngine::Memory(MemoryEngine::new(hub.clone(), retention, retention));
     // Warm up the hub's shards and the metrics before counting.
     let warm: Vec<_> = (0..64)
         .map(|i| hub.register(Arc::new(StreamQueue::new(UserId::parse(&format!("w{i}")).unwrap(), u64::MAX))).unwrap())
@@ -126,7 +126,8 @@ fn an_idle_stream_costs_herald_under_a_kibibyte() {
     let users: Vec<UserId> = (0..STREAMS).map(|i| UserId::parse(&format!("load-{i}")).unwrap()).collect();
 
     let before = LIVE_BYTES.load(Ordering::Relaxed);
-    let opening = Opening {
+    let opening = || Opening {
+        topics: None,
         cursor: None,
         start: StreamStart { last_id: EntryId::ZERO, unread: 0 },
         retry: Duration::from_secs(2),
@@ -137,7 +138,7 @@ fn an_idle_stream_costs_herald_under_a_kibibyte() {
         .iter()
         .map(|user| {
             let (registration, _) = hub.register(Arc::new(StreamQueue::new(user.clone(), u64::MAX))).unwrap();
-            Box::new(SseBody::new(registration, engine.clone(), opening))
+            Box::new(SseBody::new(registration, engine.clone(), opening()))
         })
         .collect();
     let per_stream = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / STREAMS as f64;

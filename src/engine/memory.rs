@@ -6,7 +6,9 @@
 //!
 //! A user inactive for [`Retention::expiry_ms`] (no publish to them, no
 //! stream opened, no new preferences) is forgotten whole by the pruning task
-//! ([`MemoryEngine::pruner`]), as their keys expire in Redis.
+//! ([`MemoryEngine::pruner`]), as their keys expire in Redis; so is a topic
+//! nobody published to for its own expiry. Topics live in the same map's
+//! lock, so a topic's entries reach its followers in id order too.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -16,11 +18,11 @@ use std::{
 
 use super::{
     Engine, EngineError, HistoryPage, LIST_SCAN, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Reset,
-    Retention, StoredEntry, StreamStart,
+    Retention, StoredEntry, StreamStart, TopicPublished, topic_document,
 };
 use crate::{
     clock::now_unix_ms,
-    domain::{EntryId, IdempotencyKey, InboxChange, LiveEvent, Preferences, StoredNotification, UserId},
+    domain::{EntryId, IdempotencyKey, InboxChange, LiveEvent, Preferences, StoredNotification, TopicName, UserId},
     hub::{Hub, NodeTask},
 };
 
@@ -33,11 +35,13 @@ struct Inner {
     users: Mutex<Users>,
     hub: Arc<Hub>,
     retention: Retention,
+    topic_retention: Retention,
 }
 
 #[derive(Default)]
 struct Users {
     inboxes: HashMap<UserId, Inbox>,
+    topics: HashMap<TopicName, TopicLog>,
     /// The newest id of every inbox pruned so far: a user's new inbox starts
     /// after it, so their ids keep growing across a prune even if the clock
     /// stepped back (a client's old cursor is never ahead of new entries).
@@ -50,6 +54,47 @@ impl Users {
         let floor = self.id_floor;
         self.inboxes.entry(user.clone()).or_insert_with(|| Inbox { last_id: floor, ..Inbox::default() })
     }
+}
+
+/// One topic's history. Like an inbox without read state: ids only grow,
+/// and a cursor before `trimmed_up_to` gets `reset`.
+#[derive(Default)]
+struct TopicLog {
+    entries: VecDeque<StoredEntry>,
+    last_id: EntryId,
+    trimmed_up_to: Option<EntryId>,
+    idempotency: HashMap<String, (EntryId, Instant)>,
+    /// When the topic was last published to (unix ms).
+    active_ms: u64,
+}
+
+impl TopicLog {
+    fn next_id(&mut self, now_ms: u64) -> EntryId {
+        self.last_id = next_after(self.last_id, now_ms);
+        self.last_id
+    }
+
+    /// The inbox's batched rule (see [`Retention::len_slack`]).
+    fn trim(&mut self, retention: &Retention, now_ms: u64) {
+        if self.entries.len() as u64 > retention.max_len + retention.len_slack() {
+            while self.entries.len() as u64 > retention.max_len {
+                self.trimmed_up_to = self.entries.pop_front().map(|e| e.id);
+            }
+        }
+        let cutoff = now_ms.saturating_sub(retention.max_age_ms);
+        let due = cutoff.saturating_sub(retention.age_slack_ms());
+        if self.entries.front().is_some_and(|e| e.id.ms < due) {
+            while self.entries.front().is_some_and(|e| e.id.ms < cutoff) {
+                self.trimmed_up_to = self.entries.pop_front().map(|e| e.id);
+            }
+        }
+    }
+}
+
+/// Like Redis `XADD *`: the clock's millisecond, or the last one plus a
+/// sequence number if the clock has not moved on (or went back).
+fn next_after(last: EntryId, now_ms: u64) -> EntryId {
+    if now_ms > last.ms { EntryId::new(now_ms, 0) } else { EntryId::new(last.ms, last.seq + 1) }
 }
 
 #[derive(Default)]
@@ -68,14 +113,8 @@ struct Inbox {
 }
 
 impl Inbox {
-    /// Like Redis `XADD *`: the clock's millisecond, or the last one plus a
-    /// sequence number if the clock has not moved on (or went back).
     fn next_id(&mut self, now_ms: u64) -> EntryId {
-        self.last_id = if now_ms > self.last_id.ms {
-            EntryId::new(now_ms, 0)
-        } else {
-            EntryId::new(self.last_id.ms, self.last_id.seq + 1)
-        };
+        self.last_id = next_after(self.last_id, now_ms);
         self.last_id
     }
 
@@ -126,21 +165,30 @@ impl Inbox {
 }
 
 impl MemoryEngine {
-    pub fn new(hub: Arc<Hub>, retention: Retention) -> Self {
-        Self { inner: Arc::new(Inner { users: Mutex::new(Users::default()), hub, retention }) }
+    /// `retention` for inboxes, `topic_retention` for topics.
+    pub fn new(hub: Arc<Hub>, retention: Retention, topic_retention: Retention) -> Self {
+        Self { inner: Arc::new(Inner { users: Mutex::new(Users::default()), hub, retention, topic_retention }) }
     }
 
-    /// Forgets every user inactive for [`Retention::expiry_ms`] by `now_ms`;
-    /// returns how many.
+    /// Forgets every user inactive for [`Retention::expiry_ms`] by `now_ms`,
+    /// and every topic not published to for its own; returns how many users.
     pub fn prune(&self, now_ms: u64) -> usize {
         let expiry = self.inner.retention.expiry_ms();
+        let topic_expiry = self.inner.topic_retention.expiry_ms();
         let mut users = self.users();
-        let Users { inboxes, id_floor } = &mut *users;
+        let Users { inboxes, topics, id_floor } = &mut *users;
         let before = inboxes.len();
         inboxes.retain(|_, inbox| {
             let keep = now_ms < inbox.active_ms.saturating_add(expiry);
             if !keep {
                 *id_floor = (*id_floor).max(inbox.last_id);
+            }
+            keep
+        });
+        topics.retain(|_, log| {
+            let keep = now_ms < log.active_ms.saturating_add(topic_expiry);
+            if !keep {
+                *id_floor = (*id_floor).max(log.last_id);
             }
             keep
         });
@@ -152,14 +200,15 @@ impl MemoryEngine {
         self.users().inboxes.len()
     }
 
-    /// The pruning task: a sweep every age slack (between 100 ms and a
-    /// minute). One sweep walks every user under the engine's lock, a few
-    /// nanoseconds each, so a minute apart it costs little even with a
-    /// million users, and nobody outlives their expiry by more than a minute. Ends
-    /// when the engine is gone.
+    /// The pruning task: a sweep every age slack (the shorter of the
+    /// inboxes' and the topics', between 100 ms and a minute). One sweep
+    /// walks every user and topic under the engine's lock, a few nanoseconds
+    /// each, so a minute apart it costs little even with a million users,
+    /// and nothing outlives its expiry by more than a minute. Ends when the
+    /// engine is gone.
     pub fn pruner(&self) -> NodeTask {
-        let every = Duration::from_millis(self.inner.retention.age_slack_ms())
-            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let slack = self.inner.retention.age_slack_ms().min(self.inner.topic_retention.age_slack_ms());
+        let every = Duration::from_millis(slack).clamp(Duration::from_millis(100), Duration::from_secs(60));
         let engine: Weak<Inner> = Arc::downgrade(&self.inner);
         Box::pin(async move {
             let mut tick = tokio::time::interval(every);
@@ -371,6 +420,88 @@ impl Engine for MemoryEngine {
         inbox.preferences = Some(prefs.clone());
         inbox.active_ms = now_unix_ms();
         Ok(())
+    }
+
+    async fn publish_topic(
+        &self,
+        topic: &TopicName,
+        notification: &StoredNotification,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<TopicPublished, EngineError> {
+        let retention = &self.inner.topic_retention;
+        let now = now_unix_ms();
+        let mut users = self.users();
+        let floor = users.id_floor;
+        let log =
+            users.topics.entry(topic.clone()).or_insert_with(|| TopicLog { last_id: floor, ..TopicLog::default() });
+        log.active_ms = now;
+        if let Some(key) = key {
+            let window = Duration::from_millis(retention.idempotency_window_ms);
+            log.idempotency.retain(|_, (_, at)| at.elapsed() < window);
+            if let Some((id, _)) = log.idempotency.get(key.as_str()) {
+                return Ok(TopicPublished { id: *id, duplicate: true });
+            }
+        }
+        let id = log.next_id(now);
+        let body = topic_document(topic, &notification.json);
+        // Delivered under the lock: the next publish to this topic cannot
+        // overtake this one on its way to the followers.
+        self.inner.hub.deliver_topic(topic.as_str(), id, body.as_bytes());
+        log.entries.push_back(StoredEntry { id, body, read: false, clicked: false });
+        log.trim(retention, now);
+        if let Some(key) = key {
+            log.idempotency.insert(key.as_str().to_owned(), (id, Instant::now()));
+        }
+        Ok(TopicPublished { id, duplicate: false })
+    }
+
+    async fn read_topic_after(
+        &self,
+        topic: &TopicName,
+        after: EntryId,
+        limit: usize,
+    ) -> Result<HistoryPage, EngineError> {
+        let users = self.users();
+        let Some(log) = users.topics.get(topic) else {
+            let reset = (after > EntryId::ZERO).then_some(Reset::CursorAhead { newest: EntryId::ZERO });
+            return Ok(HistoryPage { reset, ..HistoryPage::default() });
+        };
+        let trimmed = log.trimmed_up_to.is_some_and(|t| after < t);
+        let start = if trimmed { 0 } else { log.entries.partition_point(|e| e.id <= after) };
+        let entries: Vec<StoredEntry> = log.entries.iter().skip(start).take(limit).cloned().collect();
+        let reset = if trimmed {
+            Some(Reset::HistoryTrimmed)
+        } else if entries.is_empty() && after > log.last_id {
+            Some(Reset::CursorAhead { newest: log.last_id })
+        } else {
+            None
+        };
+        Ok(HistoryPage { reset, entries, unread: 0 })
+    }
+
+    async fn topic_start(&self, topic: &TopicName) -> Result<EntryId, EngineError> {
+        let mut users = self.users();
+        let Some(log) = users.topics.get_mut(topic) else { return Ok(EntryId::ZERO) };
+        log.trim(&self.inner.topic_retention, now_unix_ms());
+        Ok(log.last_id)
+    }
+
+    async fn list_topic(
+        &self,
+        topic: &TopicName,
+        before: Option<EntryId>,
+        limit: usize,
+    ) -> Result<ListPage, EngineError> {
+        let mut users = self.users();
+        let Some(log) = users.topics.get_mut(topic) else { return Ok(ListPage::default()) };
+        log.trim(&self.inner.topic_retention, now_unix_ms());
+        let end = before.map_or(log.entries.len(), |before| log.entries.partition_point(|e| e.id < before));
+        let mut items: Vec<StoredEntry> = log.entries.range(..end).rev().take(limit + 1).cloned().collect();
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|e| e.id)
+        });
+        Ok(ListPage { items, unread: 0, next: next.flatten() })
     }
 }
 

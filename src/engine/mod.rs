@@ -1,8 +1,9 @@
 //! Storage and fan-out behind one trait.
 //!
-//! An engine keeps each user's history (the inbox) and read state, and
-//! publishes atomically: store, count, and hand the entry to every node that
-//! holds a stream of the user. Two implementations exist and one conformance
+//! An engine keeps each user's history (the inbox) and read state, and each
+//! topic's history, and publishes atomically: store, count, and hand the
+//! entry to every node that holds a stream of the user (or a follower of
+//! the topic). Two implementations exist and one conformance
 //! suite (`tests/it/conformance.rs`) runs against both:
 //!
 //! * [`memory::MemoryEngine`]: embedded, one process, no Redis;
@@ -13,7 +14,7 @@ pub mod redis;
 
 use std::future::Future;
 
-use crate::domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, UserId};
+use crate::domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, TopicName, UserId};
 
 /// The outcome of one publish to one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,15 @@ impl PublishOutcome {
             PublishOutcome::Dropped => None,
         }
     }
+}
+
+/// The outcome of one publish to a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicPublished {
+    pub id: EntryId,
+    /// The idempotency key was seen before for this topic: nothing was
+    /// stored, this is the first publish's id.
+    pub duplicate: bool,
 }
 
 /// One notification in history.
@@ -186,6 +196,37 @@ pub trait Engine: Send + Sync {
         user: &UserId,
         prefs: &Preferences,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Stores a validated notification in the topic's history (with a
+    /// `topic` member naming it), trims, and fans it out to every node
+    /// with a follower; in one atomic step.
+    fn publish_topic(
+        &self,
+        topic: &TopicName,
+        notification: &StoredNotification,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = Result<TopicPublished, EngineError>> + Send;
+
+    /// Up to `limit` of the topic's entries after `after`, oldest first
+    /// (`read` and `clicked` false, `unread` 0: a topic has no per-user state).
+    fn read_topic_after(
+        &self,
+        topic: &TopicName,
+        after: EntryId,
+        limit: usize,
+    ) -> impl Future<Output = Result<HistoryPage, EngineError>> + Send;
+
+    /// The newest id the topic ever gave (zero if none): a follower whose
+    /// cursor has no place for the topic starts after it.
+    fn topic_start(&self, topic: &TopicName) -> impl Future<Output = Result<EntryId, EngineError>> + Send;
+
+    /// The topic's history, newest first (`unread` 0).
+    fn list_topic(
+        &self,
+        topic: &TopicName,
+        before: Option<EntryId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<ListPage, EngineError>> + Send;
 }
 
 /// The engine chosen by `engine.kind`. Cheap to clone (shared inside).
@@ -268,6 +309,37 @@ impl Engine for AnyEngine {
     async fn set_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), EngineError> {
         delegate!(self, e => e.set_preferences(user, prefs))
     }
+
+    async fn publish_topic(
+        &self,
+        topic: &TopicName,
+        notification: &StoredNotification,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<TopicPublished, EngineError> {
+        delegate!(self, e => e.publish_topic(topic, notification, key))
+    }
+
+    async fn read_topic_after(
+        &self,
+        topic: &TopicName,
+        after: EntryId,
+        limit: usize,
+    ) -> Result<HistoryPage, EngineError> {
+        delegate!(self, e => e.read_topic_after(topic, after, limit))
+    }
+
+    async fn topic_start(&self, topic: &TopicName) -> Result<EntryId, EngineError> {
+        delegate!(self, e => e.topic_start(topic))
+    }
+
+    async fn list_topic(
+        &self,
+        topic: &TopicName,
+        before: Option<EntryId>,
+        limit: usize,
+    ) -> Result<ListPage, EngineError> {
+        delegate!(self, e => e.list_topic(topic, before, limit))
+    }
 }
 
 /// History limits, shared by both engines (`[history]` and `[publish]`).
@@ -299,6 +371,16 @@ impl Retention {
         }
     }
 
+    /// A topic's limits: `[topics]`'s history, `[publish]`'s window. A topic
+    /// is trimmed by the same batched rule as an inbox.
+    pub fn for_topics(settings: &crate::config::Settings) -> Self {
+        Retention {
+            max_len: settings.topics.max_len,
+            max_age_ms: settings.topics.max_age.as_millis() as u64,
+            idempotency_window_ms: settings.publish.idempotency_window.as_millis() as u64,
+        }
+    }
+
     pub fn len_slack(&self) -> u64 {
         self.max_len / 100
     }
@@ -314,6 +396,21 @@ impl Retention {
     pub fn expiry_ms(&self) -> u64 {
         self.max_age_ms + 2 * self.age_slack_ms()
     }
+}
+
+/// A topic's notification as stored: `{"topic":"<name>",` spliced in front
+/// of the validated object's members. A topic name needs no escaping.
+pub fn topic_document(topic: &TopicName, json: &str) -> String {
+    let members = json.strip_prefix('{').unwrap_or(json);
+    let mut out = String::with_capacity(json.len() + topic.as_str().len() + 12);
+    out.push_str("{\"topic\":\"");
+    out.push_str(topic.as_str());
+    out.push('"');
+    if !members.trim_start().starts_with('}') {
+        out.push(',');
+    }
+    out.push_str(members);
+    out
 }
 
 /// Most entries a list of unread notifications examines per call (then

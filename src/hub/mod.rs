@@ -1,9 +1,11 @@
-//! This node's registry: which users have open streams here, and their queues.
+//! This node's registry: which users have open streams here, which topics
+//! those streams follow, and their queues.
 //!
 //! The hub tells the engine what to subscribe to (a user's channel on their
-//! first stream here, unsubscribe after their last), and the engine hands it
-//! typed live events to fan out, which it encodes once (in `wire`) for all
-//! of the user's streams here. It never waits on a client: delivery is a
+//! first stream here, a topic's on its first follower here; unsubscribe
+//! after the last), and the engine hands it typed live events to fan out,
+//! which it encodes once (in `wire`) for all of the user's streams, or all
+//! of the topic's followers, here. It never waits on a client: delivery is a
 //! `try`-style push into each stream's bounded queue ([`queue`]). Its
 //! node-wide tick ([`ticker`]) ends expired streams and owes quiet ones a
 //! keep-alive.
@@ -31,7 +33,7 @@ pub use self::{
 use crate::{
     clock::LastSeen,
     config::Settings,
-    domain::{ByeReason, LiveEvent, UserId},
+    domain::{ByeReason, EntryId, LiveEvent, TopicName, UserId},
     wire::frame,
 };
 
@@ -45,18 +47,25 @@ pub type NodeTask = futures_util::future::BoxFuture<'static, ()>;
 
 const SHARDS: usize = 16;
 
+/// What a pub/sub channel carries: one user's events, or one topic's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Channel {
+    User(UserId),
+    Topic(TopicName),
+}
+
 /// What the hub asks of the engine's pub/sub connection. Sent in the order
 /// the registry changed (under the shard lock), so a quick leave-and-return
 /// can never end unsubscribed.
 #[derive(Debug)]
 pub enum SubscriptionCommand {
-    /// Subscribe to the user's channel; set `ready` once Redis confirmed it.
+    /// Subscribe to the channel; set `ready` once Redis confirmed it.
     Subscribe {
-        user: UserId,
+        channel: Channel,
         ready: Arc<Subscribed>,
     },
     Unsubscribe {
-        user: UserId,
+        channel: Channel,
     },
 }
 
@@ -147,8 +156,17 @@ struct UserSlot {
     subscribed: Arc<Subscribed>,
 }
 
+/// The followers of one topic on this node.
+struct TopicSlot {
+    /// Each follower's queue, and the topic's place in that stream's list
+    /// (its frames' [`Frame::part`](crate::wire::Frame::part)).
+    followers: Vec<(Arc<StreamQueue>, u8)>,
+    subscribed: Arc<Subscribed>,
+}
+
 pub struct Hub {
     shards: Box<[Mutex<HashMap<UserId, UserSlot>>]>,
+    topics: Box<[Mutex<HashMap<TopicName, TopicSlot>>]>,
     hasher: std::collections::hash_map::RandomState,
     /// `None` for engines that deliver every event to the hub anyway (memory).
     subscriptions: Option<mpsc::UnboundedSender<SubscriptionCommand>>,
@@ -178,6 +196,7 @@ impl Hub {
         let keep_alive_ticks = (keep_alive.as_millis() / TICK.as_millis()).max(1) as u64;
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            topics: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
             subscriptions,
             capacity,
@@ -196,6 +215,24 @@ impl Hub {
     fn shard(&self, user: &str) -> std::sync::MutexGuard<'_, HashMap<UserId, UserSlot>> {
         let i = (self.hasher.hash_one(user) as usize) % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn topic_shard(&self, topic: &str) -> std::sync::MutexGuard<'_, HashMap<TopicName, TopicSlot>> {
+        let i = (self.hasher.hash_one(topic) as usize) % SHARDS;
+        self.topics[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new channel's flag: one to wait on if an engine subscribes, else
+    /// the shared confirmed one.
+    fn subscribe(&self, channel: Channel) -> Arc<Subscribed> {
+        match &self.subscriptions {
+            Some(commands) => {
+                let ready = Arc::new(Subscribed::default());
+                let _ = commands.send(SubscriptionCommand::Subscribe { channel, ready: ready.clone() });
+                ready
+            }
+            None => self.confirmed.clone(),
+        }
     }
 
     /// Adds a stream. The registration removes it again when dropped; the
@@ -226,15 +263,7 @@ impl Hub {
             return Ok(slot.subscribed.clone());
         }
         self.reserve()?;
-        let subscribed = match &self.subscriptions {
-            Some(commands) => {
-                let subscribed = Arc::new(Subscribed::default());
-                let _ = commands
-                    .send(SubscriptionCommand::Subscribe { user: conn.user.clone(), ready: subscribed.clone() });
-                subscribed
-            }
-            None => self.confirmed.clone(),
-        };
+        let subscribed = self.subscribe(Channel::User(conn.user.clone()));
         shard.insert(
             conn.user.clone(),
             UserSlot { streams: smallvec::smallvec![conn.clone()], subscribed: subscribed.clone() },
@@ -254,15 +283,67 @@ impl Hub {
         Ok(())
     }
 
-    /// Once `user`'s own flag is confirmed, points their slot at the shared
+    /// Adds a registered stream as a follower of each of `topics` (its
+    /// parts 1, 2, ... in that order). The stream must wait for every flag
+    /// returned before it reads the topics' history. Dropping the returned
+    /// [`Following`] removes it again.
+    pub fn follow(
+        self: &Arc<Self>,
+        queue: &Arc<StreamQueue>,
+        topics: &[TopicName],
+    ) -> (Following, Vec<Arc<Subscribed>>) {
+        let mut flags = Vec::with_capacity(topics.len());
+        for (i, topic) in topics.iter().enumerate() {
+            let part = u8::try_from(i + 1).expect("a stream follows at most 64 topics");
+            let mut shard = self.topic_shard(topic.as_str());
+            let slot = shard.entry(topic.clone()).or_insert_with(|| TopicSlot {
+                followers: Vec::new(),
+                subscribed: self.subscribe(Channel::Topic(topic.clone())),
+            });
+            slot.followers.push((queue.clone(), part));
+            flags.push(slot.subscribed.clone());
+        }
+        (Following { hub: self.clone(), queue: queue.clone(), topics: topics.into() }, flags)
+    }
+
+    fn unfollow(&self, queue: &Arc<StreamQueue>, topics: &[TopicName]) {
+        for topic in topics {
+            let mut shard = self.topic_shard(topic.as_str());
+            let Some(slot) = shard.get_mut(topic.as_str()) else { continue };
+            slot.followers.retain(|(q, _)| !Arc::ptr_eq(q, queue));
+            if slot.followers.is_empty() {
+                shard.remove(topic.as_str());
+                if let Some(commands) = &self.subscriptions {
+                    let _ = commands.send(SubscriptionCommand::Unsubscribe { channel: Channel::Topic(topic.clone()) });
+                }
+            } else if slot.followers.capacity() > 4 * slot.followers.len() {
+                // A crowd that left gives its room back.
+                slot.followers.shrink_to(2 * slot.followers.len());
+            }
+        }
+    }
+
+    /// Once a channel's own flag is confirmed, points its slot at the shared
     /// one, so the flag is freed when the streams that waited on it let go:
     /// an idle stream then carries no subscription state of its own.
-    pub fn settle_subscription(&self, user: &UserId) {
-        let mut shard = self.shard(user.as_str());
-        if let Some(slot) = shard.get_mut(user.as_str())
-            && slot.subscribed.is_confirmed()
-        {
-            slot.subscribed = self.confirmed.clone();
+    pub fn settle_subscription(&self, channel: &Channel) {
+        match channel {
+            Channel::User(user) => {
+                let mut shard = self.shard(user.as_str());
+                if let Some(slot) = shard.get_mut(user.as_str())
+                    && slot.subscribed.is_confirmed()
+                {
+                    slot.subscribed = self.confirmed.clone();
+                }
+            }
+            Channel::Topic(topic) => {
+                let mut shard = self.topic_shard(topic.as_str());
+                if let Some(slot) = shard.get_mut(topic.as_str())
+                    && slot.subscribed.is_confirmed()
+                {
+                    slot.subscribed = self.confirmed.clone();
+                }
+            }
         }
     }
 
@@ -283,7 +364,7 @@ impl Hub {
         if slot.streams.is_empty() {
             shard.remove(conn.user.as_str());
             if let Some(commands) = &self.subscriptions {
-                let _ = commands.send(SubscriptionCommand::Unsubscribe { user: conn.user.clone() });
+                let _ = commands.send(SubscriptionCommand::Unsubscribe { channel: Channel::User(conn.user.clone()) });
             }
         }
     }
@@ -306,6 +387,38 @@ impl Hub {
         let queued = slot.streams.iter().filter(|c| c.push(frame.clone(), tick, self.capacity.queue_capacity)).count();
         metrics.deliveries.increment(queued as u64);
         queued
+    }
+
+    /// Fans a topic's new notification out to every local follower: encoded
+    /// once, if anyone here follows the topic, and the same bytes queued for
+    /// all of them. A full queue ends its stream as a slow consumer; the
+    /// other followers do not wait for it. Returns how many streams took it.
+    pub fn deliver_topic(&self, topic: &str, id: EntryId, stored: &[u8]) -> usize {
+        let shard = self.topic_shard(topic);
+        let Some(slot) = shard.get(topic) else {
+            return 0;
+        };
+        let frame = frame::topic_notification(id, stored);
+        let metrics = crate::metrics::get();
+        metrics.live_events.increment(1);
+        metrics.observe_delivery_latency(id);
+        let tick = self.ticks.load(Ordering::Relaxed);
+        let queued = slot
+            .followers
+            .iter()
+            .filter(|(q, part)| {
+                let mut frame = frame.clone();
+                frame.part = *part;
+                q.push(frame, tick, self.capacity.queue_capacity)
+            })
+            .count();
+        metrics.deliveries.increment(queued as u64);
+        queued
+    }
+
+    /// How many streams on this node follow `topic`.
+    pub fn followers(&self, topic: &str) -> usize {
+        self.topic_shard(topic).get(topic).map_or(0, |slot| slot.followers.len())
     }
 
     pub fn is_online(&self, user: &str) -> bool {
@@ -414,6 +527,27 @@ impl Drop for Registration {
     }
 }
 
+/// A stream's place among its topics' followers (see [`Hub::follow`]):
+/// dropping it removes the stream from each.
+pub struct Following {
+    hub: Arc<Hub>,
+    queue: Arc<StreamQueue>,
+    topics: Box<[TopicName]>,
+}
+
+impl Following {
+    /// The followed topics, in the stream's order (part 1 first).
+    pub fn topics(&self) -> &[TopicName] {
+        &self.topics
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.hub.unfollow(&self.queue, &self.topics);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::task::{Context, Waker};
@@ -463,6 +597,55 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(SubscriptionCommand::Unsubscribe { .. })));
         assert!(!hub.is_online("a"), "the user's entry must go with its last stream");
         assert_eq!(hub.stream_count(), 0);
+    }
+
+    fn topic(name: &str) -> TopicName {
+        TopicName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn a_topic_is_subscribed_while_anyone_here_follows_it() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hub = hub(Some(tx));
+        let (a, b) = (conn("a"), conn("b"));
+        let (_ra, _) = hub.register(a.clone()).unwrap();
+        let (_rb, _) = hub.register(b.clone()).unwrap();
+        while rx.try_recv().is_ok() {}
+        let (fa, flags) = hub.follow(&a, &[topic("news"), topic("team:1")]);
+        assert_eq!(flags.len(), 2);
+        let (fb, _) = hub.follow(&b, &[topic("news")]);
+        let subscribed: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(
+            matches!(&subscribed[..], [
+                SubscriptionCommand::Subscribe { channel: Channel::Topic(n), .. },
+                SubscriptionCommand::Subscribe { channel: Channel::Topic(t), .. },
+            ] if n.as_str() == "news" && t.as_str() == "team:1"),
+            "one subscription per topic, not per follower: {subscribed:?}"
+        );
+        assert_eq!(hub.followers("news"), 2);
+        drop(fa);
+        assert!(
+            matches!(rx.try_recv(), Ok(SubscriptionCommand::Unsubscribe { channel: Channel::Topic(t) }) if t.as_str() == "team:1")
+        );
+        assert!(rx.try_recv().is_err(), "news still has a follower");
+        drop(fb);
+        assert!(matches!(rx.try_recv(), Ok(SubscriptionCommand::Unsubscribe { channel: Channel::Topic(_) })));
+        assert_eq!(hub.followers("news"), 0);
+    }
+
+    #[test]
+    fn a_topic_event_is_encoded_once_and_tagged_per_follower() {
+        let hub = hub(None);
+        let (a, b) = (conn("a"), conn("b"));
+        let (ra, _) = hub.register(a.clone()).unwrap();
+        let (rb, _) = hub.register(b.clone()).unwrap();
+        let _fa = hub.follow(&a, &[topic("x"), topic("news")]);
+        let _fb = hub.follow(&b, &[topic("news")]);
+        assert_eq!(hub.deliver_topic("news", EntryId::new(5, 0), br#"{"topic":"news","type":"a","title":"t"}"#), 2);
+        let (fa, fb) = (take(&ra).unwrap(), take(&rb).unwrap());
+        assert_eq!(fa.bytes.as_ptr(), fb.bytes.as_ptr(), "one encoding for every follower");
+        assert_eq!((fa.part, fb.part), (2, 1), "each stream's own place of the topic");
+        assert_eq!(hub.deliver_topic("nobody-follows", EntryId::new(6, 0), b"{}"), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod notifications;
 mod preferences;
 mod publish;
 mod state;
+mod topics;
 
 use actix_web::web;
 
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo_mode: bool) {
         .route("/v1/notifications/{id}", web::delete().to(notifications::delete))
         .route("/v1/preferences", web::get().to(preferences::get))
         .route("/v1/preferences", web::put().to(preferences::put))
+        .route("/v1/topics/{name}/notifications", web::get().to(topics::list))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics));

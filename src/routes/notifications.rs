@@ -24,12 +24,12 @@ pub const MAX_READ_IDS: usize = 1000;
 /// and clients add cache busters.
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
-    limit: Option<usize>,
-    before: Option<String>,
-    unread: Option<bool>,
+    pub limit: Option<usize>,
+    pub before: Option<String>,
+    pub unread: Option<bool>,
 }
 
-fn parse_id(raw: &str, what: &str) -> Result<EntryId, ApiError> {
+pub fn parse_id(raw: &str, what: &str) -> Result<EntryId, ApiError> {
     raw.parse().map_err(|e: crate::domain::BadEntryIdError| ApiError::bad_request("bad_id", format!("{what}: {e}")))
 }
 

@@ -1,4 +1,5 @@
-//! `POST /v1/publish`: a publisher sends one notification to users.
+//! `POST /v1/publish`: a publisher sends one notification to users, or to
+//! a topic.
 
 use std::collections::HashSet;
 
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Publisher,
-    domain::{IdempotencyKey, NewNotification, UserId},
+    domain::{IdempotencyKey, NewNotification, TopicName, UserId},
     engine::{Engine, PublishOutcome},
     error::ApiError,
     routes::AppState,
@@ -35,6 +36,13 @@ struct Recipients {
 #[derive(Debug, Serialize)]
 struct PublishResponse {
     results: Vec<Delivery>,
+}
+
+/// A topic publish's result: the entry id in the topic's history.
+#[derive(Debug, Serialize)]
+struct TopicResponse {
+    topic: String,
+    id: String,
 }
 
 /// One user's result. `id` is null and `dropped` says why when the user's
@@ -80,8 +88,12 @@ pub async fn publish(
     request: web::Json<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = request.into_inner();
-    if request.to.topic.is_some() {
-        return Err(ApiError::unprocessable("to.topic: topics are not available yet; address users with to.users"));
+    if let Some(topic) = &request.to.topic {
+        if !request.to.users.is_empty() {
+            return Err(ApiError::unprocessable("to: give either users or topic, not both"));
+        }
+        let topic = TopicName::parse(topic).map_err(|e| ApiError::unprocessable(format!("to.topic: {e}")))?;
+        return publish_topic(&publisher, &state, &topic, request).await;
     }
     let max = state.settings.limits.max_recipients;
     if request.to.users.is_empty() || request.to.users.len() > max {
@@ -113,4 +125,33 @@ pub async fn publish(
     let results: Vec<Delivery> =
         users.iter().zip(published).map(|(user, outcome)| Delivery::new(user, outcome)).collect();
     Ok(HttpResponse::Accepted().json(PublishResponse { results }))
+}
+
+/// One notification to a topic: stored once in the topic's history and
+/// fanned out to its followers on every node. It counts as one recipient
+/// against `limits.publish_per_second`.
+async fn publish_topic(
+    publisher: &Publisher,
+    state: &AppState,
+    topic: &TopicName,
+    request: PublishRequest,
+) -> Result<HttpResponse, ApiError> {
+    let key =
+        request.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose().map_err(ApiError::unprocessable)?;
+    let stored = request.notification.validate(&state.limits)?;
+    if let Err(wait) = state.publish_limiter.check(&publisher.0.user, 1) {
+        return Err(ApiError::too_many(
+            format!("publish rate over limits.publish_per_second for `{}`", publisher.0.user),
+            wait.as_secs_f64().ceil().max(1.0) as u32,
+        ));
+    }
+    tracing::Span::current().record("recipients", 1);
+    let published = state.engine.publish_topic(topic, &stored, key.as_ref()).await?;
+    let metrics = crate::metrics::get();
+    if published.duplicate {
+        metrics.publishes_duplicate.increment(1)
+    } else {
+        metrics.publishes_stored.increment(1)
+    }
+    Ok(HttpResponse::Accepted().json(TopicResponse { topic: topic.to_string(), id: published.id.to_string() }))
 }

@@ -3,7 +3,13 @@
 use std::sync::Arc;
 
 use crate::{
-    config::Settings, domain::NotificationLimits, engine::AnyEngine, hub::Hub, rate_limit::PublishRateLimiter,
+    auth::Identity,
+    config::Settings,
+    domain::{NotificationLimits, TopicGrant, TopicName, topic_allowed},
+    engine::AnyEngine,
+    error::ApiError,
+    hub::Hub,
+    rate_limit::PublishRateLimiter,
 };
 
 /// One per HTTP worker: the hub, the limiter and the settings are the
@@ -17,6 +23,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub limits: NotificationLimits,
     pub node_id: Arc<str>,
+    /// `topics.public`: topics every user may follow.
+    pub public_topics: Arc<[TopicGrant]>,
 }
 
 impl AppState {
@@ -33,6 +41,7 @@ impl AppState {
                 max_body_chars: settings.limits.max_body_chars,
             },
             node_id: settings.node_id().as_str().into(),
+            public_topics: settings.topics.public_grants().into(),
             settings,
         }
     }
@@ -41,5 +50,16 @@ impl AppState {
     /// is awaited on.
     pub async fn on_this_runtime(&self) -> anyhow::Result<Self> {
         Ok(Self { engine: self.engine.on_this_runtime().await?, ..self.clone() })
+    }
+
+    /// Refuses (`403`, naming it) a topic this user may not follow: one
+    /// neither their token's `topics` claim nor `topics.public` allows.
+    pub fn allow_topic(&self, identity: &Identity, topic: &TopicName) -> Result<(), ApiError> {
+        if topic_allowed(&identity.topics, topic) || topic_allowed(&self.public_topics, topic) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "topic `{topic}` is not allowed: neither the token's `topics` claim nor topics.public lists it"
+        )))
     }
 }

@@ -24,6 +24,24 @@ pub fn render_notification(out: &mut Vec<u8>, id: EntryId, stored: &[u8], read: 
     out.extend_from_slice(if read { b"true" } else { b"false" });
     out.extend_from_slice(b",\"clicked\":");
     out.extend_from_slice(if clicked { b"true" } else { b"false" });
+    write_members(out, stored);
+}
+
+/// Renders a stored topic notification: like [`render_notification`], but
+/// without `read` and `clicked`, which a topic has no per-user state for.
+/// Its `topic` member is stored with it.
+pub fn render_topic_notification(out: &mut Vec<u8>, id: EntryId, stored: &[u8]) {
+    out.extend_from_slice(b"{\"id\":\"");
+    id.write_to(out);
+    out.extend_from_slice(b"\",\"created_at\":\"");
+    write_created_at(out, id.ms);
+    out.push(b'"');
+    write_members(out, stored);
+}
+
+/// The stored object's members after those written in front of them, and
+/// the closing brace.
+fn write_members(out: &mut Vec<u8>, stored: &[u8]) {
     match stored.iter().position(|&b| b == b'{') {
         Some(open) if stored[open + 1..].iter().any(|b| !b.is_ascii_whitespace() && *b != b'}') => {
             out.push(b',');

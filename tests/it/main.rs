@@ -20,6 +20,7 @@ mod operations;
 mod resume;
 mod streams;
 mod subscriptions;
+mod topics;
 mod unread_stress;
 mod user_limits;
 mod validation;

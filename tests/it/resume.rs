@@ -67,6 +67,7 @@ async fn the_last_unread_after_a_resume_is_the_true_count(engine: helpers::Engin
 
     // Act: the tab resumes from before Y.
     let opening = Opening {
+        topics: None,
         cursor: Some(EntryId::ZERO),
         start: StreamStart { last_id: x, unread: 1 },
         retry: Duration::from_secs(1),

@@ -179,7 +179,7 @@ async fn a_cursor_older_than_history_gets_reset_then_what_is_kept(engine: Engine
     }
     let mut stream = app.stream(&alice, Some(&ids[0])).await;
     let reset = stream.next_of("reset", WAIT).await;
-    assert_eq!(reset.json(), json!({"reason": "history_trimmed"}));
+    assert_eq!(reset.json(), json!({"reason": "history_trimmed", "scope": "inbox"}));
     let kept: Vec<String> = stream.notifications(5, WAIT).await.into_iter().map(|e| e.id.unwrap()).collect();
     assert_eq!(kept, ids[3..]);
 

@@ -86,6 +86,11 @@ local IDEM_TTL_MS = {{IDEM_TTL_MS}}
 -- paying it.
 local LEN_SLACK = {{LEN_SLACK}}
 local AGE_SLACK_MS = {{AGE_SLACK_MS}}
+-- A topic's limits ([topics]), with slack by the same rule.
+local TOPIC_MAX_LEN = {{TOPIC_MAX_LEN}}
+local TOPIC_MAX_AGE_MS = {{TOPIC_MAX_AGE_MS}}
+local TOPIC_LEN_SLACK = {{TOPIC_LEN_SLACK}}
+local TOPIC_AGE_SLACK_MS = {{TOPIC_AGE_SLACK_MS}}
 -- Every key of a user expires this long after their last activity.
 local EXPIRY_MS = MAX_AGE_MS + 2 * AGE_SLACK_MS
 local MAX_TYPE = 64
@@ -800,6 +805,221 @@ redis.register_function('herald_stream_start', function(keys)
     last = last_generated(inbox)
   end
   return {last, unread}
+end)
+
+--[[
+Topics. Every key of a topic shares the hash tag {t:<topic>}; KEYS[1] is
+the topic's base name, which is also its channel:
+
+  herald:{t:<topic>}            channel  "n <id> 0 <json>": a new notification
+  herald:{t:<topic>}:stream     stream   the notifications; field `n` = JSON,
+                                         with a `topic` member naming the topic
+  herald:{t:<topic>}:trimmed    string   newest id removed by trimming
+  herald:{t:<topic>}:state      hash     ~oldest_ms and ~expires_ms, as a user's
+  herald:{t:<topic>}:idem:<k>   string   the id of the first publish with key <k>
+
+A topic has no per-user state: who read what is the clients' business. It is
+trimmed by the inboxes' batched rule, with its own limits, and every key of
+it expires TOPIC_MAX_AGE_MS plus twice its slack after the last publish.
+]]
+
+local TOPIC_EXPIRY_MS = TOPIC_MAX_AGE_MS + 2 * TOPIC_AGE_SLACK_MS
+
+-- Same rule as TopicName::parse: 1-64 of A-Z a-z 0-9 _ - . : @.
+local function topic_base(keys)
+  local base = keys[1]
+  if type(base) ~= 'string' or #base > 64 + 11 or not string.find(base, '^herald:{t:[A-Za-z0-9_%-%.:@]+}$') then
+    return nil
+  end
+  return base
+end
+
+local function bad_topic_key()
+  return invalid('key must be herald:{t:<topic>}, the topic 1-64 characters of A-Z a-z 0-9 _ - . : @')
+end
+
+-- Moves the topic's expiry to TOPIC_EXPIRY_MS from `now` when it was last
+-- moved more than an age slack ago.
+local function renew_topic_if_due(base, expires, now)
+  expires = tonumber(expires)
+  if expires and expires - now >= TOPIC_EXPIRY_MS - TOPIC_AGE_SLACK_MS then return end
+  expires = now + TOPIC_EXPIRY_MS
+  redis.call('HSET', base .. ':state', EXPIRES, expires)
+  for _, key in ipairs({base .. ':stream', base .. ':trimmed', base .. ':state'}) do
+    redis.call('PEXPIREAT', key, expires)
+  end
+end
+
+-- Whether the topic is past its limits (see past_limits for an inbox).
+local function topic_past_limits(len, oldest_mark, now)
+  return len > TOPIC_MAX_LEN + TOPIC_LEN_SLACK or not oldest_mark
+    or oldest_mark < now - TOPIC_MAX_AGE_MS - TOPIC_AGE_SLACK_MS
+end
+
+-- Trims the topic by the batched rule (see `trim` for an inbox): back to
+-- TOPIC_MAX_LEN once past it and its slack, and rid of what is older than
+-- TOPIC_MAX_AGE_MS once the oldest mark says some may be past the age and
+-- its slack (then the mark moves to the oldest entry kept).
+local function trim_topic(base, stream, now, len, oldest_mark)
+  local newest_trimmed
+  if len > TOPIC_MAX_LEN + TOPIC_LEN_SLACK then
+    local ids = ids_of(redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(len - TOPIC_MAX_LEN, TRIM_BATCH)))
+    newest_trimmed = ids[#ids]
+    redis.call('XTRIM', stream, 'MAXLEN', len - #ids)
+  end
+  if not oldest_mark or oldest_mark < now - TOPIC_MAX_AGE_MS - TOPIC_AGE_SLACK_MS then
+    local cutoff = now - TOPIC_MAX_AGE_MS
+    if cutoff > 0 then
+      -- No read state to keep in step: the newest expired entry is all a
+      -- trim needs to know, and one XTRIM removes everything up to it.
+      local expired = redis.call('XREVRANGE', stream, '(' .. cutoff .. '-0', '-', 'COUNT', 1)[1]
+      if expired then
+        newest_trimmed = expired[1]
+        redis.call('XTRIM', stream, 'MINID', cutoff .. '-0')
+      end
+    end
+    local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+    if head then redis.call('HSET', base .. ':state', OLDEST, entry_ms(head[1])) end
+  end
+  if newest_trimmed then
+    redis.call('SET', base .. ':trimmed', newest_trimmed)
+    local expires = redis.call('HGET', base .. ':state', EXPIRES)
+    if expires then redis.call('PEXPIREAT', base .. ':trimmed', expires) end
+  end
+end
+
+-- Stores `json` (valid, compact, with priority) in the topic and publishes
+-- it. Returns {id, duplicate (0/1)} or an error reply.
+local function store_topic(base, json, key)
+  local idem
+  if key and key ~= '' then
+    if #key > 200 or string.find(key, '[^\33-\126]') then
+      return invalid('idempotency_key: must be 1 to 200 visible ASCII characters')
+    end
+    idem = base .. ':idem:' .. key
+    local first = redis.call('GET', idem)
+    if first then return {first, 1} end
+  end
+  -- The name needs no escaping: topic_base admits no quote or backslash.
+  local doc = '{"topic":"' .. string.sub(base, 11, -2) .. '",' .. string.sub(json, 2)
+  local stream = base .. ':stream'
+  local state = redis.call('HMGET', base .. ':state', OLDEST, EXPIRES)
+  local id = redis.call('XADD', stream, '*', 'n', doc)
+  local now = entry_ms(id)
+  -- Before any trim, as for an inbox (see store).
+  renew_topic_if_due(base, state[2], now)
+  local len = redis.call('XLEN', stream)
+  local oldest_mark = tonumber(state[1])
+  if len == 1 then
+    redis.call('HSET', base .. ':state', OLDEST, now)
+  elseif topic_past_limits(len, oldest_mark, now) then
+    trim_topic(base, stream, now, len, oldest_mark)
+  end
+  redis.call('PUBLISH', base, 'n ' .. id .. ' 0 ' .. doc)
+  if idem then
+    redis.call('SET', idem, id, 'PX', math.min(IDEM_TTL_MS, TOPIC_EXPIRY_MS))
+  end
+  return {id, 0}
+end
+
+-- FCALL herald_publish_topic 1 herald:{t:<topic>} '<notification json>' [<idempotency key>]
+-- The backends' entry point: validates as herald_publish does, stores, and
+-- publishes to every node with a follower. Returns the entry id.
+redis.register_function('herald_publish_topic', function(keys, args)
+  local base = topic_base(keys)
+  if not base then return bad_topic_key() end
+  local json, err = validate(args[1] or '')
+  if not json then return err end
+  local result = store_topic(base, json, args[2])
+  if type(result) == 'table' and result[1] then return result[1] end
+  return result
+end)
+
+-- FCALL herald_publish_topic_detail 1 <base> '<json>' '<idempotency key or empty>'
+-- The gateway's entry point, for JSON it has validated: {id, duplicate}.
+redis.register_function('herald_publish_topic_detail', function(keys, args)
+  local base = topic_base(keys)
+  if not base then return bad_topic_key() end
+  if not args[1] then return invalid('herald_publish_topic_detail takes json and key') end
+  return store_topic(base, args[1], args[2])
+end)
+
+-- FCALL_RO herald_read_topic_page 1 <base> <after id> <count>
+-- Returns {reset, {{id, json}, ...}, newest}, reset as herald_read_page's.
+redis.register_function{function_name = 'herald_read_topic_page', flags = {'no-writes'}, callback = function(keys, args)
+  local base = topic_base(keys)
+  if not base then return bad_topic_key() end
+  local stream = base .. ':stream'
+  local after = args[1]
+  if not split_id(after) then return invalid('cursor must be <ms>-<seq>') end
+  local count = tonumber(args[2]) or 100
+  local start = '(' .. after
+  local reset = 0
+  local trimmed = redis.call('GET', base .. ':trimmed')
+  if trimmed and id_before(after, trimmed) then
+    reset = 1
+    start = '-'
+  end
+  local page = {}
+  for _, e in ipairs(redis.call('XRANGE', stream, start, '+', 'COUNT', count)) do
+    page[#page + 1] = {e[1], e[2][2]}
+  end
+  local newest = ''
+  if #page == 0 and reset == 0 then
+    local head = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+    if not head or id_before(head[1], after) then
+      local last = last_generated(stream)
+      if id_before(last, after) then
+        reset, newest = 2, last
+      end
+    end
+  end
+  return {reset, page, newest}
+end}
+
+-- The topic trimmed for a read by the publish's rule: a topic nobody
+-- publishes to must not keep showing what expired.
+local function trim_topic_for_read(base, stream)
+  local len = redis.call('XLEN', stream)
+  if len == 0 then return end
+  local now = now_ms()
+  local oldest_mark = tonumber(redis.call('HGET', base .. ':state', OLDEST))
+  if topic_past_limits(len, oldest_mark, now) then
+    trim_topic(base, stream, now, len, oldest_mark)
+  end
+end
+
+-- FCALL herald_topic_start 1 <base>: the newest id the topic ever gave
+-- ('0-0' if none), after trimming by age.
+redis.register_function('herald_topic_start', function(keys)
+  local base = topic_base(keys)
+  if not base then return bad_topic_key() end
+  local stream = base .. ':stream'
+  trim_topic_for_read(base, stream)
+  return last_generated(stream)
+end)
+
+-- FCALL herald_list_topic 1 <base> <before id or +> <limit>
+-- Newest first: {next id or '', {{id, json}, ...}}, after trimming.
+redis.register_function('herald_list_topic', function(keys, args)
+  local base = topic_base(keys)
+  if not base then return bad_topic_key() end
+  local stream = base .. ':stream'
+  local before = args[1]
+  if before ~= '+' and not split_id(before) then return invalid('before must be an event id') end
+  local limit = tonumber(args[2]) or 20
+  trim_topic_for_read(base, stream)
+  local cursor = before == '+' and '+' or '(' .. before
+  local items = {}
+  for _, e in ipairs(redis.call('XREVRANGE', stream, cursor, '-', 'COUNT', limit + 1)) do
+    items[#items + 1] = {e[1], e[2][2]}
+  end
+  local next = ''
+  if #items > limit then
+    items[#items] = nil
+    next = items[#items][1]
+  end
+  return {next, items}
 end)
 
 -- FCALL_RO herald_version 0: proves the library is loaded, and which one:

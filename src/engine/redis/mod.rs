@@ -24,18 +24,18 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-pub use self::keys::user_base;
+pub use self::keys::{topic_base, user_base};
 use self::{
     library::{Occasion, Verdict},
     pubsub::PubSubHealth,
 };
 use super::{
     Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Reset, Retention,
-    StoredEntry, StreamStart,
+    StoredEntry, StreamStart, TopicPublished,
 };
 use crate::{
     config::Settings,
-    domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, UserId},
+    domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, TopicName, UserId},
     hub::{Hub, NodeTask, SubscriptionCommand},
 };
 
@@ -44,11 +44,11 @@ const LIBRARY_TEMPLATE: &str = include_str!("functions.lua");
 /// with every change to `functions.lua`. A node never replaces a library of
 /// a higher revision with its own (see [`library`]), so a node left on old
 /// code cannot put that code back under newer nodes.
-pub const LIBRARY_REVISION: u32 = 3;
+pub const LIBRARY_REVISION: u32 = 4;
 /// The first 8 hex digits of `functions.lua`'s SHA-1 at [`LIBRARY_REVISION`]:
 /// a test fails when the file changes and the revision does not.
 #[cfg(test)]
-const LIBRARY_HASH_AT_REVISION: &str = "d50c8dcb";
+const LIBRARY_HASH_AT_REVISION: &str = "e66ebc6d";
 
 #[derive(Clone)]
 pub struct RedisEngine {
@@ -85,6 +85,7 @@ pub fn library_source(settings: &Settings) -> (String, String) {
 /// lists.
 fn filled_library(settings: &Settings) -> (String, String, Vec<&'static str>) {
     let retention = Retention::from_settings(settings);
+    let topics = Retention::for_topics(settings);
     // (placeholder, config key, value)
     let numbers = [
         ("MAX_LEN", "history.max_len", retention.max_len.to_string()),
@@ -93,10 +94,16 @@ fn filled_library(settings: &Settings) -> (String, String, Vec<&'static str>) {
         ("MAX_TITLE", "limits.max_title_chars", settings.limits.max_title_chars.to_string()),
         ("MAX_BODY", "limits.max_body_chars", settings.limits.max_body_chars.to_string()),
         ("IDEM_TTL_MS", "publish.idempotency_window (ms)", retention.idempotency_window_ms.to_string()),
+        ("TOPIC_MAX_LEN", "topics.max_len", topics.max_len.to_string()),
+        ("TOPIC_MAX_AGE_MS", "topics.max_age (ms)", topics.max_age_ms.to_string()),
     ];
     // Follow from the settings above, so the version leaves them out.
-    let derived =
-        [("LEN_SLACK", retention.len_slack().to_string()), ("AGE_SLACK_MS", retention.age_slack_ms().to_string())];
+    let derived = [
+        ("LEN_SLACK", retention.len_slack().to_string()),
+        ("AGE_SLACK_MS", retention.age_slack_ms().to_string()),
+        ("TOPIC_LEN_SLACK", topics.len_slack().to_string()),
+        ("TOPIC_AGE_SLACK_MS", topics.age_slack_ms().to_string()),
+    ];
     // The revision first, so any node can tell older from newer. The
     // library's own hash too: nodes of one crate version built from
     // different library code (say, during a rolling upgrade between commits)
@@ -387,6 +394,73 @@ impl Engine for RedisEngine {
         let _: String = self.call(&cmd).await?;
         Ok(())
     }
+
+    async fn publish_topic(
+        &self,
+        topic: &TopicName,
+        notification: &StoredNotification,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<TopicPublished, EngineError> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("herald_publish_topic_detail")
+            .arg(1)
+            .arg(topic_base(topic))
+            .arg(&notification.json)
+            .arg(key.map(IdempotencyKey::as_str).unwrap_or(""));
+        let (id, duplicate): (String, i64) = self.call(&cmd).await?;
+        Ok(TopicPublished { id: parse_id(&id)?, duplicate: duplicate == 1 })
+    }
+
+    async fn read_topic_after(
+        &self,
+        topic: &TopicName,
+        after: EntryId,
+        limit: usize,
+    ) -> Result<HistoryPage, EngineError> {
+        let mut cmd = redis::cmd("FCALL_RO");
+        cmd.arg("herald_read_topic_page").arg(1).arg(topic_base(topic)).arg(after.to_string()).arg(limit);
+        let (reset, rows, newest): (i64, Vec<TopicRow>, String) = self.call(&cmd).await?;
+        let reset = match reset {
+            0 => None,
+            1 => Some(Reset::HistoryTrimmed),
+            _ => Some(Reset::CursorAhead { newest: parse_id(&newest)? }),
+        };
+        Ok(HistoryPage { reset, entries: topic_entries(rows)?, unread: 0 })
+    }
+
+    async fn topic_start(&self, topic: &TopicName) -> Result<EntryId, EngineError> {
+        let last: String =
+            self.call(redis::cmd("FCALL").arg("herald_topic_start").arg(1).arg(topic_base(topic))).await?;
+        parse_id(&last)
+    }
+
+    async fn list_topic(
+        &self,
+        topic: &TopicName,
+        before: Option<EntryId>,
+        limit: usize,
+    ) -> Result<ListPage, EngineError> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("herald_list_topic").arg(1).arg(topic_base(topic));
+        match before {
+            Some(before) => cmd.arg(before.to_string()),
+            None => cmd.arg("+"),
+        };
+        cmd.arg(limit);
+        let (next, rows): (String, Vec<TopicRow>) = self.call(&cmd).await?;
+        let next = if next.is_empty() { None } else { Some(parse_id(&next)?) };
+        Ok(ListPage { items: topic_entries(rows)?, unread: 0, next })
+    }
+}
+
+/// A topic's entry as its functions return it: id and JSON (bytes, as for
+/// [`EntryRow`]).
+type TopicRow = (String, Vec<u8>);
+
+fn topic_entries(rows: Vec<TopicRow>) -> Result<Vec<StoredEntry>, EngineError> {
+    rows.into_iter()
+        .map(|(id, body)| Ok(StoredEntry { id: parse_id(&id)?, body: lenient_utf8(body), read: false, clicked: false }))
+        .collect()
 }
 
 /// A history entry as the functions return it: id, JSON, read, clicked.
@@ -434,7 +508,10 @@ mod tests {
         let hash = &script.get_hash()[..8];
         assert_eq!(
             version,
-            format!("r{LIBRARY_REVISION}:{}+{hash}:200,2592000000,8192,200,2000,86400000", env!("CARGO_PKG_VERSION"))
+            format!(
+                "r{LIBRARY_REVISION}:{}+{hash}:200,2592000000,8192,200,2000,86400000,1000,604800000",
+                env!("CARGO_PKG_VERSION")
+            )
         );
         assert!(source.contains(&format!("local VERSION = '{version}'")));
         assert!(source.contains("local LEN_SLACK = 2\n"), "the slack follows max_len");

@@ -1,8 +1,9 @@
 //! The node's one pub/sub connection to Redis.
 //!
 //! It subscribes to the channel of every user the hub holds streams of, and
-//! hands each message to the hub as a typed live event, which the hub
-//! encodes once and queues for the user's streams. Subscription changes are batched: a burst of new
+//! of every topic those streams follow, and hands each message to the hub
+//! as a typed live event, which the hub encodes once and queues for the
+//! user's streams (or the topic's followers). Subscription changes are batched: a burst of new
 //! streams (a reconnect storm) becomes a few `SUBSCRIBE` calls with many
 //! channels, not one round trip each.
 //!
@@ -28,12 +29,12 @@ use futures_util::{Future, StreamExt};
 use redis::{Client, Msg, RedisResult, aio::PubSubSink};
 use tokio::sync::mpsc;
 
-use super::keys::{user_base, user_of_channel};
+use super::keys::{channel_name, topic_of_channel, user_of_channel};
 use crate::{
     clock::LastSeen,
-    domain::{InboxChange, LiveEvent, UserId},
+    domain::{EntryId, InboxChange, LiveEvent},
     engine::EngineError,
-    hub::{Hub, Subscribed, SubscriptionCommand},
+    hub::{Channel, Hub, Subscribed, SubscriptionCommand},
 };
 
 /// Most channels per SUBSCRIBE / UNSUBSCRIBE call.
@@ -100,13 +101,13 @@ pub fn task(
 /// Channels this node wants, and `ready` senders waiting for a subscription.
 #[derive(Default)]
 struct Wanted {
-    users: HashSet<UserId>,
-    /// Users whose wanted state changed since the last subscription change
-    /// was computed: the next change looks at these only, not at every
-    /// user (comparing the whole sets made each stream open cost O(streams),
-    /// most of the node's CPU while thousands of streams opened).
-    dirty: HashSet<UserId>,
-    waiting: Vec<(UserId, Arc<Subscribed>)>,
+    channels: HashSet<Channel>,
+    /// Channels whose wanted state changed since the last subscription
+    /// change was computed: the next change looks at these only, not at
+    /// every channel (comparing the whole sets made each stream open cost
+    /// O(streams), most of the node's CPU while thousands of streams opened).
+    dirty: HashSet<Channel>,
+    waiting: Vec<(Channel, Arc<Subscribed>)>,
     /// The length at which `waiting` is next pruned of flags no stream
     /// waits on any more (see [`Wanted::wait_for`]).
     prune_at: usize,
@@ -114,33 +115,33 @@ struct Wanted {
 
 impl Wanted {
     /// Applies a command while connected: the next subscription change
-    /// looks at its user.
+    /// looks at its channel.
     fn apply(&mut self, command: SubscriptionCommand) {
-        let user = match command {
-            SubscriptionCommand::Subscribe { user, ready } => {
-                self.users.insert(user.clone());
-                self.wait_for(user.clone(), ready);
-                user
+        let channel = match command {
+            SubscriptionCommand::Subscribe { channel, ready } => {
+                self.channels.insert(channel.clone());
+                self.wait_for(channel.clone(), ready);
+                channel
             }
-            SubscriptionCommand::Unsubscribe { user } => {
-                self.users.remove(&user);
-                user
+            SubscriptionCommand::Unsubscribe { channel } => {
+                self.channels.remove(&channel);
+                channel
             }
         };
-        self.dirty.insert(user);
+        self.dirty.insert(channel);
     }
 
     /// Applies a command while disconnected. Nothing is marked dirty: the
-    /// next connection subscribes every wanted user anyway, and a long
-    /// outage would otherwise remember every user that ever tried.
+    /// next connection subscribes every wanted channel anyway, and a long
+    /// outage would otherwise remember every channel that was ever tried.
     fn fold(&mut self, command: SubscriptionCommand) {
         match command {
-            SubscriptionCommand::Subscribe { user, ready } => {
-                self.users.insert(user.clone());
-                self.wait_for(user, ready);
+            SubscriptionCommand::Subscribe { channel, ready } => {
+                self.channels.insert(channel.clone());
+                self.wait_for(channel, ready);
             }
-            SubscriptionCommand::Unsubscribe { user } => {
-                self.users.remove(&user);
+            SubscriptionCommand::Unsubscribe { channel } => {
+                self.channels.remove(&channel);
             }
         }
     }
@@ -151,8 +152,8 @@ impl Wanted {
     /// dropped once `waiting` has doubled since the last pruning, so the
     /// work stays O(1) per command and the memory bounded by the users
     /// that still have streams, not by attempts.
-    fn wait_for(&mut self, user: UserId, ready: Arc<Subscribed>) {
-        self.waiting.push((user, ready));
+    fn wait_for(&mut self, channel: Channel, ready: Arc<Subscribed>) {
+        self.waiting.push((channel, ready));
         if self.waiting.len() >= self.prune_at.max(MIN_PRUNE) {
             self.waiting.retain(|(_, ready)| Arc::strong_count(ready) > 1);
             self.prune_at = 2 * self.waiting.len();
@@ -164,11 +165,11 @@ impl Wanted {
     }
 
     /// Tells every waiting stream whose channel is now subscribed.
-    fn confirm(&mut self, subscribed: &HashSet<UserId>, hub: &Hub) {
-        self.waiting.retain(|(user, ready)| {
-            if subscribed.contains(user) {
+    fn confirm(&mut self, subscribed: &HashSet<Channel>, hub: &Hub) {
+        self.waiting.retain(|(channel, ready)| {
+            if subscribed.contains(channel) {
                 ready.confirm();
-                hub.settle_subscription(user);
+                hub.settle_subscription(channel);
                 false
             } else {
                 // Kept until confirmed, unless its streams are all gone.
@@ -216,27 +217,27 @@ fn lost_while_serving(reason: String) -> Served {
 
 /// The next subscription change to make, as a future, if any: channels
 /// wanted but not subscribed, and subscribed but no longer wanted, among the
-/// users that changed (at most [`BATCH`] of each; the rest wait their turn).
-fn next_change(wanted: &mut Wanted, subscribed: &HashSet<UserId>, sink: &PubSubSink) -> Option<Inflight> {
+/// channels that changed (at most [`BATCH`] of each; the rest wait their turn).
+fn next_change(wanted: &mut Wanted, subscribed: &HashSet<Channel>, sink: &PubSubSink) -> Option<Inflight> {
     let (add, remove) = pending_change(wanted, subscribed)?;
     Some(Box::pin(change_subscriptions(sink.clone(), add, remove)))
 }
 
 /// Which channels to subscribe and unsubscribe next, or `None` if the
 /// subscriptions match what is wanted.
-fn pending_change(wanted: &mut Wanted, subscribed: &HashSet<UserId>) -> Option<(HashSet<UserId>, HashSet<UserId>)> {
+fn pending_change(wanted: &mut Wanted, subscribed: &HashSet<Channel>) -> Option<(HashSet<Channel>, HashSet<Channel>)> {
     let mut add = HashSet::new();
     let mut remove = HashSet::new();
-    let users = &wanted.users;
-    // Classified users leave `dirty`; once a batch is full the rest stay for
-    // the next change.
-    wanted.dirty.retain(|user| {
+    let channels = &wanted.channels;
+    // Classified channels leave `dirty`; once a batch is full the rest stay
+    // for the next change.
+    wanted.dirty.retain(|channel| {
         if add.len() == BATCH || remove.len() == BATCH {
             return true;
         }
-        match (users.contains(user), subscribed.contains(user)) {
-            (true, false) => add.insert(user.clone()),
-            (false, true) => remove.insert(user.clone()),
+        match (channels.contains(channel), subscribed.contains(channel)) {
+            (true, false) => add.insert(channel.clone()),
+            (false, true) => remove.insert(channel.clone()),
             _ => false,
         };
         false
@@ -247,7 +248,7 @@ fn pending_change(wanted: &mut Wanted, subscribed: &HashSet<UserId>) -> Option<(
     Some((add, remove))
 }
 
-type Inflight = Pin<Box<dyn Future<Output = (RedisResult<()>, HashSet<UserId>, HashSet<UserId>)> + Send>>;
+type Inflight = Pin<Box<dyn Future<Output = (RedisResult<()>, HashSet<Channel>, HashSet<Channel>)> + Send>>;
 
 impl PubSubTask {
     async fn run(mut self) {
@@ -266,7 +267,7 @@ impl PubSubTask {
                 }
             }
             // No subscription is dirty while disconnected: the next
-            // connection subscribes every wanted user.
+            // connection subscribes every wanted channel.
             self.wanted.dirty = HashSet::new();
             let jitter = Duration::from_millis(rand::random::<u64>() % 100);
             if !self.back_off(backoff + jitter).await {
@@ -320,12 +321,12 @@ impl PubSubTask {
         while let Ok(command) = commands.try_recv() {
             wanted.apply(command);
         }
-        let mut subscribed: HashSet<UserId> = HashSet::new();
+        let mut subscribed: HashSet<Channel> = HashSet::new();
         // Every wanted channel is subscribed below: nothing is left to change.
         wanted.dirty.clear();
-        let all: Vec<UserId> = wanted.users.iter().cloned().collect();
+        let all: Vec<Channel> = wanted.channels.iter().cloned().collect();
         for chunk in all.chunks(BATCH) {
-            if let Err(e) = sink.subscribe(chunk.iter().map(user_base).collect::<Vec<_>>()).await {
+            if let Err(e) = sink.subscribe(chunk.iter().map(channel_name).collect::<Vec<_>>()).await {
                 return lost(format!("resubscribe: {e}"));
             }
             subscribed.extend(chunk.iter().cloned());
@@ -368,7 +369,7 @@ impl PubSubTask {
                         return lost_while_serving(format!("subscribe: {e}"));
                     }
                     subscribed.extend(added);
-                    subscribed.retain(|u| !removed.contains(u));
+                    subscribed.retain(|c| !removed.contains(c));
                     wanted.confirm(&subscribed, hub);
                     // More may have changed meanwhile, or exceeded one batch.
                     inflight = next_change(wanted, &subscribed, &sink);
@@ -397,15 +398,15 @@ impl PubSubTask {
 
 async fn change_subscriptions(
     mut sink: PubSubSink,
-    subscribe: HashSet<UserId>,
-    unsubscribe: HashSet<UserId>,
-) -> (RedisResult<()>, HashSet<UserId>, HashSet<UserId>) {
+    subscribe: HashSet<Channel>,
+    unsubscribe: HashSet<Channel>,
+) -> (RedisResult<()>, HashSet<Channel>, HashSet<Channel>) {
     let result = async {
         if !unsubscribe.is_empty() {
-            sink.unsubscribe(unsubscribe.iter().map(user_base).collect::<Vec<_>>()).await?;
+            sink.unsubscribe(unsubscribe.iter().map(channel_name).collect::<Vec<_>>()).await?;
         }
         if !subscribe.is_empty() {
-            sink.subscribe(subscribe.iter().map(user_base).collect::<Vec<_>>()).await?;
+            sink.subscribe(subscribe.iter().map(channel_name).collect::<Vec<_>>()).await?;
         }
         Ok(())
     }
@@ -414,14 +415,23 @@ async fn change_subscriptions(
 }
 
 /// A message is `<kind> <id or -> <unread> <json>` (see `functions.lua`):
-/// `n` a notification, `r` read, `d` deleted.
+/// `n` a notification, `r` read, `d` deleted. A topic's channel carries
+/// notifications only, with no unread count (`n <id> 0 <json>`).
 fn deliver(hub: &Hub, message: &Msg) {
-    let Some(user) = user_of_channel(message.get_channel_name()) else { return };
-    match parse_live(message.get_payload_bytes()) {
-        Some(event) => {
-            hub.deliver(user, event);
+    let channel = message.get_channel_name();
+    let payload = message.get_payload_bytes();
+    let delivered = if let Some(user) = user_of_channel(channel) {
+        parse_live(payload).map(|event| hub.deliver(user, event))
+    } else if let Some(topic) = topic_of_channel(channel) {
+        match parse_live(payload) {
+            Some(LiveEvent::Notification { id, stored, .. }) => Some(hub.deliver_topic(topic, id, stored)),
+            _ => None,
         }
-        None => tracing::warn!(channel = message.get_channel_name(), "ignored a malformed pub/sub message"),
+    } else {
+        return;
+    };
+    if delivered.is_none() {
+        tracing::warn!(channel, "ignored a malformed pub/sub message");
     }
 }
 
@@ -432,18 +442,22 @@ fn parse_live(payload: &[u8]) -> Option<LiveEvent<'_>> {
     let unread = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let json = parts.next()?;
     match kind {
-        b"n" => Some(LiveEvent::Notification { id: std::str::from_utf8(id).ok()?.parse().ok()?, unread, stored: json }),
+        b"n" => Some(LiveEvent::Notification { id: parse_id(id)?, unread, stored: json }),
         b"r" => Some(LiveEvent::Change { change: InboxChange::Read, unread, payload: json }),
         b"d" => Some(LiveEvent::Change { change: InboxChange::Deleted, unread, payload: json }),
         _ => None,
     }
 }
 
+fn parse_id(id: &[u8]) -> Option<EntryId> {
+    std::str::from_utf8(id).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        domain::EntryId,
+        domain::UserId,
         hub::{HubCapacity, StreamQueue},
     };
 
@@ -487,36 +501,40 @@ mod tests {
             assert!(task.back_off(MAX_BACKOFF).await, "the hub is still there");
             let wanted = &task.wanted;
             assert!(task.commands.is_empty(), "round {round}: {} commands left queued", task.commands.len());
-            assert_eq!(wanted.users.len(), LIVE, "round {round}: only live users are wanted");
+            assert_eq!(wanted.channels.len(), LIVE, "round {round}: only live users are wanted");
             assert!(wanted.dirty.is_empty(), "round {round}: {} dirty; a reconnect subscribes all", wanted.dirty.len());
             assert!(wanted.waiting.len() <= bound, "round {round}: {} waiting", wanted.waiting.len());
             assert!(wanted.waiting.capacity() <= 2 * bound, "round {round}: room for {}", wanted.waiting.capacity());
         }
-        let waited: HashSet<&UserId> = task.wanted.waiting.iter().map(|(user, _)| user).collect();
-        let still: HashSet<&UserId> = live.iter().map(|(r, _)| &r.queue().user).collect();
+        let waited: HashSet<&Channel> = task.wanted.waiting.iter().map(|(channel, _)| channel).collect();
+        let still: Vec<Channel> = live.iter().map(|(r, _)| Channel::User(r.queue().user.clone())).collect();
+        let still: HashSet<&Channel> = still.iter().collect();
         // (Flags of gone streams may be left until the next pruning.)
         assert!(still.is_subset(&waited), "every stream still waiting is still waited for");
     }
 
-    fn subscribe(wanted: &mut Wanted, user: &str) {
-        let user = UserId::parse(user).unwrap();
-        wanted.apply(SubscriptionCommand::Subscribe { user, ready: Arc::new(Subscribed::default()) });
+    fn user(name: &str) -> Channel {
+        Channel::User(UserId::parse(name).unwrap())
+    }
+
+    fn subscribe(wanted: &mut Wanted, name: &str) {
+        wanted.apply(SubscriptionCommand::Subscribe { channel: user(name), ready: Arc::new(Subscribed::default()) });
     }
 
     #[test]
-    fn a_change_looks_only_at_users_that_changed() {
+    fn a_change_looks_only_at_channels_that_changed() {
         let mut wanted = Wanted::default();
-        let subscribed: HashSet<UserId> = (0..3).map(|i| UserId::parse(&format!("old{i}")).unwrap()).collect();
-        wanted.users = subscribed.clone();
+        let subscribed: HashSet<Channel> = (0..3).map(|i| user(&format!("old{i}"))).collect();
+        wanted.channels = subscribed.clone();
         subscribe(&mut wanted, "new");
-        wanted.apply(SubscriptionCommand::Unsubscribe { user: UserId::parse("old0").unwrap() });
+        wanted.apply(SubscriptionCommand::Unsubscribe { channel: user("old0") });
         let (add, remove) = pending_change(&mut wanted, &subscribed).expect("a change");
-        assert_eq!(add, HashSet::from([UserId::parse("new").unwrap()]));
-        assert_eq!(remove, HashSet::from([UserId::parse("old0").unwrap()]));
+        assert_eq!(add, HashSet::from([user("new")]));
+        assert_eq!(remove, HashSet::from([user("old0")]));
         assert!(pending_change(&mut wanted, &subscribed).is_none(), "each change is taken once");
 
         // Leaving and coming back before the change is made changes nothing.
-        wanted.apply(SubscriptionCommand::Unsubscribe { user: UserId::parse("old1").unwrap() });
+        wanted.apply(SubscriptionCommand::Unsubscribe { channel: user("old1") });
         subscribe(&mut wanted, "old1");
         assert!(pending_change(&mut wanted, &subscribed).is_none());
     }
@@ -534,7 +552,7 @@ mod tests {
         let (rest, _) = pending_change(&mut wanted, &subscribed).unwrap();
         assert_eq!(rest.len(), 5);
         subscribed.extend(rest);
-        assert_eq!(subscribed, wanted.users);
+        assert_eq!(subscribed, wanted.channels);
         assert!(pending_change(&mut wanted, &subscribed).is_none());
     }
 
