@@ -277,23 +277,9 @@ impl Engine for MemoryEngine {
 
     async fn read_after(&self, user: &UserId, after: EntryId, limit: usize) -> Result<HistoryPage, EngineError> {
         let users = self.users();
-        let Some(inbox) = users.inboxes.get(user) else {
-            // Nothing was ever given (or the user was pruned): any cursor
-            // but the zero one is ahead, as for a Redis inbox that is gone.
-            let reset = (after > EntryId::ZERO).then_some(Reset::CursorAhead { newest: EntryId::ZERO });
-            return Ok(HistoryPage { reset, ..HistoryPage::default() });
-        };
-        let trimmed = inbox.trimmed_up_to.is_some_and(|t| after < t);
-        let start = if trimmed { 0 } else { inbox.entries.partition_point(|e| e.id <= after) };
-        let entries: Vec<StoredEntry> = inbox.entries.iter().skip(start).take(limit).cloned().collect();
-        let reset = if trimmed {
-            Some(Reset::HistoryTrimmed)
-        } else if entries.is_empty() && after > inbox.last_id {
-            Some(Reset::CursorAhead { newest: inbox.last_id })
-        } else {
-            None
-        };
-        Ok(HistoryPage { reset, entries, unread: inbox.unread })
+        let Some(inbox) = users.inboxes.get(user) else { return Ok(page_after(None, after, limit)) };
+        let page = page_after(Some((&inbox.entries, inbox.last_id, inbox.trimmed_up_to)), after, limit);
+        Ok(HistoryPage { unread: inbox.unread, ..page })
     }
 
     async fn stream_start(&self, user: &UserId) -> Result<StreamStart, EngineError> {
@@ -462,21 +448,8 @@ impl Engine for MemoryEngine {
         limit: usize,
     ) -> Result<HistoryPage, EngineError> {
         let users = self.users();
-        let Some(log) = users.topics.get(topic) else {
-            let reset = (after > EntryId::ZERO).then_some(Reset::CursorAhead { newest: EntryId::ZERO });
-            return Ok(HistoryPage { reset, ..HistoryPage::default() });
-        };
-        let trimmed = log.trimmed_up_to.is_some_and(|t| after < t);
-        let start = if trimmed { 0 } else { log.entries.partition_point(|e| e.id <= after) };
-        let entries: Vec<StoredEntry> = log.entries.iter().skip(start).take(limit).cloned().collect();
-        let reset = if trimmed {
-            Some(Reset::HistoryTrimmed)
-        } else if entries.is_empty() && after > log.last_id {
-            Some(Reset::CursorAhead { newest: log.last_id })
-        } else {
-            None
-        };
-        Ok(HistoryPage { reset, entries, unread: 0 })
+        let log = users.topics.get(topic);
+        Ok(page_after(log.map(|l| (&l.entries, l.last_id, l.trimmed_up_to)), after, limit))
     }
 
     async fn topic_start(&self, topic: &TopicName) -> Result<EntryId, EngineError> {
@@ -503,6 +476,33 @@ impl Engine for MemoryEngine {
         });
         Ok(ListPage { items, unread: 0, next: next.flatten() })
     }
+}
+
+/// Up to `limit` entries after `after` of a history (its entries, newest id
+/// ever given, newest id trimmed), with the `reset` a replay from there
+/// needs; `unread` 0. `None` is a history that does not exist (never
+/// written, or pruned): any cursor but the zero one is ahead of it, as for
+/// a Redis stream that is gone. Inboxes and topics replay alike.
+fn page_after(
+    history: Option<(&VecDeque<StoredEntry>, EntryId, Option<EntryId>)>,
+    after: EntryId,
+    limit: usize,
+) -> HistoryPage {
+    let Some((kept, last_id, trimmed_up_to)) = history else {
+        let reset = (after > EntryId::ZERO).then_some(Reset::CursorAhead { newest: EntryId::ZERO });
+        return HistoryPage { reset, ..HistoryPage::default() };
+    };
+    let trimmed = trimmed_up_to.is_some_and(|t| after < t);
+    let start = if trimmed { 0 } else { kept.partition_point(|e| e.id <= after) };
+    let entries: Vec<StoredEntry> = kept.iter().skip(start).take(limit).cloned().collect();
+    let reset = if trimmed {
+        Some(Reset::HistoryTrimmed)
+    } else if entries.is_empty() && after > last_id {
+        Some(Reset::CursorAhead { newest: last_id })
+    } else {
+        None
+    };
+    HistoryPage { reset, entries, unread: 0 }
 }
 
 /// `{"ids":["1-0",...]}`, the payload of `read` and `deleted`.
