@@ -9,8 +9,8 @@ use herald::auth::{Claims, mint_claims};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Engine, Node, RedisServer, SECRET, SseEvent, SseStream, TestApp, UserApi, notification, publisher_token,
-    unique_user,
+    Engine, HeraldProcess, Node, RedisServer, SECRET, SseEvent, SseStream, TestApp, UserApi, notification,
+    publisher_token, unique_user,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -33,7 +33,7 @@ fn token_with_topics(user: &str, topics: &[&str]) -> String {
     mint_claims(SECRET, &claims).unwrap()
 }
 
-async fn open(app: &TestApp, token: &str, topics: &str, cursor: Option<&str>) -> Result<SseStream, String> {
+async fn open(app: &impl Node, token: &str, topics: &str, cursor: Option<&str>) -> Result<SseStream, String> {
     let mut request = reqwest::Client::new().get(app.url("/v1/events")).bearer_auth(token);
     if !topics.is_empty() {
         request = request.query(&[("topics", topics)]);
@@ -408,4 +408,39 @@ async fn reconnecting_while_all_parts_publish_loses_and_repeats_nothing(engine: 
         assert_eq!(seen.len(), TOTAL / 3, "{part}: nothing lost");
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{part} in order: {seen:?}");
     }
+}
+
+/// A stream of the inbox and two topics on a node that is `SIGKILL`ed
+/// resumes on another node with its cursor: what each part missed meanwhile
+/// arrives once, each part in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_three_parts_resumes_on_another_node_after_a_sigkill() {
+    let redis = RedisServer::start();
+    let engine = Engine::Redis(redis.url());
+    let env = [("HERALD__TOPICS__PUBLIC", "news,status")];
+    let mut a = HeraldProcess::start_with(&engine, &[], &env).await;
+    let b = HeraldProcess::start_with(&engine, &[], &env).await;
+    let mo = unique_user("mo");
+    let token = token_with_topics(&mo, &[]);
+    let mut stream = open(&a, &token, "news,status", None).await.unwrap();
+    b.publish(&[&mo], notification("inbox 0")).await;
+    publish_topic(&b, "news", "news 0").await;
+    publish_topic(&b, "status", "status 0").await;
+    let seen = stream.notifications(3, WAIT).await;
+    let cursor = seen.last().unwrap().id.clone().unwrap();
+    a.kill();
+    let mut missed = Vec::new();
+    for i in 1..=4 {
+        b.publish(&[&mo], notification(&format!("inbox {i}"))).await;
+        publish_topic(&b, "news", &format!("news {i}")).await;
+        publish_topic(&b, "status", &format!("status {i}")).await;
+        missed.extend([format!("inbox {i}"), format!("news {i}"), format!("status {i}")]);
+    }
+    let mut resumed = open(&b, &token, "news,status", Some(&cursor)).await.unwrap();
+    let got = titles(&resumed.notifications(missed.len(), WAIT).await);
+    for part in ["inbox", "news", "status"] {
+        let of = |list: &[String]| list.iter().filter(|t| t.starts_with(part)).cloned().collect::<Vec<_>>();
+        assert_eq!(of(&got), of(&missed), "{part}: once each, in order");
+    }
+    resumed.assert_no_notification(Duration::from_millis(300)).await;
 }
