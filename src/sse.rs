@@ -68,8 +68,9 @@ struct Followed {
     /// Dropped with the body: the stream leaves its topics' followers.
     _following: Following,
     topics: Vec<TopicName>,
-    /// Each topic's position, in the cursor's form (tag, last id sent).
-    positions: Vec<(TopicTag, EntryId)>,
+    /// Each topic's position (tag, last id sent), in `topics`' order; its
+    /// `inbox` is set from [`SseBody::last_id`] whenever it is written.
+    cursor: Cursor,
 }
 
 /// One part of a replay: the inbox (part 0) or a topic (part `n`).
@@ -136,7 +137,8 @@ impl SseBody {
                 replay_from.push(resume);
                 list.push(name);
             }
-            Box::new(Followed { _following: topics.following, topics: list, positions })
+            let cursor = Cursor { inbox: last_id, topics: positions };
+            Box::new(Followed { _following: topics.following, topics: list, cursor })
         });
         let mut prelude = Vec::with_capacity(80);
         frame::retry(&mut prelude, opening.retry);
@@ -151,7 +153,12 @@ impl SseBody {
             keep_alive: opening.keep_alive,
             done: false,
         };
-        frame::write_opening_unread(&mut prelude, &body.cursor(), opening.start.unread);
+        // The opening `unread` carries the cursor the stream starts from as
+        // its `id:`: a client that gets nothing else before a disconnect
+        // still resumes from there, instead of reconnecting without
+        // `Last-Event-ID` and missing what was published meanwhile.
+        body.write_cursor_id(&mut prelude);
+        frame::write_unread(&mut prelude, opening.start.unread);
         body.prelude = Some(prelude.into());
         if replay_from.iter().any(Option::is_some) {
             body.start_replay(&replay_from);
@@ -159,9 +166,17 @@ impl SseBody {
         body
     }
 
-    /// The stream's cursor now: what a client resuming from here sends.
-    fn cursor(&self) -> Cursor {
-        Cursor { inbox: self.last_id, topics: self.followed.as_ref().map(|f| f.positions.clone()).unwrap_or_default() }
+    /// Writes the `id:` line of the stream's cursor now (what a client
+    /// resuming from here sends): the inbox id alone, or the composite of
+    /// every position. Nothing is allocated per event for it.
+    fn write_cursor_id(&mut self, out: &mut Vec<u8>) {
+        match &mut self.followed {
+            Some(followed) => {
+                followed.cursor.inbox = self.last_id;
+                frame::write_id(out, &followed.cursor);
+            }
+            None => frame::write_id(out, &Cursor::inbox_only(self.last_id)),
+        }
     }
 
     /// Starts a replay of every part with a resume point in `from` (part 0
@@ -184,7 +199,7 @@ impl SseBody {
     fn resync(&mut self) {
         let mut from = vec![Some(self.last_id)];
         if let Some(followed) = &self.followed {
-            from.extend(followed.positions.iter().map(|(_, id)| Some(*id)));
+            from.extend(followed.cursor.topics.iter().map(|(_, id)| Some(*id)));
         }
         self.start_replay(&from);
     }
@@ -270,25 +285,25 @@ impl SseBody {
     fn position(&self, part: usize) -> EntryId {
         match part {
             0 => self.last_id,
-            n => self.followed.as_ref().expect("topics").positions[n - 1].1,
+            n => self.followed.as_ref().expect("topics").cursor.topics[n - 1].1,
         }
     }
 
     fn set_position(&mut self, part: usize, id: EntryId) {
         match part {
             0 => self.last_id = id,
-            n => self.followed.as_mut().expect("topics").positions[n - 1].1 = id,
+            n => self.followed.as_mut().expect("topics").cursor.topics[n - 1].1 = id,
         }
     }
 
     /// A replayed entry, with its `id:` (the composite cursor when the
     /// stream follows topics; positions are already moved past it).
-    fn write_entry(&self, part: usize, entry: &StoredEntry, out: &mut Vec<u8>) {
+    fn write_entry(&mut self, part: usize, entry: &StoredEntry, out: &mut Vec<u8>) {
         let body = entry.body.as_bytes();
         if self.followed.is_none() {
             return frame::write_notification(out, entry.id, body, entry.read, entry.clicked);
         }
-        frame::write_id(out, &self.cursor());
+        self.write_cursor_id(out);
         if part == 0 {
             frame::write_inbox_event(out, entry.id, body, entry.read, entry.clicked);
         } else {
@@ -312,7 +327,7 @@ impl SseBody {
         }
         let rest = frame.without_id();
         let mut out = Vec::with_capacity(rest.len() + 160);
-        frame::write_id(&mut out, &self.cursor());
+        self.write_cursor_id(&mut out);
         out.extend_from_slice(&rest);
         Some(out.into())
     }

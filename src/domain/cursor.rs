@@ -114,7 +114,9 @@ impl Cursor {
         if self.topics.is_empty() {
             return self.inbox.write_to(out);
         }
-        let mut raw = Vec::with_capacity(16 + 12 * self.topics.len());
+        // On the stack for up to ten topics: written for every event of a
+        // stream that follows topics.
+        let mut raw: smallvec::SmallVec<[u8; 160]> = smallvec::SmallVec::new();
         raw.push(VERSION);
         write_varint(&mut raw, self.inbox.ms);
         write_varint(&mut raw, self.inbox.seq);
@@ -177,12 +179,12 @@ impl Reader<'_> {
     }
 }
 
-fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+fn write_varint(out: &mut impl Extend<u8>, mut value: u64) {
     while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
+        out.extend([(value as u8 & 0x7f) | 0x80]);
         value >>= 7;
     }
-    out.push(value as u8);
+    out.extend([value as u8]);
 }
 
 fn zigzag(n: i64) -> u64 {

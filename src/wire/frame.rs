@@ -131,15 +131,6 @@ pub fn write_id(out: &mut Vec<u8>, cursor: &Cursor) {
     out.push(b'\n');
 }
 
-/// The stream's opening `unread`, carrying the cursor the stream starts from
-/// as its `id:`: a client that gets nothing else before a disconnect still
-/// resumes from there, instead of reconnecting without `Last-Event-ID` and
-/// missing what was published meanwhile.
-pub fn write_opening_unread(out: &mut Vec<u8>, cursor: &Cursor, count: u64) {
-    write_id(out, cursor);
-    write_unread(out, count);
-}
-
 pub fn write_unread(out: &mut Vec<u8>, count: u64) {
     out.extend_from_slice(b"event: unread\ndata: {\"count\":");
     out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
