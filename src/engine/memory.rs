@@ -74,19 +74,27 @@ impl TopicLog {
         self.last_id
     }
 
-    /// The inbox's batched rule (see [`Retention::len_slack`]).
+    /// The inboxes' batched rule.
     fn trim(&mut self, retention: &Retention, now_ms: u64) {
-        if self.entries.len() as u64 > retention.max_len + retention.len_slack() {
-            while self.entries.len() as u64 > retention.max_len {
-                self.trimmed_up_to = self.entries.pop_front().map(|e| e.id);
-            }
+        trim(&mut self.entries, retention, now_ms, |e| self.trimmed_up_to = Some(e.id));
+    }
+}
+
+/// Retention's batched rule (see [`Retention::len_slack`]) over a history,
+/// oldest first; `removed` is told of each entry taken off the front. The
+/// Redis engine applies it from a mark that may be early, so it may remove
+/// an expired entry sooner than this, within the slack.
+fn trim(entries: &mut VecDeque<StoredEntry>, retention: &Retention, now_ms: u64, mut removed: impl FnMut(StoredEntry)) {
+    if entries.len() as u64 > retention.max_len + retention.len_slack() {
+        while entries.len() as u64 > retention.max_len {
+            removed(entries.pop_front().expect("longer than max_len"));
         }
-        let cutoff = now_ms.saturating_sub(retention.max_age_ms);
-        let due = cutoff.saturating_sub(retention.age_slack_ms());
-        if self.entries.front().is_some_and(|e| e.id.ms < due) {
-            while self.entries.front().is_some_and(|e| e.id.ms < cutoff) {
-                self.trimmed_up_to = self.entries.pop_front().map(|e| e.id);
-            }
+    }
+    let cutoff = now_ms.saturating_sub(retention.max_age_ms);
+    let due = cutoff.saturating_sub(retention.age_slack_ms());
+    if entries.front().is_some_and(|e| e.id.ms < due) {
+        while entries.front().is_some_and(|e| e.id.ms < cutoff) {
+            removed(entries.pop_front().expect("a front was seen"));
         }
     }
 }
@@ -136,31 +144,15 @@ impl Inbox {
         changed
     }
 
-    fn remove_front(&mut self) {
-        if let Some(e) = self.entries.pop_front() {
-            if !e.read {
-                self.unread -= 1;
-            }
-            self.trimmed_up_to = Some(e.id);
-        }
-    }
-
-    /// Retention's batched rule (see [`Retention::len_slack`]). The Redis
-    /// engine applies it from a mark that may be early, so it may remove an
-    /// expired entry sooner than this, within the slack.
+    /// The batched rule ([`trim`]), keeping the unread count in step.
     fn trim(&mut self, retention: &Retention, now_ms: u64) {
-        if self.entries.len() as u64 > retention.max_len + retention.len_slack() {
-            while self.entries.len() as u64 > retention.max_len {
-                self.remove_front();
+        let Inbox { entries, unread, trimmed_up_to, .. } = self;
+        trim(entries, retention, now_ms, |e| {
+            if !e.read {
+                *unread -= 1;
             }
-        }
-        let cutoff = now_ms.saturating_sub(retention.max_age_ms);
-        let due = cutoff.saturating_sub(retention.age_slack_ms());
-        if self.entries.front().is_some_and(|e| e.id.ms < due) {
-            while self.entries.front().is_some_and(|e| e.id.ms < cutoff) {
-                self.remove_front();
-            }
-        }
+            *trimmed_up_to = Some(e.id);
+        });
     }
 }
 
