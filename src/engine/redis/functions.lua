@@ -575,41 +575,46 @@ local function last_generated(inbox)
   return '0-0'
 end
 
--- FCALL_RO herald_read_page 1 <base> <after id> <count>
--- Returns {reset, {{id, json, read (0/1), clicked (0/1)}, ...}, unread, newest}:
--- reset 0 none, 1 history trimmed after the cursor (the page starts at the
--- oldest entry), 2 cursor ahead of every id given (the page is empty and
--- `newest` is the inbox's newest id; otherwise newest is '').
-redis.register_function{function_name = 'herald_read_page', flags = {'no-writes'}, callback = function(keys, args)
-  local base = user_base(keys)
-  if not base then return invalid('key must be herald:{u:<user>}') end
-  local inbox = base .. ':inbox'
-  local after = args[1]
-  if not split_id(after) then return invalid('cursor must be <ms>-<seq>') end
-  local count = tonumber(args[2]) or 100
-  local start = '(' .. after
-  local reset = 0
+-- Up to `count` entries of `stream` after `after`, for a replay, and the
+-- reset the cursor needs: returns reset (0 none; 1 history trimmed after
+-- the cursor, so the entries start at the oldest kept; 2 the cursor is
+-- ahead of every id the stream gave), the entries as XRANGE returns them,
+-- and `newest` (the stream's newest id when reset is 2, else '').
+local function replay_page(base, stream, after, count)
+  local start, reset = '(' .. after, 0
   local trimmed = redis.call('GET', base .. ':trimmed')
   if trimmed and id_before(after, trimmed) then
-    reset = 1
-    start = '-'
+    reset, start = 1, '-'
   end
-  local w = read_watermark(base)
-  local page = {}
-  for _, e in ipairs(redis.call('XRANGE', inbox, start, '+', 'COUNT', count)) do
-    local id = e[1]
-    page[#page + 1] = {id, e[2][2], read_flag(base, w, id), redis.call('SISMEMBER', base .. ':clicked', id)}
-  end
+  local entries = redis.call('XRANGE', stream, start, '+', 'COUNT', count)
   local newest = ''
-  if #page == 0 and reset == 0 then
+  if #entries == 0 and reset == 0 then
     -- A caught-up client's cursor is the newest entry: one XREVRANGE tells.
-    local head = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)[1]
+    local head = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
     if not head or id_before(head[1], after) then
-      local last = last_generated(inbox)
+      local last = last_generated(stream)
       if id_before(last, after) then
         reset, newest = 2, last
       end
     end
+  end
+  return reset, entries, newest
+end
+
+-- FCALL_RO herald_read_page 1 <base> <after id> <count>
+-- Returns {reset, {{id, json, read (0/1), clicked (0/1)}, ...}, unread, newest},
+-- reset and newest as replay_page gives them.
+redis.register_function{function_name = 'herald_read_page', flags = {'no-writes'}, callback = function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local after = args[1]
+  if not split_id(after) then return invalid('cursor must be <ms>-<seq>') end
+  local reset, entries, newest = replay_page(base, base .. ':inbox', after, tonumber(args[2]) or 100)
+  local w = read_watermark(base)
+  local page = {}
+  for _, e in ipairs(entries) do
+    local id = e[1]
+    page[#page + 1] = {id, e[2][2], read_flag(base, w, id), redis.call('SISMEMBER', base .. ':clicked', id)}
   end
   return {reset, page, unread_count(base, w), newest}
 end}
@@ -949,31 +954,11 @@ end)
 redis.register_function{function_name = 'herald_read_topic_page', flags = {'no-writes'}, callback = function(keys, args)
   local base = topic_base(keys)
   if not base then return bad_topic_key() end
-  local stream = base .. ':stream'
   local after = args[1]
   if not split_id(after) then return invalid('cursor must be <ms>-<seq>') end
-  local count = tonumber(args[2]) or 100
-  local start = '(' .. after
-  local reset = 0
-  local trimmed = redis.call('GET', base .. ':trimmed')
-  if trimmed and id_before(after, trimmed) then
-    reset = 1
-    start = '-'
-  end
+  local reset, entries, newest = replay_page(base, base .. ':stream', after, tonumber(args[2]) or 100)
   local page = {}
-  for _, e in ipairs(redis.call('XRANGE', stream, start, '+', 'COUNT', count)) do
-    page[#page + 1] = {e[1], e[2][2]}
-  end
-  local newest = ''
-  if #page == 0 and reset == 0 then
-    local head = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
-    if not head or id_before(head[1], after) then
-      local last = last_generated(stream)
-      if id_before(last, after) then
-        reset, newest = 2, last
-      end
-    end
-  end
+  for i, e in ipairs(entries) do page[i] = {e[1], e[2][2]} end
   return {reset, page, newest}
 end}
 
