@@ -38,7 +38,7 @@ fn cursor(req: &HttpRequest) -> Result<Option<Cursor>, ApiError> {
 
 /// The topics the stream asks for, in the order asked, each allowed to
 /// this user: by the token's `topics` claim or by `topics.public`.
-pub fn requested_topics(req: &HttpRequest, identity: &Identity, state: &AppState) -> Result<Vec<TopicName>, ApiError> {
+fn requested_topics(req: &HttpRequest, identity: &Identity, state: &AppState) -> Result<Vec<TopicName>, ApiError> {
     let Some(raw) = query_param(req.query_string(), "topics") else { return Ok(Vec::new()) };
     let mut topics: Vec<TopicName> = Vec::new();
     for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
