@@ -26,6 +26,10 @@ impl SeqSet {
         fresh
     }
 
+    pub fn contains(&self, seq: u32) -> bool {
+        self.words.get(seq as usize / 64).is_some_and(|w| w & (1u64 << (seq % 64)) != 0)
+    }
+
     pub fn len(&self) -> u64 {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
     }
@@ -94,6 +98,16 @@ pub enum StreamState {
 struct UserBook {
     /// Sequence numbers whose publish the server acknowledged.
     acked: SeqSet,
+    /// Per sequence number: when it was due and when its last stream got it.
+    arrivals: Vec<Arrival>,
+}
+
+/// One notification's spread over the streams that got it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Arrival {
+    due_us: u64,
+    /// The latest first receipt on any stream; 0 while none got it.
+    last_us: u64,
 }
 
 #[derive(Debug)]
@@ -331,6 +345,13 @@ impl Ledger {
         } else {
             book.max_seq = r.seq;
         }
+        let arrivals = &mut self.users[book.user as usize].arrivals;
+        if arrivals.len() <= r.seq as usize {
+            arrivals.resize(r.seq as usize + 1, Arrival::default());
+        }
+        let arrival = &mut arrivals[r.seq as usize];
+        arrival.due_us = r.due_us;
+        arrival.last_us = arrival.last_us.max(r.received_us);
         let latency = micros(r.received_us.saturating_sub(r.sent_us));
         let l = &mut self.latencies;
         l.from_send.push(latency);
@@ -378,6 +399,23 @@ impl Ledger {
         }
         t.delivered = t.expected - t.lost;
         t
+    }
+
+    /// Per acknowledged notification that reached any stream: from its
+    /// scheduled send until the last stream of its user got it (in a
+    /// broadcast, the time to the last follower). From the schedule, so a
+    /// publish that waited behind a slow one counts its wait. Loss is
+    /// counted apart, in the tally.
+    pub fn to_last_stream(&self) -> Vec<u32> {
+        let mut spreads = Vec::new();
+        for user in &self.users {
+            for (seq, arrival) in user.arrivals.iter().enumerate() {
+                if arrival.last_us > 0 && user.acked.contains(seq as u32) {
+                    spreads.push(micros(arrival.last_us.saturating_sub(arrival.due_us)));
+                }
+            }
+        }
+        spreads
     }
 
     pub fn take_latencies(&mut self) -> Latencies {
@@ -491,6 +529,21 @@ mod tests {
         assert_eq!(l.outstanding(), 0, "a closed stream is not waited for");
         let t = l.tally();
         assert_eq!((t.lost, t.lost_on_closed_streams, t.streams_closed_early), (1, 1, 1));
+    }
+
+    #[test]
+    fn the_time_to_the_last_stream_is_per_notification() {
+        let mut l = ledger();
+        l.acked(0, 1);
+        l.acked(0, 2);
+        l.received(0, receipt(0, 1, 100));
+        l.received(1, receipt(0, 1, 700));
+        l.received(1, receipt(0, 1, 900)); // a duplicate does not move it
+        l.received(0, receipt(0, 2, 50));
+        l.received(2, receipt(1, 1, 5)); // received, never acked: left out
+        let mut spreads = l.to_last_stream();
+        spreads.sort_unstable();
+        assert_eq!(spreads, [60, 710], "from the due time, 10 µs before the send");
     }
 
     #[test]

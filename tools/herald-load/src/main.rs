@@ -3,9 +3,11 @@
 //! `herald-load run` opens many SSE streams to one Herald node, publishes at a
 //! steady rate to random users (over HTTP or `FCALL herald_publish`), and
 //! checks that every notification reached every stream of its user exactly
-//! once and in order, with its publish-to-receipt latency. It samples the
-//! server's memory and CPU from `/proc`. `herald-load summarize` takes the
-//! JSON lines of repeated runs and prints their medians.
+//! once and in order, with its publish-to-receipt latency. With `--topic` it
+//! broadcasts instead: every stream follows one topic, every publish goes to
+//! it, and the report adds the time until the last follower had each message.
+//! It samples the server's memory and CPU from `/proc`. `herald-load
+//! summarize` takes the JSON lines of repeated runs and prints their medians.
 //!
 //! Only servers on this machine are loaded: every address must be loopback.
 //!
@@ -112,6 +114,13 @@ pub struct RunArgs {
     /// Streams per user (users = streams / this, rounded up).
     #[arg(long, default_value_t = 1)]
     pub streams_per_user: usize,
+    /// Broadcast: every stream (each of its own user) follows this topic and
+    /// every publish goes to it. Herald: `?topics=<name>` with a token whose
+    /// `topics` claim grants it, publishes `"to":{"topic":..}` or `FCALL
+    /// herald_publish_topic`; Nchan: one channel, `/sub/<name>` and
+    /// `/pub/<name>`. Publishes go out one at a time, in order, on one lane.
+    #[arg(long, conflicts_with = "streams_per_user")]
+    pub topic: Option<String>,
     /// Users are named <prefix><index>.
     #[arg(long, default_value = "load-")]
     pub user_prefix: String,

@@ -47,6 +47,11 @@ impl Process {
 
 impl Sample {
     /// CPU used between two samples, in percent of one core.
+    /// CPU time the process used since `earlier`, in seconds.
+    pub fn cpu_seconds_since(&self, earlier: &Sample) -> f64 {
+        self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64 / TICKS_PER_SECOND
+    }
+
     pub fn cpu_percent_since(&self, earlier: &Sample) -> f64 {
         let seconds = self.at.duration_since(earlier.at).as_secs_f64();
         if seconds <= 0.0 {

@@ -9,6 +9,9 @@
 //!
 //! A lane is one keep-alive HTTP connection, or one in-flight `FCALL` on the
 //! shared multiplexed Redis connection (lanes pipeline on it).
+//!
+//! A broadcast (`--topic`) has one publishing "user", the topic, so its
+//! publishes go out one at a time on one lane, in sequence order.
 
 use std::{
     net::SocketAddr,
@@ -63,6 +66,8 @@ pub struct PublishPlan {
     pub users: u32,
     pub lanes: usize,
     pub user_prefix: String,
+    /// Broadcast: every publish goes to this topic (`users` is 1).
+    pub topic: Option<String>,
     pub run_id: u32,
     pub seed: u64,
     /// Lanes still busy this long after the schedule ended are abandoned.
@@ -87,6 +92,7 @@ pub async fn run(plan: &PublishPlan, sink: Sink, ledger: &Arc<Mutex<Ledger>>) ->
     let mut tasks = JoinSet::new();
     let shared = Arc::new(LaneShared {
         user_prefix: plan.user_prefix.clone(),
+        topic: plan.topic.clone(),
         run_id: plan.run_id,
         lanes,
         ledger: ledger.clone(),
@@ -146,6 +152,7 @@ pub async fn run(plan: &PublishPlan, sink: Sink, ledger: &Arc<Mutex<Ledger>>) ->
 
 struct LaneShared {
     user_prefix: String,
+    topic: Option<String>,
     run_id: u32,
     lanes: usize,
     ledger: Arc<Mutex<Ledger>>,
@@ -190,11 +197,14 @@ impl Lane {
         let auth = format!("Authorization: Bearer {token}\r\n");
         while let Some(job) = jobs.recv().await {
             let (user, seq) = (job.user, self.take_seq(job.user));
-            let body = format!(
-                r#"{{"to":{{"users":["{}{user}"]}},"notification":{}}}"#,
-                self.shared.user_prefix,
-                self.notification(&job, seq)
-            );
+            let notification = self.notification(&job, seq);
+            let body = match &self.shared.topic {
+                Some(topic) => format!(r#"{{"to":{{"topic":"{topic}"}},"notification":{notification}}}"#),
+                None => format!(
+                    r#"{{"to":{{"users":["{}{user}"]}},"notification":{notification}}}"#,
+                    self.shared.user_prefix
+                ),
+            };
             let result = post(&mut conn, addr, "/v1/publish", &auth, &body, |status| status == 202).await;
             self.settle(user, seq, result);
         }
@@ -205,7 +215,10 @@ impl Lane {
         let mut conn: Option<HttpConn> = None;
         while let Some(job) = jobs.recv().await {
             let (user, seq) = (job.user, self.take_seq(job.user));
-            let path = format!("/pub/{}{user}", self.shared.user_prefix);
+            let path = match &self.shared.topic {
+                Some(topic) => format!("/pub/{topic}"),
+                None => format!("/pub/{}{user}", self.shared.user_prefix),
+            };
             let body = self.notification(&job, seq);
             let result = post(&mut conn, addr, &path, "", &body, |status| (200..=202).contains(&status)).await;
             self.settle(user, seq, result);
@@ -215,9 +228,12 @@ impl Lane {
     async fn redis(mut self, mut jobs: mpsc::Receiver<Job>, mut conn: redis::aio::MultiplexedConnection) {
         while let Some(job) = jobs.recv().await {
             let (user, seq) = (job.user, self.take_seq(job.user));
-            let key = format!("herald:{{u:{}{user}}}", self.shared.user_prefix);
+            let (function, key) = match &self.shared.topic {
+                Some(topic) => ("herald_publish_topic", format!("herald:{{t:{topic}}}")),
+                None => ("herald_publish", format!("herald:{{u:{}{user}}}", self.shared.user_prefix)),
+            };
             let mut cmd = redis::cmd("FCALL");
-            cmd.arg("herald_publish").arg(1).arg(key).arg(self.notification(&job, seq));
+            cmd.arg(function).arg(1).arg(key).arg(self.notification(&job, seq));
             let result = match timeout(PUBLISH_TIMEOUT, cmd.query_async::<String>(&mut conn)).await {
                 Ok(Ok(_id)) => Ok(()),
                 Ok(Err(e)) => Err(format!("redis: {}", e.code().unwrap_or("io error"))),

@@ -28,6 +28,9 @@ pub struct ProcessFigures {
     pub cpu_idle_pct: Option<f64>,
     /// While publishing.
     pub cpu_publish_pct: Option<f64>,
+    /// CPU seconds from the first publish until every delivery arrived (or
+    /// the grace period ran out): what delivering the run's publishes cost.
+    pub cpu_delivering_s: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,9 @@ pub struct Measures {
     pub latency: Percentiles,
     /// From the scheduled send (see `Latencies::from_schedule`).
     pub latency_from_schedule: Percentiles,
+    /// Per notification, from its scheduled send until the last stream of
+    /// its user had it: in a broadcast, the time to the last follower.
+    pub to_last_stream: Percentiles,
     pub timeline: Vec<Second>,
 }
 
@@ -63,6 +69,8 @@ pub struct Summary {
     pub server_kind: ServerKind,
     pub via: Via,
     pub target: SocketAddr,
+    /// Broadcast: the topic every stream followed.
+    pub topic: Option<String>,
     pub measures: Measures,
     pub server: Option<ProcessFigures>,
     pub redis: Option<ProcessFigures>,
@@ -159,6 +167,22 @@ impl Summary {
         (self.machine_cpu.tasks_pct - known).max(0.0)
     }
 
+    /// Deliveries a second: every distinct expected notification a stream
+    /// received, over the time from the first publish to the last receipt
+    /// (the publish phase plus the grace period it used).
+    fn deliveries_per_second(&self) -> f64 {
+        let m = &self.measures;
+        let seconds = (m.publish_elapsed + m.grace_used).as_secs_f64();
+        if seconds > 0.0 { m.tally.delivered as f64 / seconds } else { 0.0 }
+    }
+
+    /// A process's CPU per delivered notification, in microseconds.
+    fn cpu_us_per_delivery(&self, process: Option<ProcessFigures>) -> Option<f64> {
+        let delivered = self.measures.tally.delivered;
+        (delivered > 0).then_some(())?;
+        Some(process?.cpu_delivering_s? * 1e6 / delivered as f64)
+    }
+
     fn achieved_rate(&self) -> f64 {
         let seconds = self.measures.publish_elapsed.as_secs_f64();
         if seconds > 0.0 { self.measures.publish_acked as f64 / seconds } else { 0.0 }
@@ -168,7 +192,14 @@ impl Summary {
         let m = &self.measures;
         let t = &m.tally;
         let l = &m.latency;
-        println!("run {:?}: {} via {} at {}", self.label, self.server_kind.as_str(), self.via.as_str(), self.target);
+        let topic = self.topic.as_ref().map(|t| format!(", broadcast on topic {t}")).unwrap_or_default();
+        println!(
+            "run {:?}: {} via {} at {}{topic}",
+            self.label,
+            self.server_kind.as_str(),
+            self.via.as_str(),
+            self.target
+        );
         println!(
             "streams:   {} opened, {} failed of {} ({} users × {}), ramp {:.2} s at {}/s; {} ended early",
             m.streams_opened,
@@ -222,6 +253,15 @@ impl Summary {
             ms(s.p999),
             ms(s.max)
         );
+        let d = &m.to_last_stream;
+        println!(
+            "spread:    scheduled publish → its last stream p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} notifications); {:.0} deliveries/s",
+            ms(d.p50),
+            ms(d.p99),
+            ms(d.max),
+            d.count,
+            self.deliveries_per_second()
+        );
         println!(
             "timeline:  worst latency per second of publishing (ms): {}",
             m.timeline.iter().map(|s| format!("{:.1}", ms(s.max_us))).collect::<Vec<_>>().join(" ")
@@ -249,6 +289,12 @@ impl Summary {
             "load tool: RSS {} with streams open; CPU {} while publishing",
             mib(self.load.rss_open_kib),
             pct(self.load.cpu_publish_pct)
+        );
+        let per_delivery = |p| self.cpu_us_per_delivery(p).map_or("-".into(), |us| format!("{us:.2} µs"));
+        println!(
+            "per delivery: CPU of the server {}, of the load tool {}",
+            per_delivery(self.server),
+            per_delivery(Some(self.load))
         );
         if let Some(o) = self.outages.as_ref() {
             let j = outages_json(o);
@@ -306,6 +352,8 @@ impl Summary {
                     "cpu_ramp_pct": p.cpu_ramp_pct.map(|v| round(v, 1)),
                     "cpu_idle_pct": p.cpu_idle_pct.map(|v| round(v, 2)),
                     "cpu_publish_pct": p.cpu_publish_pct.map(|v| round(v, 1)),
+                    "cpu_delivering_s": p.cpu_delivering_s.map(|v| round(v, 2)),
+                    "cpu_us_per_delivery": self.cpu_us_per_delivery(Some(p)).map(|v| round(v, 3)),
                 })
             })
         };
@@ -323,6 +371,7 @@ impl Summary {
             "server": self.server_kind.as_str(),
             "via": self.via.as_str(),
             "target": self.target.to_string(),
+            "topic": self.topic,
             "passed": self.passed(),
             "streams": {
                 "requested": m.streams_requested,
@@ -358,9 +407,11 @@ impl Summary {
                 "foreign": t.foreign,
                 "grace_s": m.grace.as_secs_f64(),
                 "grace_used_s": round(m.grace_used.as_secs_f64(), 3),
+                "per_second": round(self.deliveries_per_second(), 0),
             },
             "latency_ms": percentiles(&m.latency),
             "latency_from_schedule_ms": percentiles(&m.latency_from_schedule),
+            "to_last_stream_ms": percentiles(&m.to_last_stream),
             "timeline": {
                 "receipts": m.timeline.iter().map(|s| s.receipts).collect::<Vec<_>>(),
                 "max_ms": m.timeline.iter().map(|s| ms(s.max_us)).collect::<Vec<_>>(),
@@ -404,6 +455,11 @@ const SUMMARY_ROWS: &[(&str, &str)] = &[
     ("latency_from_schedule_ms.p99", "from schedule: p99 (ms)"),
     ("latency_from_schedule_ms.p999", "from schedule: p99.9 (ms)"),
     ("latency_from_schedule_ms.max", "from schedule: max (ms)"),
+    ("to_last_stream_ms.p50", "to the last stream: p50 (ms)"),
+    ("to_last_stream_ms.p99", "to the last stream: p99 (ms)"),
+    ("delivery.per_second", "deliveries per second"),
+    ("server.cpu_us_per_delivery", "server CPU per delivery (µs)"),
+    ("load.cpu_us_per_delivery", "herald-load CPU per delivery (µs)"),
     ("server.rss_idle_kib", "server RSS idle (KiB)"),
     ("server.rss_open_kib", "server RSS, streams open (KiB)"),
     ("server.rss_per_stream_bytes", "server RSS per stream (B)"),

@@ -49,6 +49,9 @@ pub fn time_budget(args: &RunArgs) -> Duration {
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     ensure!(args.streams > 0, "--streams: must be at least 1");
     ensure!((1..=MAX_PER_USER).contains(&args.streams_per_user), "--streams-per-user: must be 1 to {MAX_PER_USER}");
+    if let Some(topic) = &args.topic {
+        herald::domain::TopicName::parse(topic).map_err(|why| anyhow::anyhow!("--topic: {why}"))?;
+    }
     ensure!(args.rate > 0, "--rate: must be at least 1");
     ensure!(args.ramp_rate > 0, "--ramp-rate: must be at least 1");
     ensure!(!args.duration.is_zero(), "--duration: must be above zero");
@@ -63,15 +66,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         Via::Http => None,
     };
     check_open_files(args.streams as u64 + args.lanes as u64 + SPARE_FILES)?;
-    let users = args.streams.div_ceil(args.streams_per_user);
-    let users = u32::try_from(users).context("--streams: too many users")?;
+    // Broadcast: stream `i` belongs to user `i` (its token), but the ledger
+    // books every stream under one publishing "user", the topic, whose
+    // sequence numbers every follower must see.
+    let spu = if args.topic.is_some() { 1 } else { args.streams_per_user };
+    let users = u32::try_from(args.streams.div_ceil(spu)).context("--streams: too many users")?;
+    let ledger_users = if args.topic.is_some() { 1 } else { users };
+    let ledger_user_of = |stream: usize| if args.topic.is_some() { 0 } else { (stream / spu) as u32 };
 
     let budget = time_budget(&args);
     let deadline = Instant::now() + budget;
     eprintln!(
-        "herald-load: {} streams ({users} users × {}) to {} at {addr} at {}/s, then {}/s for {:?} via {}; hard deadline in {:.0} s",
+        "herald-load: {} streams ({users} users × {spu}{}) to {} at {addr} at {}/s, then {}/s for {:?} via {}; hard deadline in {:.0} s",
         args.streams,
-        args.streams_per_user,
+        args.topic.as_ref().map(|t| format!(", all following topic {t}")).unwrap_or_default(),
         args.server.as_str(),
         args.ramp_rate,
         args.rate,
@@ -109,8 +117,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         process.sample()?; // a wrong pid fails here, before any load
     }
     let run_id: u32 = rand::random();
-    let spu = args.streams_per_user;
-    let ledger = Arc::new(Mutex::new(Ledger::new(users as usize, (0..args.streams).map(|i| (i / spu) as u32))));
+    let ledger = Arc::new(Mutex::new(Ledger::new(ledger_users as usize, (0..args.streams).map(ledger_user_of))));
     let plan = Arc::new(StreamPlan {
         addr,
         server: args.server,
@@ -121,6 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         open_timeout: args.open_timeout,
         deadline,
         reconnect: args.reconnect,
+        topic: args.topic.clone(),
     });
 
     // Phase 1: open the streams.
@@ -162,8 +170,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let publish_plan = PublishPlan {
         rate: args.rate,
         duration: args.duration,
-        users,
+        users: ledger_users,
         lanes: args.lanes,
+        topic: args.topic.clone(),
         user_prefix: args.user_prefix.clone(),
         run_id,
         seed: args.seed,
@@ -188,13 +197,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     })
     .await;
     let grace_used = grace_started.elapsed();
+    // From the first publish until the last delivery (or the grace's end):
+    // the CPU each process spent delivering what was published.
+    let delivered_by = (sample(&server), this.sample()?);
     stream_tasks.abort_all();
 
     // Phase 5: report.
-    let (tally, latencies, failures) = {
+    let (tally, latencies, to_last_stream, failures) = {
         let mut l = lock(&ledger);
         let failures = (l.stream_failures.clone(), l.stream_closes.clone(), l.publish_failures.clone());
-        (l.tally(), l.take_latencies(), failures)
+        (l.tally(), l.take_latencies(), l.to_last_stream(), failures)
     };
     let outages = args.reconnect.map(|_| lock(&ledger).outages());
     let (acked, publish_failed) = {
@@ -206,6 +218,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         server_kind: args.server,
         via: args.via,
         target: addr,
+        topic: args.topic.clone(),
         measures: Measures {
             streams_requested: args.streams as u64,
             streams_opened: opened,
@@ -228,6 +241,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             tally,
             latency: Percentiles::of(latencies.from_send),
             latency_from_schedule: Percentiles::of(latencies.from_schedule),
+            to_last_stream: Percentiles::of(to_last_stream),
             timeline: latencies.timeline,
         },
         server: server.as_ref().map(|_| ProcessFigures {
@@ -237,6 +251,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             cpu_ramp_pct: cpu(server_idle, server_ramped),
             cpu_idle_pct: cpu_idle,
             cpu_publish_pct: cpu(before.0, after.0),
+            cpu_delivering_s: cpu_seconds(before.0, delivered_by.0),
         }),
         redis: redis_process.as_ref().map(|_| ProcessFigures {
             rss_idle_kib: None,
@@ -245,6 +260,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             cpu_ramp_pct: None,
             cpu_idle_pct: None,
             cpu_publish_pct: cpu(before.1, after.1),
+            cpu_delivering_s: None,
         }),
         load: ProcessFigures {
             rss_idle_kib: None,
@@ -253,6 +269,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             cpu_ramp_pct: None,
             cpu_idle_pct: None,
             cpu_publish_pct: Some(after.2.cpu_percent_since(&before.2)),
+            cpu_delivering_s: Some(delivered_by.1.cpu_seconds_since(&before.2)),
         },
         machine_cpu,
         failures,
@@ -269,6 +286,11 @@ fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
 /// CPU between two samples of one process, in percent of one core.
 fn cpu(earlier: Option<Sample>, later: Option<Sample>) -> Option<f64> {
     Some(later?.cpu_percent_since(&earlier?))
+}
+
+/// CPU seconds between two samples of one process.
+fn cpu_seconds(earlier: Option<Sample>, later: Option<Sample>) -> Option<f64> {
+    Some(later?.cpu_seconds_since(&earlier?))
 }
 
 /// Samples a process. One that went away mid-run is reported, not fatal:

@@ -4,14 +4,19 @@
 //! (raw bytes, dechunked body) and the SSE parser's scratch: about 2 KiB
 //! once warm, so 10,000 streams fit in a few tens of MB. Every receipt is
 //! stamped on arrival (once per socket read) and written to the ledger.
+//!
+//! The receive path stays lean because in a broadcast one core may read
+//! well over 100,000 events a second: a notification is not parsed as JSON,
+//! the tool only finds its load markers (`"run":`, `"seq":`, ...) inside
+//! its `data` object and reads their digits.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, LazyLock, Mutex},
     time::Duration,
 };
 
-use serde::Deserialize;
+use memchr::memmem::Finder;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -41,10 +46,12 @@ pub struct StreamPlan {
     /// last event id as `Last-Event-ID` (as EventSource does); `None`: a
     /// stream that ends stays closed.
     pub reconnect: Option<Duration>,
+    /// Broadcast: the topic every stream follows.
+    pub topic: Option<String>,
 }
 
 /// The load data every notification of a run carries (see `publish.rs`).
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Eq)]
 struct LoadData {
     run: u32,
     u: u32,
@@ -53,9 +60,31 @@ struct LoadData {
     sent_us: u64,
 }
 
-#[derive(Deserialize)]
-struct Notification {
-    data: Option<LoadData>,
+static DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""data":{"#));
+static MARKERS: LazyLock<[Finder<'static>; 5]> = LazyLock::new(|| {
+    [r#""run":"#, r#""u":"#, r#""seq":"#, r#""due_us":"#, r#""sent_us":"#].map(|m| Finder::new(m.as_bytes()))
+});
+
+impl LoadData {
+    /// The load markers of one notification, in any key order (a server may
+    /// re-serialize `data`); `None` for anything that lacks one.
+    fn scan(notification: &[u8]) -> Option<Self> {
+        let data = &notification[DATA.find(notification)? + DATA.needle().len()..];
+        let mut values = [0u64; 5];
+        for (value, marker) in values.iter_mut().zip(MARKERS.iter()) {
+            let digits = &data[marker.find(data)? + marker.needle().len()..];
+            let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+            *value = std::str::from_utf8(&digits[..end]).ok()?.parse().ok()?;
+        }
+        let [run, u, seq, due_us, sent_us] = values;
+        Some(Self {
+            run: u32::try_from(run).ok()?,
+            u: u32::try_from(u).ok()?,
+            seq: u32::try_from(seq).ok()?,
+            due_us,
+            sent_us,
+        })
+    }
 }
 
 /// Opens `count` streams at `per_second`, stream `i` for user `user_of(i)`.
@@ -210,19 +239,26 @@ async fn open(plan: &StreamPlan, user: u32, last_id: &[u8]) -> Result<(TcpStream
 }
 
 /// The stream's request: Herald's `/v1/events` with a minted token, or
-/// Nchan's `/sub/<user>`. A stream that saw an event id sends it back as
+/// Nchan's `/sub/<user>` (with `--topic`, `?topics=<topic>` and a token
+/// granting it, or `/sub/<topic>`). A stream that saw an event id sends it back as
 /// `Last-Event-ID`, verbatim, as EventSource does: Herald's ids are Redis
 /// stream ids (`1732480000000-0`), Nchan's are `<time>:<tag>`
 /// (`1732480000:3`), and both servers resume after that id.
 fn request(plan: &StreamPlan, user: u32, last_id: &[u8]) -> Result<String, String> {
     let user_id = format!("{}{user}", plan.user_prefix);
-    let path = match plan.server {
-        ServerKind::Herald => {
-            let token = herald::auth::mint_token(&plan.secret, &user_id, plan.token_ttl, false)
-                .map_err(|e| format!("mint token: {e}"))?;
-            format!("/v1/events?access_token={token}")
+    let path = match (plan.server, &plan.topic) {
+        (ServerKind::Herald, topic) => {
+            let exp = herald::clock::now_unix() + plan.token_ttl.as_secs();
+            let mut claims = herald::auth::Claims::new(&user_id, exp, false);
+            claims.topics = topic.as_ref().map(|t| vec![t.clone()]);
+            let token = herald::auth::mint_claims(&plan.secret, &claims).map_err(|e| format!("mint token: {e}"))?;
+            match topic {
+                Some(topic) => format!("/v1/events?access_token={token}&topics={topic}"),
+                None => format!("/v1/events?access_token={token}"),
+            }
         }
-        ServerKind::Nchan => format!("/sub/{user_id}"),
+        (ServerKind::Nchan, Some(topic)) => format!("/sub/{topic}"),
+        (ServerKind::Nchan, None) => format!("/sub/{user_id}"),
     };
     let resume = if last_id.is_empty() {
         String::new()
@@ -237,7 +273,7 @@ fn request(plan: &StreamPlan, user: u32, last_id: &[u8]) -> Result<String, Strin
 
 /// Matches a received notification against the ledger.
 fn record(ledger: &Mutex<Ledger>, stream: usize, run_id: u32, data: &[u8], received_us: u64) {
-    let load = serde_json::from_slice::<Notification>(data).ok().and_then(|n| n.data).filter(|d| d.run == run_id);
+    let load = LoadData::scan(data).filter(|d| d.run == run_id);
     let mut ledger = lock(ledger);
     match load {
         Some(d) => ledger
@@ -261,7 +297,41 @@ mod tests {
             open_timeout: Duration::from_secs(1),
             deadline: Instant::now() + Duration::from_secs(60),
             reconnect: Some(Duration::from_millis(250)),
+            topic: None,
         }
+    }
+
+    #[test]
+    fn load_markers_are_found_in_any_key_order_inside_data() {
+        let sent = br#"{"id":"1-0","type":"load.test","title":"t","data":{"run":7,"u":3,"seq":12,"due_us":100,"sent_us":105},"topic":"news"}"#;
+        let expected = LoadData { run: 7, u: 3, seq: 12, due_us: 100, sent_us: 105 };
+        assert_eq!(LoadData::scan(sent), Some(expected));
+        let sorted = br#"{"data":{"due_us":100,"run":7,"sent_us":105,"seq":12,"u":3},"type":"x"}"#;
+        assert_eq!(LoadData::scan(sorted).map(|d| (d.seq, d.u)), Some((12, 3)));
+        // Markers outside `data` do not count; a missing one or a non-number fails.
+        assert_eq!(LoadData::scan(br#"{"run":1,"u":1,"seq":1,"due_us":1,"sent_us":1}"#), None);
+        assert_eq!(LoadData::scan(br#"{"data":{"run":7,"u":3,"seq":12,"due_us":100}}"#), None);
+        assert_eq!(LoadData::scan(br#"{"data":{"run":"7","u":3,"seq":12,"due_us":1,"sent_us":1}}"#), None);
+    }
+
+    #[test]
+    fn broadcast_streams_follow_the_topic() {
+        let mut herald = plan(ServerKind::Herald);
+        herald.topic = Some("news".into());
+        let request = request(&herald, 4, b"").unwrap();
+        assert!(request.contains("&topics=news HTTP/1.1\r\n"), "{request}");
+        let token = request.split("access_token=").nth(1).unwrap().split('&').next().unwrap();
+        let claims = token.split('.').nth(1).unwrap();
+        let claims = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+        assert_eq!((claims["sub"].as_str(), &claims["topics"]), (Some("load-4"), &serde_json::json!(["news"])));
+        let mut nchan = plan(ServerKind::Nchan);
+        nchan.topic = Some("news".into());
+        assert!(request_of(&nchan).starts_with("GET /sub/news HTTP/1.1\r\n"));
+    }
+
+    fn request_of(plan: &StreamPlan) -> String {
+        request(plan, 4, b"").unwrap()
     }
 
     #[test]
