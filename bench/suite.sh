@@ -24,6 +24,16 @@
 #                 Nchan nginx's master and then its worker) and started again on
 #                 the same port with the same Redis; herald-load reconnects
 #                 every stream with the Last-Event-ID it last saw
+#   B1 broadcast  B1_STREAMS (19,000) followers of one topic (Nchan: one
+#                 channel): Nchan stepped through B1_RATES messages/s until a
+#                 step fails (loss, a shortfall, or p99 time-to-last-follower
+#                 >= B1_MAX_P99_MS, 1,000: it fell behind); its highest passing
+#                 step is the rate Nchan sustains, and each of B1_TARGETS
+#                 ("herald-http herald-redis") runs at it, B1_DURATION (10s)
+#   B2 broadcast  B2_STREAMS (10,000) followers: each of TARGETS stepped
+#                 through B2_RATES (B2_DURATION, 5s, each) until a step loses
+#                 anything, falls short or has p99 time-to-last-follower
+#                 >= B2_MAX_P99_MS (100)
 #
 # Placement: every server (herald or nginx) on SERVER_CPUS (0), its
 # redis-server on REDIS_CPUS (the same by default), herald-load and
@@ -31,7 +41,7 @@
 # benchmark's core, whatever REDIS_CPUS says. Each run
 # gets a fresh redis-server and a fresh server on free loopback ports; all
 # that this script starts is stopped on exit, by pid. SCENARIOS ("p1 p3 p2
-# raw p4") picks scenarios; NO_BUILD=1 skips the build; BIN_DIR=<dir> takes
+# raw p4", and b1 b2) picks scenarios; NO_BUILD=1 skips the build; BIN_DIR=<dir> takes
 # herald and herald-load from there; OUT sets the output dir.
 set -euo pipefail
 
@@ -42,6 +52,9 @@ set -euo pipefail
 : "${P4_STREAMS:=10000}" "${P4_RATE:=1000}" "${P4_DURATION:=20s}" "${P4_CUT:=5}" "${P4_SIGNAL:=KILL}"
 : "${P4_TARGETS:=herald nchan}" "${P1_TARGETS:=herald nchan}"
 : "${P2_LANES:=32}" "${P2_MAX_P99_MS:=50}"
+: "${B1_STREAMS:=19000}" "${B1_RATES:=1 2 3 4 5 6 7 8 10 12}" "${B1_DURATION:=10s}" "${B1_MAX_P99_MS:=1000}"
+: "${B1_TARGETS:=herald-http herald-redis}"
+: "${B2_STREAMS:=10000}" "${B2_RATES:=1 2 3 5 7 10 12 15 20 25 30 40}" "${B2_DURATION:=5s}" "${B2_MAX_P99_MS:=100}"
 : "${RAMP_RATE:=2000}" "${LANES:=8}" "${GRACE:=2s}"
 : "${SERVER_CPUS:=0}" "${LOAD_CPUS:=1}" "${TARGETS:=herald-http herald-redis nchan}"
 : "${REDIS_CPUS:=$SERVER_CPUS}"
@@ -174,6 +187,44 @@ load() {
 }
 
 kind_of() { [[ $1 == nchan ]] && echo nchan || echo herald; }
+
+# broadcast LABEL TARGET STREAMS RATE DURATION MAX_P99_MS: one broadcast run
+# on a fresh server, its figures appended to $OUT/broadcast.tsv; sets
+# broadcast_verdict to ok when it passed (nothing lost, the rate achieved,
+# p99 time-to-last under MAX_P99_MS). Not called in a subshell, so that the
+# EXIT trap knows the server's pids.
+broadcast() {
+    local label=$1 target=$2 streams=$3 rate=$4 duration=$5 max=$6
+    start_server "$(kind_of "$target")" "$label"
+    load "$label" "$(kind_of "$target")" "$(via_of "$target")" --topic bench-news --streams "$streams" \
+        --ramp-rate "$RAMP_RATE" --rate "$rate" --duration "$duration" --lanes 1 --grace 5s
+    stop
+    local verdict
+    verdict=$(jq -r --argjson rate "$rate" --argjson max "$max" '
+        if .passed == true and .publish.achieved_rate >= 0.98 * $rate
+           and .to_last_stream_ms.p99 < $max then "ok" else "fail" end' "$OUT/$label.json")
+    jq -r --arg t "$target" --arg v "$verdict" '[$t, .streams.opened, .publish.rate, .publish.achieved_rate,
+        .delivery.lost, .delivery.duplicated, .to_last_stream_ms.p50, .to_last_stream_ms.p99,
+        .delivery.per_second, .server.cpu_us_per_delivery, .server.cpu_publish_pct, .load.cpu_us_per_delivery,
+        .load.cpu_publish_pct, $v] | @tsv' "$OUT/$label.json" >>"$OUT/broadcast.tsv" ||
+        printf '%s\t-\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tfail\n' "$target" "$rate" >>"$OUT/broadcast.tsv"
+    broadcast_verdict=$verdict
+}
+
+# broadcast_ceiling SCENARIO TARGET STREAMS DURATION MAX_P99_MS RATES...:
+# steps the rate until a step fails; sets ceiling to the highest passing
+# rate (0: none).
+broadcast_ceiling() {
+    local scenario=$1 target=$2 streams=$3 duration=$4 max=$5 rate
+    shift 5
+    ceiling=0
+    for rate in "$@"; do
+        broadcast "$scenario-$target-$rate" "$target" "$streams" "$rate" "$duration" "$max"
+        [[ $broadcast_verdict == ok ]] || break
+        ceiling=$rate
+    done
+    echo "$scenario $target: $streams followers, highest sustained step $ceiling/s" | tee -a "$OUT/broadcast-ceiling.txt" >&2
+}
 via_of() { [[ $1 == herald-redis ]] && echo redis || echo http; }
 
 {
@@ -301,8 +352,24 @@ for scenario in $SCENARIOS; do
             stop
         done
         ;;
+    b1)
+        # Nchan's sustained rate first; Herald then runs at that rate.
+        # shellcheck disable=SC2086 # B1_RATES is a list
+        broadcast_ceiling b1 nchan "$B1_STREAMS" "$B1_DURATION" "$B1_MAX_P99_MS" $B1_RATES
+        b1_rate=$ceiling
+        ((b1_rate > 0)) || b1_rate=${B1_RATES%% *}
+        for target in $B1_TARGETS; do
+            broadcast "b1-$target-at-$b1_rate" "$target" "$B1_STREAMS" "$b1_rate" "$B1_DURATION" "$B1_MAX_P99_MS"
+        done
+        ;;
+    b2)
+        for target in $TARGETS; do
+            # shellcheck disable=SC2086 # B2_RATES is a list
+            broadcast_ceiling b2 "$target" "$B2_STREAMS" "$B2_DURATION" "$B2_MAX_P99_MS" $B2_RATES
+        done
+        ;;
     *)
-        echo "unknown scenario $scenario (p1 p2 p3 raw p4)" >&2
+        echo "unknown scenario $scenario (p1 p2 p3 raw p4 b1 b2)" >&2
         exit 64
         ;;
     esac
@@ -322,6 +389,11 @@ done
         cat "$OUT/p2-ceiling.txt"
     fi
     if [[ -s $OUT/raw-redis.txt ]]; then cat "$OUT/raw-redis.txt"; fi
+    if [[ -s $OUT/broadcast.tsv ]]; then
+        echo "broadcast: target followers rate achieved lost dup to_last_p50 to_last_p99 deliveries/s server_us/delivery server% load_us/delivery load% verdict"
+        cat "$OUT/broadcast.tsv"
+        cat "$OUT/broadcast-ceiling.txt"
+    fi
     for f in "$OUT"/p4-herald.json "$OUT"/p4-nchan.json; do
         [[ -s $f ]] || continue
         # Publishes that failed (Nchan while nginx is down) are not expected
