@@ -91,12 +91,24 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
         tracing::warn!("demo mode: no auth.secret configured, generated a random one for this run");
         settings.auth.secret = Some(random_secret());
     }
+    if settings.demo.enabled && settings.topics.public.is_empty() {
+        // The demo page shows topics next to the inbox; with none configured
+        // it would have nothing to follow.
+        tracing::info!(
+            topic = DEMO_TOPIC,
+            "demo mode: no topics.public configured, made one topic public for this run"
+        );
+        settings.topics.public = vec![DEMO_TOPIC.to_owned()];
+    }
     let app = Application::build(settings.clone()).await?;
     if settings.demo.enabled {
         print_demo_commands(&settings, app.local_addr())?;
     }
     app.run_until_stopped().await
 }
+
+/// The topic demo mode makes public when the config names none.
+const DEMO_TOPIC: &str = "announcements";
 
 /// 32 random bytes as 64 hex digits: a full-strength HS256 key that still
 /// pastes as plain text, and passes `auth.secret`'s length check.
@@ -110,6 +122,24 @@ fn print_demo_commands(settings: &Settings, addr: std::net::SocketAddr) -> anyho
     let day = Duration::from_secs(86_400);
     let user = mint_token(secret, "demo", day, false)?;
     let publisher = mint_token(secret, "backend", day, true)?;
+    // A public topic needs no claim; a prefix grant (`team:*`) is no name to
+    // print.
+    let topic = settings.topics.public.iter().find(|name| !name.ends_with('*'));
+    let topic_steps = match topic {
+        Some(topic) => format!(
+            r#"
+3. Follow the public topic "{topic}" on the same stream (inbox and topic,
+   one cursor), and broadcast to everyone who follows it:
+
+   curl -N -H 'Accept: text/event-stream' 'http://{addr}/v1/events?topics={topic}&access_token={user}'
+
+   curl -sS -X POST http://{addr}/v1/publish \
+     -H 'Authorization: Bearer {publisher}' -H 'Content-Type: application/json' \
+     -d '{{"to":{{"topic":"{topic}"}},"notification":{{"type":"news.maintenance","title":"Maintenance at 22:00"}}}}'
+"#
+        ),
+        None => String::new(),
+    };
     println!(
         r#"
 Herald demo is running on http://{addr}
@@ -129,7 +159,7 @@ Or from a terminal:
    curl -sS -X POST http://{addr}/v1/publish \
      -H 'Authorization: Bearer {publisher}' -H 'Content-Type: application/json' \
      -d '{{"to":{{"users":["demo"]}},"notification":{{"type":"comment.mention","title":"Mina mentioned you","body":"in Q4 plan"}}}}'
-
+{topic_steps}
 The tokens above are valid for 24 hours and signed with this run's secret.
 "#
     );

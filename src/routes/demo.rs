@@ -79,6 +79,9 @@ struct Session {
     token: String,
     /// A token with the `publish` scope, for the page's send form.
     publisher_token: String,
+    /// The public topics (`topics.public`, names only: not `prefix:*`
+    /// grants), which the page offers to follow.
+    topics: Vec<String>,
     /// When both expire (RFC 3339); the stream says `token_expiring` a little
     /// before, and the page asks for a new session.
     expires_at: String,
@@ -99,6 +102,7 @@ pub async fn session(state: web::Data<AppState>, request: web::Json<SessionReque
         token: mint(user.as_str(), false)?,
         publisher_token: mint(PUBLISHER, true)?,
         user: user.to_string(),
+        topics: state.settings.topics.public.iter().filter(|name| !name.ends_with('*')).cloned().collect(),
         expires_at: rfc3339(expires_at),
     };
     Ok(HttpResponse::Ok().insert_header(CacheControl(vec![CacheDirective::NoStore])).json(session))

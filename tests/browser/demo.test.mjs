@@ -204,6 +204,17 @@ async function publish(gateway, publisherToken, user, notification) {
   return body.results[0].id;
 }
 
+async function publishToTopic(gateway, publisherToken, topic, notification) {
+  const response = await fetch(`${gateway.url}/v1/publish`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${publisherToken}` },
+    body: JSON.stringify({ to: { topic }, notification }),
+  });
+  const body = await response.json();
+  assert.equal(response.status, 202, JSON.stringify(body));
+  return body.id;
+}
+
 function assertNoProblems(...pages) {
   assert.deepEqual(pages.flatMap((p) => p.problems), []);
 }
@@ -363,6 +374,110 @@ describe('the demo notification center', () => {
     await tab.locator('#sound-toggle').check();
     assert.equal(await tab.evaluate(() => localStorage.getItem('herald-demo:sound')), 'on');
     assert.equal(await tab.locator('#push-toggle').isDisabled(), true);
+    assertNoProblems(tab);
+    await context.close();
+  });
+});
+
+describe('topics', () => {
+  // A gateway of their own: what these tests broadcast must not show up in
+  // the other tests' lists.
+  let gateway;
+  before(async () => {
+    gateway = await startHerald({ HERALD__TOPICS__PUBLIC: 'announcements,status' });
+  });
+
+  const toggle = (page, topic) => page.locator(`#topic-toggles input[data-topic="${topic}"]`);
+
+  test('a followed topic is labelled and toasted, not counted; the form broadcasts to it', async () => {
+    const user = uniqueUser('topic');
+    const { publisher_token: token } = await session(user, gateway);
+    const context = await contextFor(user);
+    const tab = await openTab(context, gateway);
+    // Every public topic is followed the first time.
+    assert.equal(await toggle(tab, 'announcements').isChecked(), true);
+    assert.equal(await toggle(tab, 'status').isChecked(), true);
+
+    const id = await publishToTopic(gateway, token, 'announcements', { type: 'news.maintenance', title: 'Maintenance at 22:00' });
+    const row = item(tab, 'Maintenance at 22:00');
+    await row.waitFor();
+    assert.equal(await row.getAttribute('data-id'), id);
+    assert.equal(await row.getAttribute('data-topic'), 'announcements');
+    assert.equal(await row.locator('.topic-label').textContent(), 'announcements');
+    assert.equal(await row.getAttribute('class'), 'topic', 'no read state');
+    assert.equal(await row.locator('.delete').count(), 0);
+    await tab.locator('.toast', { hasText: 'Maintenance at 22:00' }).locator('.topic-label').waitFor();
+    // The badge counts the inbox: an inbox notification published after the
+    // topic's moves it to 1, not 2.
+    await publish(gateway, token, user, { type: 'comment.mention', title: 'Inbox after the topic' });
+    await item(tab, 'Inbox after the topic').waitFor();
+    await waitForBadge(tab, 1);
+    assert.equal(await item(tab, 'Inbox after the topic').getAttribute('data-topic'), null);
+
+    // The send form targets a topic; another user's page gets it.
+    const other = await contextFor(uniqueUser('topic-other'));
+    const otherTab = await openTab(other, gateway);
+    await tab.bringToFront();
+    await tab.locator('#send-target').selectOption('status');
+    assert.equal(await tab.locator('#send-to').isHidden(), true, 'no user to pick for a topic');
+    assert.match(await send(tab, { type: 'status.incident', title: 'API degraded' }), /^Published to topic status as \d+-\d+\.$/);
+    for (const page of [tab, otherTab]) {
+      await item(page, 'API degraded').waitFor();
+      assert.equal(await item(page, 'API degraded').getAttribute('data-topic'), 'status');
+    }
+    await waitForBadge(otherTab, 0);
+    await waitForBadge(tab, 1);
+    assertNoProblems(tab, otherTab);
+    await context.close();
+    await other.close();
+  });
+
+  test('unfollowing stops the topic and is remembered; following again brings its history', async () => {
+    const user = uniqueUser('unfollow');
+    const { publisher_token: token } = await session(user, gateway);
+    await publishToTopic(gateway, token, 'status', { type: 'status.ok', title: 'Status before the page' });
+    const context = await contextFor(user);
+    const tab = await openTab(context, gateway);
+    // The topic's history is listed with the inbox.
+    await item(tab, 'Status before the page').waitFor();
+
+    const streams = [];
+    tab.on('request', (request) => request.url().includes('/v1/events?') && streams.push(new URL(request.url())));
+    await toggle(tab, 'status').uncheck();
+    await item(tab, 'Status before the page').waitFor({ state: 'detached' });
+    await live(tab);
+    await waitUntil(tab, 'the new stream', () => document.querySelector('#connection').dataset.state === 'live');
+    assert.equal(streams.length, 1, 'one new stream');
+    assert.equal(streams[0].searchParams.get('topics'), 'announcements');
+    assert.ok(streams[0].searchParams.get('last_event_id'), 'the new stream resumes from the cursor');
+
+    // Published while unfollowed: a later inbox notification arrives, the
+    // topic's does not; the other topic still does.
+    await publishToTopic(gateway, token, 'status', { type: 'status.ok', title: 'Status while unfollowed' });
+    await publishToTopic(gateway, token, 'announcements', { type: 'news.release', title: 'Still following this' });
+    await publish(gateway, token, user, { type: 'comment.mention', title: 'Inbox marker' });
+    await item(tab, 'Inbox marker').waitFor();
+    await item(tab, 'Still following this').waitFor();
+    assert.equal(await item(tab, 'Status while unfollowed').count(), 0);
+
+    // A reload keeps the choice, and lists the followed topic's history.
+    await tab.reload();
+    await live(tab);
+    assert.equal(await toggle(tab, 'status').isChecked(), false);
+    assert.equal(await toggle(tab, 'announcements').isChecked(), true);
+    await item(tab, 'Still following this').waitFor();
+    await item(tab, 'Inbox marker').waitFor();
+    assert.equal(await item(tab, 'Status while unfollowed').count(), 0);
+
+    // Following again: the topic's history comes back, newest first with
+    // the rest (older broadcasts, from the test before, come after these).
+    await toggle(tab, 'status').check();
+    await item(tab, 'Status while unfollowed').waitFor();
+    await item(tab, 'Status before the page').waitFor();
+    const titles = await tab.locator('#list li .title').allTextContents();
+    assert.deepEqual(titles.slice(0, 4), [
+      'Inbox marker', 'announcementsStill following this', 'statusStatus while unfollowed', 'statusStatus before the page',
+    ]);
     assertNoProblems(tab);
     await context.close();
   });

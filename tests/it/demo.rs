@@ -129,3 +129,28 @@ async fn a_demo_node_without_a_secret_does_not_start() {
     let err = herald::app::Application::build(settings).await.err().expect("the build must fail");
     assert!(err.to_string().starts_with("auth.secret:"), "{err}");
 }
+
+/// `serve --demo` offers the page a topic to follow: the configured public
+/// names (not prefix grants), or `announcements` when the config names none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_session_names_the_public_topics() {
+    use crate::helpers::{HeraldProcess, Node as _};
+
+    let cases: [(&[(&str, &str)], Value); 2] =
+        [(&[], json!(["announcements"])), (&[("HERALD__TOPICS__PUBLIC", "status,team:*")], json!(["status"]))];
+    for (env, expected) in cases {
+        let node = HeraldProcess::start_with(&Engine::Memory, &["--demo"], env).await;
+        let http = reqwest::Client::new();
+        let response = http.post(node.url("/demo/session")).json(&json!({"user": "demo"})).send().await.unwrap();
+        let session: Value = response.json().await.unwrap();
+        assert_eq!(session["topics"], expected, "{env:?}");
+        // Each is open to the session's user on the stream.
+        let topic = expected[0].as_str().unwrap();
+        let token = session["token"].as_str().unwrap();
+        let mut stream =
+            SseStream::open(http.get(node.url(&format!("/v1/events?topics={topic}&access_token={token}"))))
+                .await
+                .expect("a public topic opens for any user");
+        assert_eq!(stream.next_of("unread", WAIT).await.json(), json!({"count": 0}));
+    }
+}
