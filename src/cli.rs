@@ -1,4 +1,5 @@
-//! The `herald` command line: `serve`, `token` and `check-config`.
+//! The `herald` command line: `serve`, `token`, `vapid`, `push
+//! dead-letters` and `check-config`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -8,7 +9,8 @@ use crate::{
     app::Application,
     auth::{Claims, mint_claims, mint_token},
     clock::now_unix,
-    config::{Secret, Settings},
+    config::{EngineKind, Secret, Settings},
+    domain::VapidKey,
     telemetry,
 };
 
@@ -58,6 +60,32 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Generate a VAPID key pair (P-256) for Web Push and print both halves
+    /// as base64url: the private key as the raw 32-byte scalar (set it as
+    /// push.vapid_private_key), the public key as the 65-byte uncompressed
+    /// point (what browsers subscribe with).
+    Vapid {
+        /// Print {"public_key": ..., "private_key": ...} instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Web Push operations.
+    Push {
+        #[command(subcommand)]
+        command: PushCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    /// List the newest pushes given up on (after push.max_attempts, or a
+    /// push service's refusal), newest first, one JSON object per line.
+    DeadLetters {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -79,7 +107,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", mint_claims(secret.expose(), &claims)?);
             Ok(())
         }
+        Command::Vapid { json } => {
+            let key = VapidKey::generate();
+            if json {
+                let pair =
+                    serde_json::json!({"public_key": key.public_base64url(), "private_key": key.private_base64url()});
+                println!("{pair}");
+            } else {
+                println!(
+                    "Public Key:\n{}\n\nPrivate Key:\n{}\n\nSet the private key as push.vapid_private_key \
+                     (HERALD__PUSH__VAPID_PRIVATE_KEY), with push.subject.",
+                    key.public_base64url(),
+                    key.private_base64url()
+                );
+            }
+            Ok(())
+        }
+        Command::Push { command: PushCommand::DeadLetters { limit, config } } => dead_letters(config, limit).await,
     }
+}
+
+/// Reads the dead letters straight from Redis: the command runs beside the
+/// nodes, not in one.
+async fn dead_letters(config: Option<PathBuf>, limit: usize) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref())?;
+    if settings.engine.kind != EngineKind::Redis {
+        anyhow::bail!(
+            "the memory engine keeps its dead letters inside the running node; \
+             `herald push dead-letters` reads them from Redis (engine.kind = \"redis\")"
+        );
+    }
+    let client = redis::Client::open(settings.engine.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    for letter in crate::engine::redis::read_dead_letters(&mut conn, limit).await? {
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(letter.at_ms) * 1_000_000)
+            .map(crate::clock::rfc3339)
+            .unwrap_or_default();
+        let line = serde_json::json!({
+            "at": at, "user": letter.user.as_str(), "id": letter.id.to_string(),
+            "endpoint": letter.endpoint, "attempts": letter.attempts, "reason": letter.reason,
+        });
+        println!("{line}");
+    }
+    Ok(())
 }
 
 async fn serve(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
@@ -90,6 +160,15 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     if settings.demo.enabled && settings.auth.secret.is_none() {
         tracing::warn!("demo mode: no auth.secret configured, generated a random one for this run");
         settings.auth.secret = Some(random_secret());
+    }
+    if settings.demo.enabled && !settings.push.enabled() {
+        // The demo page offers push opt-in; it needs a key to subscribe with.
+        let key = VapidKey::generate();
+        tracing::info!(public_key = %key.public_base64url(), "demo mode: no VAPID key configured, generated one for this run");
+        settings.push.vapid_private_key = Some(Secret::new(key.private_base64url()));
+        if settings.push.subject.is_empty() {
+            settings.push.subject = "mailto:herald-demo@localhost".to_owned();
+        }
     }
     if settings.demo.enabled && settings.topics.public.is_empty() {
         // The demo page shows topics next to the inbox; with none configured

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Deserializer};
 
-use crate::domain::{MAX_CURSOR_TOPICS, TopicGrant};
+use crate::domain::{MAX_CURSOR_TOPICS, TopicGrant, VapidKey};
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -24,6 +24,7 @@ pub struct Settings {
     pub topics: TopicSettings,
     pub limits: LimitSettings,
     pub publish: PublishSettings,
+    pub push: PushSettings,
     pub log: LogSettings,
     pub demo: DemoSettings,
 }
@@ -174,6 +175,91 @@ pub struct PublishSettings {
     pub idempotency_window: Duration,
 }
 
+/// When a notification is pushed to a user's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushWhen {
+    /// When no node holds a stream of the user at publish time.
+    Offline,
+    /// `push.delay` after publish, if the notification is still unread.
+    UnreadAfter,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    /// The VAPID private key: the raw 32-byte P-256 scalar, base64url.
+    pub vapid_private_key: Option<Secret>,
+    /// Or a PEM file holding it.
+    pub vapid_private_key_file: Option<PathBuf>,
+    /// Who push services contact about this sender: `mailto:` or `https:`.
+    pub subject: String,
+    /// Hosts whose push endpoints may be plain `http` (tests only).
+    #[serde(deserialize_with = "strings_from_list_or_csv")]
+    pub allowed_insecure_hosts: Vec<String>,
+    pub when: PushWhen,
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+    /// How long a push service keeps a push for an unreachable device, when
+    /// the notification names no `ttl`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Devices kept per user; a new one past it drops the oldest.
+    pub max_subscriptions_per_user: usize,
+    /// Pushes one node sends at once.
+    pub concurrency: usize,
+    /// Longest wait for a push service's answer; then the send is retried.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// A push claimed by a worker that has not settled it this long (its
+    /// node died mid-send) is handed to another. Above `send_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+    /// Sends tried per device before the push goes to the dead letters.
+    pub max_attempts: u32,
+    /// The first retry's delay; each next one doubles it (with jitter), up
+    /// to `retry_max_backoff`. A `Retry-After` from the service wins.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+}
+
+impl PushSettings {
+    /// Whether a VAPID key is configured: without one, push is off.
+    pub fn enabled(&self) -> bool {
+        self.vapid_private_key.is_some() || self.vapid_private_key_file.is_some()
+    }
+
+    /// The configured key, if any; [`Settings::validate`] has checked it, so
+    /// an error here names the setting for a file that changed since.
+    pub fn vapid_key(&self) -> anyhow::Result<Option<VapidKey>> {
+        if let Some(raw) = &self.vapid_private_key {
+            return VapidKey::from_base64url(raw.expose())
+                .map(Some)
+                .map_err(|why| anyhow::anyhow!("invalid configuration: `push.vapid_private_key` {why}"));
+        }
+        let Some(path) = &self.vapid_private_key_file else { return Ok(None) };
+        let pem = std::fs::read_to_string(path).with_context(|| {
+            format!("invalid configuration: `push.vapid_private_key_file`: cannot read {}", path.display())
+        })?;
+        VapidKey::from_pem(&pem).map(Some).map_err(|why| {
+            anyhow::anyhow!("invalid configuration: `push.vapid_private_key_file` ({}) {why}", path.display())
+        })
+    }
+}
+
+impl fmt::Debug for PushSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushSettings")
+            .field("vapid_private_key", &self.vapid_private_key.as_ref().map(|_| "[redacted]"))
+            .field("vapid_private_key_file", &self.vapid_private_key_file)
+            .field("subject", &self.subject)
+            .field("when", &self.when)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -315,6 +401,7 @@ impl Settings {
             )?;
             require(self.engine.redis_url.starts_with("redis://"), "engine.redis_url", "must be a redis:// URL")?;
         }
+        self.validate_push()?;
         let wants_hmac = self.auth.algorithms.iter().any(|a| is_hmac(*a));
         let wants_public_key = self.auth.algorithms.iter().any(|a| !is_hmac(*a));
         if wants_public_key {
@@ -337,6 +424,41 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_push(&self) -> anyhow::Result<()> {
+        let push = &self.push;
+        if push.vapid_private_key.is_some() && push.vapid_private_key_file.is_some() {
+            bail!("invalid configuration: set `push.vapid_private_key` or `push.vapid_private_key_file`, not both");
+        }
+        require_setting(push.max_subscriptions_per_user > 0, "push.max_subscriptions_per_user", "must be at least 1")?;
+        require_setting(push.concurrency > 0, "push.concurrency", "must be at least 1")?;
+        require_setting(push.max_attempts > 0, "push.max_attempts", "must be at least 1")?;
+        require_setting(!push.send_timeout.is_zero(), "push.send_timeout", "must be above 0")?;
+        require_setting(!push.retry_backoff.is_zero(), "push.retry_backoff", "must be above 0")?;
+        require_setting(
+            push.retry_max_backoff >= push.retry_backoff,
+            "push.retry_max_backoff",
+            "must be at least push.retry_backoff",
+        )?;
+        // A worker still sending must not see its push handed to another.
+        require_setting(
+            push.visibility_timeout > push.send_timeout,
+            "push.visibility_timeout",
+            "must be longer than push.send_timeout (a push still being sent would be sent twice)",
+        )?;
+        require_setting(!push.delay.is_zero(), "push.delay", "must be above 0")?;
+        // RFC 8030 §5.2: TTL is whole seconds; push services cap it at 4 weeks.
+        require_setting(push.ttl <= Duration::from_secs(28 * 86_400), "push.ttl", "must be at most 28d")?;
+        if push.vapid_key()?.is_some() {
+            // RFC 8292 §2.1: push services use it to reach the sender.
+            require_setting(
+                push.subject.starts_with("mailto:") || push.subject.starts_with("https:"),
+                "push.subject",
+                "must be a mailto: or https: URI when a VAPID key is set (push services contact the sender there)",
+            )?;
+        }
+        Ok(())
+    }
+
     /// The node id from config, or a random one for this process.
     pub fn node_id(&self) -> String {
         if self.server.node_id.is_empty() {
@@ -345,6 +467,10 @@ impl Settings {
             self.server.node_id.clone()
         }
     }
+}
+
+fn require_setting(ok: bool, key: &str, why: &str) -> anyhow::Result<()> {
+    if ok { Ok(()) } else { bail!("invalid configuration: `{key}` {why}") }
 }
 
 /// Shortest `auth.secret` accepted: HS256's hash length.

@@ -49,6 +49,14 @@ impl ApiError {
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
+    /// A Web Push endpoint on a node with no VAPID key.
+    pub fn push_off() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "push_off",
+            "Web Push is off on this server: no VAPID key is configured (push.vapid_private_key)",
+        )
+    }
     pub fn too_many(message: impl Into<String>, retry_after: u32) -> Self {
         Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many", message) }
     }

@@ -28,13 +28,14 @@
 //! | 3 | [`wire`] | every byte a client receives: SSE frames, a notification's JSON |
 //! | 4 | [`hub`] | this node's registry of streams, their queues, the node-wide tick |
 //! | 5 | [`engine`] | the `Engine` trait; `memory` and `redis`; they hand the hub typed events |
-//! | 6 | [`node`] | a node assembled from settings: hub, engine, node tasks |
-//! | 7 | [`sse`] | one SSE response body: replay from the engine, then live from the hub |
-//! | 8 | [`error`] | every client-visible error and its HTTP status |
-//! | 9 | [`auth`] | JWT verification, `User` / `Publisher` extractors |
-//! | 10 | [`routes`] | HTTP handlers and the state they share |
-//! | 11 | [`app`] | binds, starts a node, serves the routes, graceful shutdown |
-//! | 12 | [`cli`] | `serve`, `token`, `check-config` |
+//! | 6 | [`push`] | the Web Push worker: claims queued pushes, encrypts, signs, sends |
+//! | 7 | [`node`] | a node assembled from settings: hub, engine, node tasks |
+//! | 8 | [`sse`] | one SSE response body: replay from the engine, then live from the hub |
+//! | 9 | [`error`] | every client-visible error and its HTTP status |
+//! | 10 | [`auth`] | JWT verification, `User` / `Publisher` extractors |
+//! | 11 | [`routes`] | HTTP handlers and the state they share |
+//! | 12 | [`app`] | binds, starts a node, serves the routes, graceful shutdown |
+//! | 13 | [`cli`] | `serve`, `token`, `vapid`, `push dead-letters`, `check-config` |
 
 pub mod app;
 pub mod auth;
@@ -47,6 +48,7 @@ pub mod error;
 pub mod hub;
 pub mod metrics;
 pub mod node;
+pub mod push;
 pub mod rate_limit;
 pub mod routes;
 pub mod sse;

@@ -37,11 +37,21 @@ pub struct Metrics {
     /// From the entry id's timestamp (Redis's clock at XADD) to the moment
     /// this node queued it for its streams.
     pub publish_to_delivery: Histogram,
+    push: [Counter; 7],
+    /// One request to a push service, encryption included.
+    pub push_send_seconds: Histogram,
+    /// Pushes queued, delayed or in flight (the whole deployment's, as last
+    /// read by this node's worker).
+    pub push_queue_depth: Gauge,
 }
 
 impl Metrics {
     pub fn bye(&self, reason: ByeReason) -> &Counter {
         &self.bye[reason as usize]
+    }
+
+    pub fn push(&self, outcome: PushOutcome) -> &Counter {
+        &self.push[outcome as usize]
     }
 
     pub fn observe_delivery_latency(&self, id: EntryId) {
@@ -60,6 +70,11 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full("herald_publish_to_delivery_seconds".into()),
                 &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            )
+            .expect("buckets are not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("herald_push_send_seconds".into()),
+                &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
             )
             .expect("buckets are not empty")
             .install_recorder()
@@ -87,6 +102,9 @@ pub fn get() -> &'static Metrics {
         );
         describe_counter!("herald_user_rate_limited_total", "user requests and stream opens refused with 429");
         describe_histogram!("herald_publish_to_delivery_seconds", "from publish to queueing on this node");
+        describe_counter!("herald_push_total", "Web Push sends and skips by this node's worker, by outcome");
+        describe_histogram!("herald_push_send_seconds", "one request to a push service, encryption included");
+        describe_gauge!("herald_push_queue_depth", "pushes queued, delayed or in flight");
         let bye = |reason: ByeReason| counter!("herald_stream_bye_total", "reason" => reason.as_str());
         Metrics {
             streams_open: gauge!("herald_streams_open"),
@@ -104,6 +122,45 @@ pub fn get() -> &'static Metrics {
             repaired_entries: counter!("herald_repaired_entries_total"),
             user_rate_limited: counter!("herald_user_rate_limited_total"),
             publish_to_delivery: histogram!("herald_publish_to_delivery_seconds"),
+            push: PushOutcome::ALL.map(|o| counter!("herald_push_total", "outcome" => o.as_str())),
+            push_send_seconds: histogram!("herald_push_send_seconds"),
+            push_queue_depth: gauge!("herald_push_queue_depth"),
         }
     })
+}
+
+/// `herald_push_total`'s `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Sent,
+    Retried,
+    Dead,
+    Gone,
+    TooLarge,
+    SkippedRead,
+    SkippedDeleted,
+}
+
+impl PushOutcome {
+    pub const ALL: [PushOutcome; 7] = [
+        PushOutcome::Sent,
+        PushOutcome::Retried,
+        PushOutcome::Dead,
+        PushOutcome::Gone,
+        PushOutcome::TooLarge,
+        PushOutcome::SkippedRead,
+        PushOutcome::SkippedDeleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushOutcome::Sent => "sent",
+            PushOutcome::Retried => "retried",
+            PushOutcome::Dead => "dead",
+            PushOutcome::Gone => "gone",
+            PushOutcome::TooLarge => "too_large",
+            PushOutcome::SkippedRead => "skipped_read",
+            PushOutcome::SkippedDeleted => "skipped_deleted",
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! A node, assembled in one place from [`Settings`]: the hub, the engine
 //! chosen by `engine.kind` and built on it, and the node's long-running
 //! tasks (the hub's tick, the Redis engine's pub/sub connection, the memory
-//! engine's pruning). The HTTP server and the conformance tests both start
+//! engine's pruning, the Web Push worker when a VAPID key is set). The HTTP server and the conformance tests both start
 //! one this way.
 
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::{EngineKind, Settings},
-    engine::{AnyEngine, Retention, memory::MemoryEngine, redis::RedisEngine},
+    engine::{AnyEngine, PushPolicy, Retention, memory::MemoryEngine, redis::RedisEngine},
     hub::{self, Hub, HubCapacity, NodeTask},
+    push::PushWorker,
 };
 
 pub struct Node {
@@ -36,7 +37,12 @@ impl Node {
                 // The memory engine hands every event to the hub itself:
                 // there is nothing to subscribe to.
                 let hub = Arc::new(Hub::new(capacity, keep_alive, None));
-                let engine = MemoryEngine::new(hub.clone(), retention, Retention::for_topics(settings));
+                let engine = MemoryEngine::new(
+                    hub.clone(),
+                    retention,
+                    Retention::for_topics(settings),
+                    PushPolicy::from_settings(settings),
+                );
                 let pruner = engine.pruner();
                 (hub, AnyEngine::Memory(engine), pruner)
             }
@@ -49,7 +55,18 @@ impl Node {
         };
         crate::metrics::get(); // the recorder, before any handle is used
         let ticker = hub::ticker(&hub, settings.stream.token_expiring_before);
-        Ok(Self { hub, engine, tasks: vec![engine_task, ticker] })
+        let mut tasks = vec![engine_task, ticker];
+        match settings.push.vapid_key()? {
+            Some(key) => {
+                if let AnyEngine::Redis(redis) = &engine {
+                    redis.prepare_push_queue().await?;
+                }
+                tracing::info!(public_key = %key.public_base64url(), when = ?settings.push.when, "Web Push is on");
+                tasks.push(PushWorker::new(engine.clone(), key, &settings.push, &settings.node_id())?.task());
+            }
+            None => tracing::info!("Web Push is off: no push.vapid_private_key or push.vapid_private_key_file is set"),
+        }
+        Ok(Self { hub, engine, tasks })
     }
 
     /// The node's tasks, for the caller to spawn on the runtime their I/O

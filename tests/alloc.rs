@@ -118,7 +118,12 @@ fn an_idle_stream_costs_herald_under_a_kibibyte() {
         None,
     ));
     let retention = herald::engine::Retention { max_len: 1000, max_age_ms: 86_400_000, idempotency_window_ms: 1000 };
-    let engine = herald::engine::AnyEngine::Memory(MemoryEngine::new(hub.clone(), retention, retention));
+    let engine = herald::engine::AnyEngine::Memory(MemoryEngine::new(
+        hub.clone(),
+        retention,
+        retention,
+        herald::engine::PushPolicy::Off,
+    ));
     // Warm up the hub's shards and the metrics before counting.
     let warm: Vec<_> = (0..64)
         .map(|i| hub.register(Arc::new(StreamQueue::new(UserId::parse(&format!("w{i}")).unwrap(), u64::MAX))).unwrap())

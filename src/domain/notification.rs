@@ -35,14 +35,35 @@ pub struct NewNotification {
     pub priority: Priority,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Box<RawValue>>,
+    /// Notifications that share it replace one another where they are shown:
+    /// a Web Push `Topic` (an undelivered push is replaced by the next) and
+    /// the service worker's notification `tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse_key: Option<String>,
+    /// How long a push service keeps this notification's push for a device
+    /// that is off, in seconds (`push.ttl` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
 }
 
 /// A validated notification, ready to store: its compact JSON (`priority`
-/// filled in, no raw line breaks) and its `type`, which preferences need.
+/// filled in, no raw line breaks), and its `type` and `priority`, which
+/// preferences and Web Push decide on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredNotification {
     pub json: String,
     pub kind: String,
+    pub priority: Priority,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
 }
 
 /// The size limits from config (`[limits]`).
@@ -55,6 +76,9 @@ pub struct NotificationLimits {
 
 pub const MAX_TYPE_LEN: usize = 64;
 pub const MAX_URL_LEN: usize = 2048;
+pub const MAX_COLLAPSE_KEY_LEN: usize = 64;
+/// RFC 8030 §5.2: push services keep a push at most this long (28 days).
+pub const MAX_TTL_SECONDS: u64 = 28 * 86_400;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -101,6 +125,17 @@ impl NewNotification {
                 ));
             }
         }
+        if let Some(key) = &self.collapse_key
+            && !is_valid_collapse_key(key)
+        {
+            return Err(invalid(
+                "notification.collapse_key",
+                format!("must be 1-{MAX_COLLAPSE_KEY_LEN} characters of A-Z a-z 0-9 . _ - :"),
+            ));
+        }
+        if self.ttl.is_some_and(|ttl| ttl > MAX_TTL_SECONDS) {
+            return Err(invalid("notification.ttl", format!("must be 0 to {MAX_TTL_SECONDS} seconds (28 days)")));
+        }
         let mut json = serde_json::to_string(self).expect("a notification always serializes");
         // `data` is kept as sent, so it may hold line breaks between tokens
         // (never inside strings, where JSON escapes them). An SSE data line
@@ -111,7 +146,7 @@ impl NewNotification {
         if json.len() > limits.max_payload_bytes {
             return Err(ValidationError::TooLarge { size: json.len(), limit: limits.max_payload_bytes });
         }
-        Ok(StoredNotification { json, kind: self.kind.clone() })
+        Ok(StoredNotification { json, kind: self.kind.clone(), priority: self.priority })
     }
 }
 
@@ -123,6 +158,15 @@ fn is_valid_type(kind: &str) -> bool {
             !part.is_empty()
                 && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         })
+}
+
+/// A collapse key is sent as a header and an id in the browser: a short
+/// run of visible ASCII that needs no escaping anywhere. `functions.lua`
+/// has the same rule.
+fn is_valid_collapse_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_COLLAPSE_KEY_LEN
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
 }
 
 /// Schemes `url` and `icon` may name. Integrators render them as links and

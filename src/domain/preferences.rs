@@ -150,6 +150,41 @@ impl Preferences {
     }
 }
 
+/// How far ahead [`Preferences::quiet_rule`] lists a zone's offset changes.
+/// A rule is written whenever preferences are saved; past its last change
+/// the last offset holds (zones rarely change their rules, and a user who
+/// saves preferences gets a fresh one).
+const QUIET_RULE_YEARS: i64 = 10;
+
+impl Preferences {
+    /// `push` per category, plus the default under `*`.
+    pub fn push_flags(&self) -> Vec<(String, bool)> {
+        let mut flags = vec![("*".to_owned(), self.default.push)];
+        flags.extend(self.categories.iter().map(|(k, v)| (k.clone(), v.push)));
+        flags
+    }
+
+    /// The quiet hours as a rule a Redis function can apply without a time
+    /// zone database: `"<start minute> <end minute> <offset s> [<from s>
+    /// <offset s>]..."`, the window in minutes of the local day, then the
+    /// zone's UTC offset at `now` and each change of it over the next
+    /// [`QUIET_RULE_YEARS`] (unix seconds it takes effect, the new offset).
+    /// `functions.lua`'s `in_quiet_hours` reads it and answers as
+    /// [`Preferences::in_quiet_hours`] does. `None` without quiet hours.
+    pub fn quiet_rule(&self, now: Timestamp) -> Option<String> {
+        let q = self.quiet_hours.as_ref()?;
+        let (start, end) = (parse_hh_mm(&q.start)?, parse_hh_mm(&q.end)?);
+        let tz = jiff::tz::db().get(&q.timezone).ok()?;
+        let minutes = |t: Time| i32::from(t.hour()) * 60 + i32::from(t.minute());
+        let mut rule = format!("{} {} {}", minutes(start), minutes(end), tz.to_offset(now).seconds());
+        let horizon = now.checked_add(jiff::SignedDuration::from_hours(24 * 365 * QUIET_RULE_YEARS)).ok()?;
+        for change in tz.following(now).take_while(|t| t.timestamp() < horizon) {
+            rule.push_str(&format!(" {} {}", change.timestamp().as_second(), change.offset().seconds()));
+        }
+        Some(rule)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +218,45 @@ mod tests {
             "quiet_hours.timezone"
         );
         assert_eq!(field(r#"{"categories":{"Bad Name":{}}}"#), "categories.Bad Name");
+    }
+
+    /// What functions.lua's in_quiet_hours computes from the rule, here in
+    /// Rust, so the rule is checked against the zone database at many
+    /// instants (tests/it/push.rs checks the Lua side on real Redis).
+    fn quiet_by_rule(rule: &str, at: Timestamp) -> bool {
+        let n: Vec<i64> = rule.split(' ').map(|v| v.parse().unwrap()).collect();
+        let now = at.as_second();
+        let mut offset = n[2];
+        for pair in n[3..].chunks(2) {
+            if now < pair[0] {
+                break;
+            }
+            offset = pair[1];
+        }
+        let minute = (now + offset).rem_euclid(86_400) / 60;
+        if n[0] <= n[1] { minute >= n[0] && minute < n[1] } else { minute >= n[0] || minute < n[1] }
+    }
+
+    #[test]
+    fn the_quiet_rule_agrees_with_the_zone_database() {
+        let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        for (zone, window) in [
+            ("America/New_York", ("22:00", "07:00")),
+            ("Asia/Seoul", ("09:30", "17:45")),
+            ("Europe/London", ("00:00", "06:00")),
+        ] {
+            let json =
+                format!(r#"{{"quiet_hours":{{"start":"{}","end":"{}","timezone":"{zone}"}}}}"#, window.0, window.1);
+            let p = parse(&json).unwrap();
+            let rule = p.quiet_rule(start).unwrap();
+            // Every 17 minutes over two years, across every DST change.
+            let mut at = start;
+            while at < "2028-01-01T00:00:00Z".parse().unwrap() {
+                assert_eq!(quiet_by_rule(&rule, at), p.in_quiet_hours(at), "{zone} at {at}: rule {rule}");
+                at = at.checked_add(jiff::SignedDuration::from_mins(17)).unwrap();
+            }
+        }
+        assert_eq!(Preferences::default().quiet_rule(start), None);
     }
 
     #[test]

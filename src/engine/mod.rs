@@ -10,11 +10,15 @@
 //! * [`redis::RedisEngine`]: one Redis server, any number of nodes.
 
 pub mod memory;
+pub mod push;
 pub mod redis;
 
 use std::future::Future;
 
-use crate::domain::{EntryId, IdempotencyKey, Preferences, StoredNotification, TopicName, UserId};
+pub use self::push::{
+    DeadLetter, PushDecision, PushJob, PushPolicy, PushQueue, PushRetry, PushSettlement, PushTarget, SkipReason,
+};
+use crate::domain::{EntryId, IdempotencyKey, Preferences, PushSubscription, StoredNotification, TopicName, UserId};
 
 /// The outcome of one publish to one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,8 @@ pub struct Published {
     /// The idempotency key was seen before: nothing was stored, this is the
     /// first publish's result.
     pub duplicate: bool,
+    /// Whether a Web Push was queued, decided in the same step.
+    pub push: PushDecision,
 }
 
 /// What a publish to one user did.
@@ -339,6 +345,51 @@ impl Engine for AnyEngine {
         limit: usize,
     ) -> Result<ListPage, EngineError> {
         delegate!(self, e => e.list_topic(topic, before, limit))
+    }
+}
+
+impl PushQueue for AnyEngine {
+    async fn push_subscribe(
+        &self,
+        user: &UserId,
+        subscription: &PushSubscription,
+        max: usize,
+    ) -> Result<usize, EngineError> {
+        delegate!(self, e => e.push_subscribe(user, subscription, max))
+    }
+
+    async fn push_unsubscribe(&self, user: &UserId, endpoint: &str) -> Result<bool, EngineError> {
+        delegate!(self, e => e.push_unsubscribe(user, endpoint))
+    }
+
+    async fn push_subscriptions(&self, user: &UserId) -> Result<Vec<PushSubscription>, EngineError> {
+        delegate!(self, e => e.push_subscriptions(user))
+    }
+
+    async fn push_claim(
+        &self,
+        worker: &str,
+        max: usize,
+        stale: std::time::Duration,
+        wait: std::time::Duration,
+    ) -> Result<Vec<PushJob>, EngineError> {
+        delegate!(self, e => e.push_claim(worker, max, stale, wait))
+    }
+
+    async fn push_target(&self, job: &PushJob) -> Result<PushTarget, EngineError> {
+        delegate!(self, e => e.push_target(job))
+    }
+
+    async fn push_settle(&self, job: &PushJob, settlement: &PushSettlement) -> Result<(), EngineError> {
+        delegate!(self, e => e.push_settle(job, settlement))
+    }
+
+    async fn push_dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
+        delegate!(self, e => e.push_dead_letters(limit))
+    }
+
+    async fn push_depth(&self) -> Result<u64, EngineError> {
+        delegate!(self, e => e.push_depth())
     }
 }
 

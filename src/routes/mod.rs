@@ -7,6 +7,7 @@ mod health;
 mod notifications;
 mod preferences;
 mod publish;
+mod push;
 mod state;
 mod topics;
 
@@ -27,6 +28,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo_mode: bool) {
         .route("/v1/preferences", web::get().to(preferences::get))
         .route("/v1/preferences", web::put().to(preferences::put))
         .route("/v1/topics/{name}/notifications", web::get().to(topics::list))
+        .route("/v1/push/vapid_public_key", web::get().to(push::vapid_public_key))
+        .route("/v1/push/subscriptions", web::get().to(push::list))
+        .route("/v1/push/subscriptions", web::post().to(push::subscribe))
+        .route("/v1/push/subscriptions", web::delete().to(push::unsubscribe))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics));

@@ -52,8 +52,10 @@ struct Delivery {
     user: String,
     id: Option<String>,
     online: bool,
-    /// Web Push is not wired yet: always "none".
+    /// `queued`, `skipped` (why in `push_skipped`) or `none` (push is off).
     push: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push_skipped: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dropped: Option<&'static str>,
 }
@@ -71,12 +73,18 @@ impl Delivery {
                 user: user.to_string(),
                 id: Some(p.id.to_string()),
                 online: p.online,
-                push: "none",
+                push: p.push.as_str(),
+                push_skipped: p.push.skip_reason(),
                 dropped: None,
             },
-            PublishOutcome::Dropped => {
-                Self { user: user.to_string(), id: None, online: false, push: "none", dropped: Some("preferences") }
-            }
+            PublishOutcome::Dropped => Self {
+                user: user.to_string(),
+                id: None,
+                online: false,
+                push: "none",
+                push_skipped: None,
+                dropped: Some("preferences"),
+            },
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub node_id: Arc<str>,
     /// `topics.public`: topics every user may follow.
     pub public_topics: Arc<[TopicGrant]>,
+    /// The VAPID public key (base64url) when Web Push is on.
+    pub vapid_public_key: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -42,6 +44,8 @@ impl AppState {
             },
             node_id: settings.node_id().as_str().into(),
             public_topics: settings.topics.public_grants().into(),
+            // Validated at start: a key that cannot be read stops the node.
+            vapid_public_key: settings.push.vapid_key().ok().flatten().map(|k| k.public_base64url().into()),
             settings,
         }
     }

@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["wire"],
     &["hub"],
     &["engine"],
+    &["push"],
     &["node"],
     &["sse"],
     &["error"],

@@ -17,6 +17,7 @@ mod layers;
 mod library;
 mod nodes;
 mod operations;
+mod push_subscriptions;
 mod resume;
 mod streams;
 mod subscriptions;

@@ -24,10 +24,18 @@ name, which is also their pub/sub channel:
   herald:{u:<user>}:idem:<k>   string    "<id> <subscribers>" of the first publish
                                          with idempotency key <k>; expires
   herald:{u:<user>}:prefs      string    the preferences document (JSON)
+  herald:{u:<user>}:push       hash      endpoint -> "<seq> <subscription JSON>":
+                                         the user's devices for Web Push; `~seq`
+                                         (no endpoint starts with `~`) numbers
+                                         them, so the oldest is known
   herald:{u:<user>}:in_app     hash      category -> 1/0 (`*` = default): whether
                                          notifications are kept, from the prefs;
-                                         and the inbox's state, in fields that
-                                         start with `~` (category names cannot):
+                                         ^category -> 1/0 (`^*` = default): whether
+                                         they are pushed; `~quiet`: the quiet
+                                         hours as a rule this file can apply
+                                         (in_quiet_hours); and the inbox's
+                                         state, in fields that start with `~`
+                                         (category names cannot):
                                            ~oldest_ms   the oldest entry's time (ms)
                                                         at the last age check
                                            ~read_upto   every entry at or before
@@ -36,6 +44,22 @@ name, which is also their pub/sub channel:
                                                         before ~read_upto
                                            ~expires_ms  when every key of the user
                                                         expires (below)
+
+Web Push keys are the node's, not a user's; they share the hash tag {push}:
+
+  herald:{push}:queue          stream    pushes to send now, fields u (user), id,
+                                         a (attempts so far), c (1: only if still
+                                         unread), e (one endpoint, or empty: every
+                                         device); consumer group `herald-push`
+  herald:{push}:delayed        zset      pushes to send later, scored by when (ms):
+                                         `unread_after` pushes and retries; member
+                                         "<user>\t<id>\t<a>\t<c>\t<e>"
+  herald:{push}:dead           stream    pushes given up on (u, id, e, a, why),
+                                         the newest PUSH_DEAD_KEPT
+
+herald_publish writes the queue keys without naming them in KEYS (its
+signature has one key, the user's). That holds on one Redis server; on a
+cluster they live in another slot.
 
 An entry is read if its id is at or before `~read_upto` (set by mark-all-read)
 or in `read`. The unread count is XLEN(inbox) - SCARD(read) - ~covered: `read`
@@ -104,7 +128,10 @@ local LIST_SCAN = 500
 -- takes as many as expired.
 local TRIM_BATCH = 1000
 
-local FIELDS = {type = true, title = true, body = true, url = true, icon = true, priority = true, data = true}
+local FIELDS = {type = true, title = true, body = true, url = true, icon = true, priority = true, data = true,
+  collapse_key = true, ttl = true}
+-- RFC 8030 §5.2: push services keep a push at most 28 days.
+local MAX_TTL = 28 * 86400
 -- What `url` and `icon` may name besides a relative reference: a
 -- `javascript:` or `data:` link rendered by an integrator would run script.
 local LINK_SCHEMES = {http = true, https = true}
@@ -275,7 +302,15 @@ local function validate(json)
   end
   if bad_link(n.url) then return nil, invalid_link('url') end
   if bad_link(n.icon) then return nil, invalid_link('icon') end
+  if not absent(n.collapse_key) and (type(n.collapse_key) ~= 'string' or #n.collapse_key > 64
+      or not string.find(n.collapse_key, '^[%w._:-]+$')) then
+    return nil, invalid('notification.collapse_key: must be 1-64 characters of A-Z a-z 0-9 . _ - :')
+  end
+  if not absent(n.ttl) and (type(n.ttl) ~= 'number' or n.ttl < 0 or n.ttl > MAX_TTL or n.ttl ~= math.floor(n.ttl)) then
+    return nil, invalid('notification.ttl: must be 0 to ' .. MAX_TTL .. ' seconds (28 days)')
+  end
   if n.priority == nil then
+    n.priority = 'normal'
     json = '{"priority":"normal",' .. string.sub(json, 2)
   elseif not PRIORITIES[n.priority] then
     return nil, invalid('notification.priority: must be low, normal or high')
@@ -336,7 +371,8 @@ end
 -- Every key of the user, for the shared expiry. (`idem:<k>` keys keep their
 -- own, shorter one.)
 local function user_keys(base)
-  return {base .. ':inbox', base .. ':read', base .. ':clicked', base .. ':trimmed', base .. ':prefs', base .. ':in_app'}
+  return {base .. ':inbox', base .. ':read', base .. ':clicked', base .. ':trimmed', base .. ':prefs', base .. ':in_app',
+    base .. ':push'}
 end
 
 -- Moves the user's expiry to EXPIRY_MS from `now` if it was last moved more
@@ -462,8 +498,65 @@ local function trim_for_read(base, inbox)
   return len - read_count - w.covered, w
 end
 
+-- Web Push: `push.when` ('off' without a VAPID key) and `push.delay`.
+local PUSH_MODE = '{{PUSH_MODE}}'
+local PUSH_DELAY_MS = {{PUSH_DELAY_MS}}
+local PUSH_QUEUE = 'herald:{push}:queue'
+local PUSH_DELAYED = 'herald:{push}:delayed'
+local PUSH_DEAD = 'herald:{push}:dead'
+local PUSH_DEAD_KEPT = 10000
+local QUIET = '~quiet'
+
+-- Whether `now` (ms) is inside the quiet hours described by `rule`:
+-- "<start minute> <end minute> <offset s> [<from s> <offset s>]...", the
+-- window in minutes of the local day and the zone's UTC offsets, each from
+-- a time on (Preferences::quiet_rule writes it). Same answer as
+-- Preferences::in_quiet_hours: start inclusive, end exclusive, a window
+-- may wrap midnight, and start = end is never quiet.
+local function in_quiet_hours(rule, now)
+  local n = {}
+  for v in string.gmatch(rule, '%-?%d+') do n[#n + 1] = tonumber(v) end
+  if #n < 3 then return false end
+  local now_s = math.floor(now / 1000)
+  local offset = n[3]
+  for i = 4, #n - 1, 2 do
+    if now_s < n[i] then break end
+    offset = n[i + 1]
+  end
+  local minute = math.floor(((now_s + offset) % 86400) / 60)
+  if n[1] <= n[2] then return minute >= n[1] and minute < n[2] end
+  return minute >= n[1] or minute < n[2]
+end
+
+local function delayed_member(user, id, attempt, unread_only, endpoint)
+  return user .. '\t' .. id .. '\t' .. attempt .. '\t' .. unread_only .. '\t' .. endpoint
+end
+
+-- Whether to push a stored entry, by the rules of engine::push (the memory
+-- engine's `decide`): push on, the user not looking (no subscriber, for
+-- `offline`), a device, the category's push flag, outside quiet hours
+-- unless high priority. Queues the push when so. Returns the decision and
+-- the reason for a skip. Costs nothing with push off, and one EXISTS for a
+-- user with no device.
+local function push_decision(base, id, type, priority, subscribers, now)
+  if PUSH_MODE == 'off' then return 'none', '' end
+  if PUSH_MODE == 'offline' and subscribers > 0 then return 'skipped', 'online' end
+  if redis.call('EXISTS', base .. ':push') == 0 then return 'skipped', 'no_subscriptions' end
+  local f = redis.call('HMGET', base .. ':in_app', '^' .. string.match(type, '^[^.]+'), '^*', QUIET)
+  if (f[1] or f[2]) == '0' then return 'skipped', 'preferences' end
+  if priority ~= 'high' and f[3] and in_quiet_hours(f[3], now) then return 'skipped', 'quiet_hours' end
+  local user = string.sub(base, 11, -2)
+  if PUSH_MODE == 'offline' then
+    redis.call('XADD', PUSH_QUEUE, '*', 'u', user, 'id', id, 'a', 0, 'c', 0, 'e', '')
+  else
+    redis.call('ZADD', PUSH_DELAYED, now + PUSH_DELAY_MS, delayed_member(user, id, 0, 1, ''))
+  end
+  return 'queued', ''
+end
+
 -- Stores `json` (valid, compact, with priority) of type `type` for the user.
--- Returns {id, subscribers, duplicate (0/1), dropped (0/1)} or an error reply.
+-- Returns {id, subscribers, duplicate (0/1), dropped (0/1), push, push
+-- skip reason} or an error reply (push: none / queued / skipped).
 -- Each redis.call here is paid on every publish: HMGET, XADD, XLEN, SCARD
 -- and PUBLISH. Once per LEN_SLACK + 1 publishes to a full inbox, the cut
 -- adds XRANGE, XTRIM and SET (and two SREMs if any are read). Once the
@@ -472,14 +565,14 @@ end
 -- the mark. Once per age slack, renewing the user's expiry adds an HSET and
 -- a PEXPIREAT per key. (Reading the head once instead, with the entries it
 -- would keep, cost more: XRANGE returns every entry's document.)
-local function store(base, json, type, key)
+local function store(base, json, type, priority, key)
   -- The category's in_app flag, the default's, and the inbox's state.
   local settings = redis.call('HMGET', base .. ':in_app', string.match(type, '^[^.]+'), '*', OLDEST, EXPIRES,
     READ_UPTO, COVERED)
   if (settings[1] or settings[2]) == '0' then
     -- A user who is sent notifications is active, kept or not.
     renew_if_due(base, settings[4], now_ms())
-    return {'', 0, 0, 1}
+    return {'', 0, 0, 1, 'none', ''}
   end
   local idem
   if key and key ~= '' then
@@ -490,7 +583,8 @@ local function store(base, json, type, key)
     local first = redis.call('GET', idem)
     if first then
       local id, subscribers = string.match(first, '^(%S+) (%d+)$')
-      return {id, tonumber(subscribers), 1, 0}
+      if PUSH_MODE == 'off' then return {id, tonumber(subscribers), 1, 0, 'none', ''} end
+      return {id, tonumber(subscribers), 1, 0, 'skipped', 'duplicate'}
     end
   end
   local inbox = base .. ':inbox'
@@ -527,7 +621,8 @@ local function store(base, json, type, key)
     -- Never past the user's own expiry: nothing of them outlives it.
     redis.call('SET', idem, id .. ' ' .. subscribers, 'PX', math.min(IDEM_TTL_MS, EXPIRY_MS))
   end
-  return {id, subscribers, 0, 0}
+  local push, why = push_decision(base, id, type, priority, subscribers, now)
+  return {id, subscribers, 0, 0, push, why}
 end
 
 -- Validates, then stores.
@@ -536,7 +631,7 @@ local function publish(keys, args)
   if not base then return invalid('key must be herald:{u:<user>}') end
   local json, err, n = validate(args[1] or '')
   if not json then return err end
-  return store(base, json, n.type, args[2])
+  return store(base, json, n.type, n.priority, args[2])
 end
 
 -- FCALL herald_publish 1 herald:{u:<user>} '<notification json>' [<idempotency key>]
@@ -551,8 +646,9 @@ redis.register_function('herald_publish', function(keys, args)
   return result
 end)
 
--- FCALL herald_publish_detail 1 <base> '<json>' '<idempotency key or empty>' '<type>'
--- The gateway's entry point: {id, subscribers, duplicate, dropped}. The
+-- FCALL herald_publish_detail 1 <base> '<json>' '<idempotency key or empty>' '<type>' '<priority>'
+-- The gateway's entry point: {id, subscribers, duplicate, dropped, push,
+-- push skip reason}. The
 -- gateway has already validated and normalized the notification with the
 -- same rules (NewNotification::validate), so it is not decoded again here:
 -- decoding is a large part of a publish's cost in Redis
@@ -560,8 +656,8 @@ end)
 redis.register_function('herald_publish_detail', function(keys, args)
   local base = user_base(keys)
   if not base then return invalid('key must be herald:{u:<user>}') end
-  if not args[1] or not args[3] then return invalid('herald_publish_detail takes json, key and type') end
-  return store(base, args[1], args[3], args[2])
+  if not args[1] or not args[4] then return invalid('herald_publish_detail takes json, key, type and priority') end
+  return store(base, args[1], args[3], args[4], args[2])
 end)
 
 -- The newest id the inbox ever gave ('0-0' if it does not exist): deleting
@@ -790,6 +886,129 @@ redis.register_function('herald_set_preferences', function(keys, args)
   end
   renew_if_due(base, nil, now_ms())
   return 'OK'
+end)
+
+-- FCALL herald_push_subscribe 1 <base> <endpoint> <subscription json> <max>
+-- Stores a device (replacing the one with the same endpoint, which becomes
+-- the newest), drops the oldest past <max>, and renews the user's expiry.
+-- Returns how many devices the user has.
+local PUSH_SEQ = '~seq'
+redis.register_function('herald_push_subscribe', function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local key, max = base .. ':push', tonumber(args[3])
+  if not args[2] or not max or max < 1 then return invalid('herald_push_subscribe takes endpoint, json and max') end
+  local seq = redis.call('HINCRBY', key, PUSH_SEQ, 1)
+  redis.call('HSET', key, args[1], seq .. ' ' .. args[2])
+  local count = redis.call('HLEN', key) - 1
+  if count > max then
+    -- At most one over (each call adds one): the cap is small, so a scan is.
+    local all, oldest, oldest_seq = redis.call('HGETALL', key), nil, nil
+    for i = 1, #all, 2 do
+      if all[i] ~= PUSH_SEQ then
+        local n = tonumber(string.match(all[i + 1], '^(%d+) '))
+        if not oldest_seq or n < oldest_seq then oldest, oldest_seq = all[i], n end
+      end
+    end
+    redis.call('HDEL', key, oldest)
+    count = count - 1
+  end
+  local expires = renew_if_due(base, redis.call('HGET', base .. ':in_app', EXPIRES), now_ms())
+  redis.call('PEXPIREAT', key, expires)
+  return count
+end)
+
+-- FCALL herald_push_unsubscribe 1 <base> <endpoint>: 1 if it was there.
+redis.register_function('herald_push_unsubscribe', function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local key = base .. ':push'
+  local removed = redis.call('HDEL', key, args[1] or '')
+  if removed == 1 and redis.call('HLEN', key) == 1 then redis.call('DEL', key) end
+  return removed
+end)
+
+-- FCALL_RO herald_push_subscriptions 1 <base>: {json, ...}, oldest first.
+redis.register_function{function_name = 'herald_push_subscriptions', flags = {'no-writes'},
+  callback = function(keys)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local all, rows = redis.call('HGETALL', base .. ':push'), {}
+  for i = 1, #all, 2 do
+    if all[i] ~= PUSH_SEQ then
+      local n, json = string.match(all[i + 1], '^(%d+) (.*)$')
+      rows[#rows + 1] = {tonumber(n), json}
+    end
+  end
+  table.sort(rows, function(a, b) return a[1] < b[1] end)
+  local out = {}
+  for i, row in ipairs(rows) do out[i] = row[2] end
+  return out
+end}
+
+-- FCALL_RO herald_push_target 1 <base> <id>: what a push worker sends,
+-- {entry JSON or false, read (0/1), clicked (0/1), {device JSON, ...}}:
+-- false once the entry was deleted or trimmed.
+redis.register_function{function_name = 'herald_push_target', flags = {'no-writes'}, callback = function(keys, args)
+  local base = user_base(keys)
+  if not base then return invalid('key must be herald:{u:<user>}') end
+  local id = args[1] or ''
+  local devices = {}
+  local all = redis.call('HGETALL', base .. ':push')
+  for i = 1, #all, 2 do
+    if all[i] ~= PUSH_SEQ then devices[#devices + 1] = string.match(all[i + 1], '^%d+ (.*)$') end
+  end
+  local rows = redis.call('XRANGE', base .. ':inbox', id, id)
+  if #rows == 0 then return {false, 0, 0, devices} end
+  local clicked = redis.call('SISMEMBER', base .. ':clicked', id)
+  return {rows[1][2][2], read_flag(base, read_watermark(base), id), clicked, devices}
+end}
+
+-- FCALL herald_push_promote 0 <max>: moves up to <max> delayed pushes that
+-- are due into the queue, in one step (so two nodes never both move one).
+-- Returns how many.
+redis.register_function('herald_push_promote', function(keys, args)
+  local due = redis.call('ZRANGE', PUSH_DELAYED, '-inf', now_ms(), 'BYSCORE', 'LIMIT', 0, tonumber(args[1]) or 100)
+  for _, member in ipairs(due) do
+    local u, id, a, c, e = string.match(member, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+    if u then redis.call('XADD', PUSH_QUEUE, '*', 'u', u, 'id', id, 'a', a, 'c', c, 'e', e) end
+    redis.call('ZREM', PUSH_DELAYED, member)
+  end
+  return #due
+end)
+
+-- FCALL herald_push_settle 0 <ticket> [r <after ms> <user> <id> <attempt> <unread only> <endpoint>]...
+--                                     [d <user> <id> <endpoint> <attempts> <reason>]...
+-- Ends a claimed push: its retries go to the delayed set and its dead
+-- letters to the dead-letter stream, and it leaves the queue, in one step,
+-- so a node that dies now loses nothing and repeats nothing. Returns 0 and
+-- changes nothing if the push was no longer pending: a worker that took it
+-- over after the stale time has settled it already.
+redis.register_function('herald_push_settle', function(keys, args)
+  local ticket, now = args[1], now_ms()
+  if not ticket then return invalid('herald_push_settle takes a ticket') end
+  -- Every part is checked before anything changes.
+  local i, parts = 2, {}
+  while i <= #args do
+    local width = (args[i] == 'r' and 7) or (args[i] == 'd' and 6)
+    if not width or i + width - 1 > #args or (args[i] == 'r' and not tonumber(args[i + 1])) then
+      return invalid('herald_push_settle: bad part at argument ' .. i)
+    end
+    parts[#parts + 1] = i
+    i = i + width
+  end
+  if redis.call('XACK', PUSH_QUEUE, 'herald-push', ticket) == 0 then return 0 end
+  redis.call('XDEL', PUSH_QUEUE, ticket)
+  for _, p in ipairs(parts) do
+    if args[p] == 'r' then
+      redis.call('ZADD', PUSH_DELAYED, now + tonumber(args[p + 1]),
+        delayed_member(args[p + 2], args[p + 3], args[p + 4], args[p + 5], args[p + 6]))
+    else
+      redis.call('XADD', PUSH_DEAD, 'MAXLEN', '~', PUSH_DEAD_KEPT, '*', 'u', args[p + 1], 'id', args[p + 2],
+        'e', args[p + 3], 'a', args[p + 4], 'why', args[p + 5])
+    end
+  end
+  return 1
 end)
 
 -- FCALL herald_stream_start 1 <base>: {newest id ever given, unread count},

@@ -31,6 +31,15 @@ pub fn topic_base(topic: &TopicName) -> String {
     s
 }
 
+/// The Web Push queue (a stream), read through the consumer group
+/// [`PUSH_GROUP`]. The queue's keys share the hash tag `{push}`.
+pub const PUSH_QUEUE: &str = "herald:{push}:queue";
+pub const PUSH_GROUP: &str = "herald-push";
+/// Pushes to send later, by when (a sorted set).
+pub const PUSH_DELAYED: &str = "herald:{push}:delayed";
+/// Pushes given up on (a stream).
+pub const PUSH_DEAD: &str = "herald:{push}:dead";
+
 /// A channel's name in Redis.
 pub fn channel_name(channel: &Channel) -> String {
     match channel {

@@ -15,6 +15,7 @@
 mod keys;
 mod library;
 mod pubsub;
+mod push;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,14 +25,17 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-pub use self::keys::{topic_base, user_base};
+pub use self::{
+    keys::{topic_base, user_base},
+    push::read_dead_letters,
+};
 use self::{
     library::{Occasion, Verdict},
     pubsub::PubSubHealth,
 };
 use super::{
-    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Reset, Retention,
-    StoredEntry, StreamStart, TopicPublished,
+    Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, PushDecision, PushPolicy,
+    ReadTarget, Reset, Retention, SkipReason, StoredEntry, StreamStart, TopicPublished,
 };
 use crate::{
     config::Settings,
@@ -44,11 +48,11 @@ const LIBRARY_TEMPLATE: &str = include_str!("functions.lua");
 /// with every change to `functions.lua`. A node never replaces a library of
 /// a higher revision with its own (see [`library`]), so a node left on old
 /// code cannot put that code back under newer nodes.
-pub const LIBRARY_REVISION: u32 = 5;
+pub const LIBRARY_REVISION: u32 = 6;
 /// The first 8 hex digits of `functions.lua`'s SHA-1 at [`LIBRARY_REVISION`]:
 /// a test fails when the file changes and the revision does not.
 #[cfg(test)]
-const LIBRARY_HASH_AT_REVISION: &str = "00b0b469";
+const LIBRARY_HASH_AT_REVISION: &str = "96b3e1a4";
 
 #[derive(Clone)]
 pub struct RedisEngine {
@@ -72,6 +76,8 @@ struct NodeShared {
     /// name the ones that differ when another node's library is loaded.
     setting_keys: Vec<&'static str>,
     pubsub: Arc<PubSubHealth>,
+    /// Connections for the push worker's blocking reads ([`push`]).
+    blocking: deadpool_redis::Pool,
 }
 
 /// Fills the function library's placeholders from config: the source and
@@ -86,6 +92,11 @@ pub fn library_source(settings: &Settings) -> (String, String) {
 fn filled_library(settings: &Settings) -> (String, String, Vec<&'static str>) {
     let retention = Retention::from_settings(settings);
     let topics = Retention::for_topics(settings);
+    let (push_mode, push_delay_ms) = match PushPolicy::from_settings(settings) {
+        PushPolicy::Off => ("off", 0),
+        PushPolicy::Offline => ("offline", 0),
+        PushPolicy::UnreadAfter { delay_ms } => ("unread_after", delay_ms),
+    };
     // (placeholder, config key, value)
     let numbers = [
         ("MAX_LEN", "history.max_len", retention.max_len.to_string()),
@@ -96,6 +107,8 @@ fn filled_library(settings: &Settings) -> (String, String, Vec<&'static str>) {
         ("IDEM_TTL_MS", "publish.idempotency_window (ms)", retention.idempotency_window_ms.to_string()),
         ("TOPIC_MAX_LEN", "topics.max_len", topics.max_len.to_string()),
         ("TOPIC_MAX_AGE_MS", "topics.max_age (ms)", topics.max_age_ms.to_string()),
+        ("PUSH_MODE", "push.when (off without a VAPID key)", push_mode.to_owned()),
+        ("PUSH_DELAY_MS", "push.delay (ms)", push_delay_ms.to_string()),
     ];
     // Follow from the settings above, so the version leaves them out.
     let derived = [
@@ -170,6 +183,7 @@ impl RedisEngine {
             version,
             setting_keys,
             pubsub: pubsub.clone(),
+            blocking: push::blocking_pool(url, crate::engine::push::CLAIM_WAIT)?,
         });
         let engine = Self { inner: Arc::new(Inner { commands, node }) };
         // Another node's library is no reason not to start: this node serves
@@ -297,12 +311,26 @@ impl Engine for RedisEngine {
             .arg(user_base(user))
             .arg(&notification.json)
             .arg(key.map(IdempotencyKey::as_str).unwrap_or(""))
-            .arg(&notification.kind);
-        let (id, subscribers, duplicate, dropped): (String, i64, i64, i64) = self.call(&cmd).await?;
+            .arg(&notification.kind)
+            .arg(notification.priority.as_str());
+        let (id, subscribers, duplicate, dropped, push, why): (String, i64, i64, i64, String, String) =
+            self.call(&cmd).await?;
         if dropped == 1 {
             return Ok(PublishOutcome::Dropped);
         }
-        Ok(PublishOutcome::Stored(Published { id: parse_id(&id)?, online: subscribers > 0, duplicate: duplicate == 1 }))
+        let push = match push.as_str() {
+            "queued" => PushDecision::Queued,
+            "skipped" => PushDecision::Skipped(SkipReason::parse(&why).ok_or_else(|| {
+                EngineError::Unavailable(format!("Redis returned an unknown push skip reason `{why}`"))
+            })?),
+            _ => PushDecision::None,
+        };
+        Ok(PublishOutcome::Stored(Published {
+            id: parse_id(&id)?,
+            online: subscribers > 0,
+            duplicate: duplicate == 1,
+            push,
+        }))
     }
 
     async fn read_after(&self, user: &UserId, after: EntryId, limit: usize) -> Result<HistoryPage, EngineError> {
@@ -390,6 +418,14 @@ impl Engine for RedisEngine {
         cmd.arg("herald_set_preferences").arg(1).arg(user_base(user)).arg(json);
         for (category, in_app) in prefs.in_app_flags() {
             cmd.arg(category).arg(if in_app { "1" } else { "0" });
+        }
+        // The push flags and the quiet-hours rule the publish path reads
+        // (functions.lua's push_decision).
+        for (category, push) in prefs.push_flags() {
+            cmd.arg(format!("^{category}")).arg(if push { "1" } else { "0" });
+        }
+        if let Some(rule) = prefs.quiet_rule(jiff::Timestamp::now()) {
+            cmd.arg("~quiet").arg(rule);
         }
         let _: String = self.call(&cmd).await?;
         Ok(())
@@ -509,7 +545,7 @@ mod tests {
         assert_eq!(
             version,
             format!(
-                "r{LIBRARY_REVISION}:{}+{hash}:200,2592000000,8192,200,2000,86400000,1000,604800000",
+                "r{LIBRARY_REVISION}:{}+{hash}:200,2592000000,8192,200,2000,86400000,1000,604800000,off,0",
                 env!("CARGO_PKG_VERSION")
             )
         );

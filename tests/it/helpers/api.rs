@@ -37,6 +37,10 @@ impl UserApi {
         self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 
+    pub async fn delete_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.base)).json(&body)).await
+    }
+
     /// Every item, following `next` page by page.
     pub async fn list_all(&self, query: &str, limit: usize) -> Vec<Value> {
         let mut items = Vec::new();

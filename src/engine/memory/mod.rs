@@ -16,13 +16,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod push;
+
+pub use self::push::DEAD_LETTERS_KEPT;
 use super::{
-    Engine, EngineError, HistoryPage, LIST_SCAN, ListPage, ListQuery, PublishOutcome, Published, ReadTarget, Reset,
-    Retention, StoredEntry, StreamStart, TopicPublished, topic_document,
+    Engine, EngineError, HistoryPage, LIST_SCAN, ListPage, ListQuery, PublishOutcome, Published, PushDecision,
+    PushPolicy, ReadTarget, Reset, Retention, SkipReason, StoredEntry, StreamStart, TopicPublished, topic_document,
 };
 use crate::{
     clock::now_unix_ms,
-    domain::{EntryId, IdempotencyKey, InboxChange, LiveEvent, Preferences, StoredNotification, TopicName, UserId},
+    domain::{
+        EntryId, IdempotencyKey, InboxChange, LiveEvent, Preferences, PushSubscription, StoredNotification, TopicName,
+        UserId,
+    },
     hub::{Hub, NodeTask},
 };
 
@@ -36,6 +42,8 @@ struct Inner {
     hub: Arc<Hub>,
     retention: Retention,
     topic_retention: Retention,
+    push_policy: PushPolicy,
+    push: push::PushState,
 }
 
 #[derive(Default)]
@@ -115,6 +123,8 @@ struct Inbox {
     unread: u64,
     idempotency: HashMap<String, (Published, Instant)>,
     preferences: Option<Preferences>,
+    /// Web Push devices, oldest first.
+    devices: Vec<PushSubscription>,
     /// When the user was last active (unix ms): the pruner forgets them
     /// [`Retention::expiry_ms`] after it.
     active_ms: u64,
@@ -158,8 +168,17 @@ impl Inbox {
 
 impl MemoryEngine {
     /// `retention` for inboxes, `topic_retention` for topics.
-    pub fn new(hub: Arc<Hub>, retention: Retention, topic_retention: Retention) -> Self {
-        Self { inner: Arc::new(Inner { users: Mutex::new(Users::default()), hub, retention, topic_retention }) }
+    pub fn new(hub: Arc<Hub>, retention: Retention, topic_retention: Retention, push_policy: PushPolicy) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                users: Mutex::new(Users::default()),
+                hub,
+                retention,
+                topic_retention,
+                push_policy,
+                push: push::PushState::default(),
+            }),
+        }
     }
 
     /// Forgets every user inactive for [`Retention::expiry_ms`] by `now_ms`,
@@ -248,7 +267,11 @@ impl Engine for MemoryEngine {
             let window = Duration::from_millis(retention.idempotency_window_ms);
             inbox.idempotency.retain(|_, (_, at)| at.elapsed() < window);
             if let Some((first, _)) = inbox.idempotency.get(key.as_str()) {
-                return Ok(PublishOutcome::Stored(Published { duplicate: true, ..*first }));
+                let push = match first.push {
+                    PushDecision::None => PushDecision::None,
+                    _ => PushDecision::Skipped(SkipReason::Duplicate),
+                };
+                return Ok(PublishOutcome::Stored(Published { duplicate: true, push, ..*first }));
             }
         }
         let id = inbox.next_id(now);
@@ -260,7 +283,8 @@ impl Engine for MemoryEngine {
         // overtake this one on its way to the streams.
         let reached =
             self.inner.hub.deliver(user.as_str(), LiveEvent::Notification { id, stored: stored.as_bytes(), unread });
-        let published = Published { id, online: reached > 0, duplicate: false };
+        let push = push::decide(self, user, inbox, id, &notification.kind, notification.priority, reached);
+        let published = Published { id, online: reached > 0, duplicate: false, push };
         if let Some(key) = key {
             inbox.idempotency.insert(key.as_str().to_owned(), (published, Instant::now()));
         }

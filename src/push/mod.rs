@@ -1,0 +1,239 @@
+//! Web Push: the worker every node runs, which drains the engine's push
+//! queue and sends each push to the user's devices.
+//!
+//! ```text
+//! publish ─ engine decides, queues a PushJob (same atomic step)
+//!   → worker claims it (one node at a time; see engine::push)
+//!   → reads the entry and the devices; drops it if deleted (or read, for
+//!     unread_after)
+//!   → payload.rs: the notification as the stream shows it, within 4 KiB
+//!   → sender.rs: encrypt per device, VAPID, POST to the push service
+//!   → settles: sent / device gone (forgotten) / retry later / dead letter
+//! ```
+//!
+//! A push is sent at least once: a node that dies mid-send leaves its push
+//! pending, and another node takes it over after `push.visibility_timeout`.
+//! The `Topic` header (the collapse key or the entry id) and the service
+//! worker's `tag` make a push sent twice show once.
+
+pub mod payload;
+pub mod sender;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Semaphore;
+
+use self::{
+    payload::PushMessage,
+    sender::{SendOutcome, Sender},
+};
+use crate::{
+    config::PushSettings,
+    domain::VapidKey,
+    engine::{AnyEngine, DeadLetter, PushJob, PushQueue, PushRetry, PushSettlement, push::CLAIM_WAIT},
+    hub::NodeTask,
+    metrics::PushOutcome,
+};
+
+/// The worker of one node.
+pub struct PushWorker {
+    engine: AnyEngine,
+    sender: Sender,
+    settings: PushSettings,
+    /// Its consumer name in the queue: the node id.
+    name: String,
+}
+
+impl PushWorker {
+    pub fn new(engine: AnyEngine, key: VapidKey, settings: &PushSettings, node_id: &str) -> anyhow::Result<Self> {
+        let sender = Sender::new(key, settings.subject.clone(), settings.send_timeout)?;
+        Ok(Self { engine, sender, settings: settings.clone(), name: node_id.to_owned() })
+    }
+
+    /// The worker's loop, as a node task: claims as many pushes as it has
+    /// room for (`push.concurrency`) and sends each on a task of its own.
+    /// Ends only with the runtime; a push in flight then stays pending and
+    /// another node takes it over.
+    pub fn task(self) -> NodeTask {
+        Box::pin(async move {
+            // A connection driven by the runtime this task runs on.
+            let engine = match self.engine.on_this_runtime().await {
+                Ok(engine) => engine,
+                Err(e) => {
+                    tracing::error!(error = %e, "push worker cannot reach the engine; retrying on its own");
+                    self.engine.clone()
+                }
+            };
+            let worker = Arc::new(Self { engine, ..self });
+            let room = Arc::new(Semaphore::new(worker.settings.concurrency));
+            let metrics = crate::metrics::get();
+            let mut failures = 0u32;
+            let mut depth_checked = tokio::time::Instant::now();
+            loop {
+                // Wait for room before claiming: a claimed push is pending
+                // under this node's name until it is settled.
+                let first = room.clone().acquire_many_owned(1).await.expect("the semaphore is never closed");
+                let room_left = 1 + room.available_permits();
+                let jobs = match worker
+                    .engine
+                    .push_claim(&worker.name, room_left, worker.settings.visibility_timeout, CLAIM_WAIT)
+                    .await
+                {
+                    Ok(jobs) => {
+                        failures = 0;
+                        jobs
+                    }
+                    Err(e) => {
+                        failures = (failures + 1).min(6);
+                        tracing::warn!(error = %e, "push worker cannot claim pushes; retrying");
+                        drop(first);
+                        tokio::time::sleep(Duration::from_millis(100 << failures)).await;
+                        continue;
+                    }
+                };
+                let mut permits = Some(first);
+                for job in jobs {
+                    let permit = match permits.take() {
+                        Some(p) => p,
+                        None => room.clone().acquire_owned().await.expect("the semaphore is never closed"),
+                    };
+                    let worker = worker.clone();
+                    tokio::spawn(async move {
+                        worker.run(job).await;
+                        drop(permit);
+                    });
+                }
+                if depth_checked.elapsed() >= Duration::from_secs(5) {
+                    depth_checked = tokio::time::Instant::now();
+                    if let Ok(depth) = worker.engine.push_depth().await {
+                        metrics.push_queue_depth.set(depth as f64);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Sends one job and settles it. A failure to reach the engine leaves
+    /// the job pending: it is taken over after the visibility timeout.
+    async fn run(&self, job: PushJob) {
+        let metrics = crate::metrics::get();
+        let settlement = match self.send(&job).await {
+            Ok(settlement) => settlement,
+            Err(e) => {
+                tracing::warn!(error = %e, user = %job.user, id = %job.id, "push not sent; it stays queued");
+                return;
+            }
+        };
+        if let Err(e) = self.engine.push_settle(&job, &settlement).await {
+            // Sent, not settled: it will be sent again after the visibility
+            // timeout, and shown once (same Topic, same tag).
+            tracing::warn!(error = %e, user = %job.user, id = %job.id, "push sent but not settled");
+            metrics.engine_errors.increment(1);
+        }
+    }
+
+    async fn send(&self, job: &PushJob) -> Result<PushSettlement, crate::engine::EngineError> {
+        let metrics = crate::metrics::get();
+        let target = self.engine.push_target(job).await?;
+        let mut settlement = PushSettlement::default();
+        let Some(entry) = target.entry else {
+            metrics.push(PushOutcome::SkippedDeleted).increment(1);
+            return Ok(settlement);
+        };
+        if job.unread_only && entry.read {
+            metrics.push(PushOutcome::SkippedRead).increment(1);
+            return Ok(settlement);
+        }
+        let devices: Vec<_> = match &job.endpoint {
+            Some(endpoint) => target.devices.into_iter().filter(|d| &d.endpoint == endpoint).collect(),
+            None => target.devices,
+        };
+        let message = match PushMessage::new(&entry, self.settings.ttl.as_secs()) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(user = %job.user, id = %job.id, "{e}: not pushed");
+                metrics.push(PushOutcome::TooLarge).increment(devices.len() as u64);
+                return Ok(settlement);
+            }
+        };
+        let sends = devices.iter().map(|device| async {
+            let started = std::time::Instant::now();
+            let outcome = self.sender.send(device, &message).await;
+            metrics.push_send_seconds.record(started.elapsed().as_secs_f64());
+            outcome
+        });
+        let outcomes = futures_util::future::join_all(sends).await;
+        for (device, outcome) in devices.iter().zip(outcomes) {
+            let retry = |reason: String, after: Option<Duration>, settlement: &mut PushSettlement| {
+                let attempt = job.attempt + 1;
+                if attempt < self.settings.max_attempts {
+                    metrics.push(PushOutcome::Retried).increment(1);
+                    let after = after.unwrap_or_else(|| backoff(&self.settings, job.attempt));
+                    tracing::debug!(user = %job.user, id = %job.id, %reason, ?after, "push to retry");
+                    settlement.retries.push(PushRetry { endpoint: device.endpoint.clone(), attempt, after });
+                } else {
+                    metrics.push(PushOutcome::Dead).increment(1);
+                    tracing::warn!(user = %job.user, id = %job.id, %reason, attempts = attempt, "push given up");
+                    settlement.dead.push(self.dead_letter(job, &device.endpoint, attempt, reason));
+                }
+            };
+            match outcome {
+                SendOutcome::Sent => metrics.push(PushOutcome::Sent).increment(1),
+                SendOutcome::Gone => {
+                    metrics.push(PushOutcome::Gone).increment(1);
+                    self.engine.push_unsubscribe(&job.user, &device.endpoint).await?;
+                }
+                SendOutcome::TooLarge => {
+                    metrics.push(PushOutcome::TooLarge).increment(1);
+                    tracing::warn!(user = %job.user, id = %job.id, "push service refused the payload as too large");
+                }
+                SendOutcome::Retry { after, reason } => retry(reason, after, &mut settlement),
+                SendOutcome::Failed { reason } => {
+                    metrics.push(PushOutcome::Dead).increment(1);
+                    tracing::warn!(user = %job.user, id = %job.id, %reason, "push refused");
+                    settlement.dead.push(self.dead_letter(job, &device.endpoint, job.attempt + 1, reason));
+                }
+            }
+        }
+        Ok(settlement)
+    }
+
+    fn dead_letter(&self, job: &PushJob, endpoint: &str, attempts: u32, reason: String) -> DeadLetter {
+        DeadLetter {
+            user: job.user.clone(),
+            id: job.id,
+            endpoint: endpoint.to_owned(),
+            attempts,
+            reason,
+            at_ms: crate::clock::now_unix_ms(),
+        }
+    }
+}
+
+/// The delay before retry number `attempt + 1`: `retry_backoff` doubled per
+/// attempt, up to `retry_max_backoff`, less a random part of up to half of
+/// it, so pushes that failed together do not come back together.
+fn backoff(settings: &PushSettings, attempt: u32) -> Duration {
+    let full = settings.retry_backoff.saturating_mul(1 << attempt.min(20)).min(settings.retry_max_backoff);
+    full.mul_f64(1.0 - rand::random::<f64>() / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let settings =
+            crate::config::Settings::with_overrides(&[("push.retry_backoff", "1s"), ("push.retry_max_backoff", "10s")])
+                .unwrap()
+                .push;
+        for _ in 0..100 {
+            let first = backoff(&settings, 0);
+            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1), "{first:?}");
+            let third = backoff(&settings, 2);
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4), "{third:?}");
+            assert!(backoff(&settings, 30) <= Duration::from_secs(10));
+        }
+    }
+}

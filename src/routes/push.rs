@@ -1,0 +1,106 @@
+//! Web Push for a user's browsers: the key to subscribe with, and the
+//! user's push subscriptions (one per browser or device).
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use serde::{Deserialize, Serialize};
+
+use crate::{auth::User, domain::PushSubscription, engine::PushQueue, error::ApiError, routes::AppState};
+
+#[derive(Serialize)]
+struct PublicKey<'a> {
+    /// The 65-byte uncompressed P-256 point, base64url: decoded to bytes,
+    /// it is `PushManager.subscribe`'s `applicationServerKey`.
+    public_key: &'a str,
+}
+
+/// `GET /v1/push/vapid_public_key`. Needs no token: the key is public, and
+/// a page asks for it before it subscribes.
+pub async fn vapid_public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let key = state.vapid_public_key.as_deref().ok_or_else(ApiError::push_off)?;
+    Ok(HttpResponse::Ok().json(PublicKey { public_key: key }))
+}
+
+/// The body as JSON, or `415` / `400` as for every other JSON body.
+fn json_body<'a>(req: &HttpRequest, body: &'a [u8]) -> Result<&'a [u8], ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::unsupported_media_type("expected Content-Type: application/json"));
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err(ApiError::bad_request("bad_json", format!("malformed JSON: {e}")));
+    }
+    Ok(body)
+}
+
+#[derive(Serialize)]
+struct Subscribed<'a> {
+    endpoint: &'a str,
+    /// How many devices the user has now (at most
+    /// `push.max_subscriptions_per_user`: the oldest is dropped past it).
+    devices: usize,
+}
+
+/// `POST /v1/push/subscriptions` with `PushSubscription.toJSON()`. The same
+/// endpoint again replaces the stored keys (idempotent). A bad one is
+/// refused with `422` naming the field, and nothing is stored.
+pub async fn subscribe(
+    req: HttpRequest,
+    user: User,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    state.vapid_public_key.as_ref().ok_or_else(ApiError::push_off)?;
+    let push = &state.settings.push;
+    let subscription = PushSubscription::parse(json_body(&req, &body)?, &push.allowed_insecure_hosts)
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let devices = state.engine.push_subscribe(&user.0.user, &subscription, push.max_subscriptions_per_user).await?;
+    Ok(HttpResponse::Created().json(Subscribed { endpoint: &subscription.endpoint, devices }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unsubscribe {
+    endpoint: String,
+}
+
+#[derive(Serialize)]
+struct Unsubscribed {
+    removed: bool,
+}
+
+/// `DELETE /v1/push/subscriptions` with `{"endpoint": "..."}`.
+pub async fn unsubscribe(
+    req: HttpRequest,
+    user: User,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    state.vapid_public_key.as_ref().ok_or_else(ApiError::push_off)?;
+    let request: Unsubscribe = serde_json::from_slice(json_body(&req, &body)?)
+        .map_err(|e| ApiError::unprocessable(format!("expected {{\"endpoint\": \"...\"}}: {e}")))?;
+    let removed = state.engine.push_unsubscribe(&user.0.user, &request.endpoint).await?;
+    Ok(HttpResponse::Ok().json(Unsubscribed { removed }))
+}
+
+#[derive(Serialize)]
+struct Device {
+    endpoint: String,
+}
+
+#[derive(Serialize)]
+struct Devices {
+    subscriptions: Vec<Device>,
+}
+
+/// `GET /v1/push/subscriptions`: the user's own devices, endpoints only
+/// (the keys stay on the server), oldest first.
+pub async fn list(user: User, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.vapid_public_key.as_ref().ok_or_else(ApiError::push_off)?;
+    let subscriptions = state.engine.push_subscriptions(&user.0.user).await?;
+    Ok(HttpResponse::Ok()
+        .json(Devices { subscriptions: subscriptions.into_iter().map(|s| Device { endpoint: s.endpoint }).collect() }))
+}
