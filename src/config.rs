@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Deserializer};
 
-use crate::domain::{MAX_CURSOR_TOPICS, TopicGrant, VapidKey};
+use crate::domain::{EndpointRules, MAX_CURSOR_TOPICS, TopicGrant, VapidKey};
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -197,6 +197,10 @@ pub struct PushSettings {
     /// Hosts whose push endpoints may be plain `http` (tests only).
     #[serde(deserialize_with = "strings_from_list_or_csv")]
     pub allowed_insecure_hosts: Vec<String>,
+    /// Push services subscriptions may point to: host names, `*.suffix`, or
+    /// `*` for any (see `EndpointRules`).
+    #[serde(deserialize_with = "strings_from_list_or_csv")]
+    pub endpoint_hosts: Vec<String>,
     pub when: PushWhen,
     #[serde(with = "humantime_serde")]
     pub delay: Duration,
@@ -226,6 +230,11 @@ pub struct PushSettings {
 }
 
 impl PushSettings {
+    /// Where subscriptions may point.
+    pub fn endpoint_rules(&self) -> EndpointRules {
+        EndpointRules { hosts: self.endpoint_hosts.clone(), insecure_hosts: self.allowed_insecure_hosts.clone() }
+    }
+
     /// Whether a VAPID key is configured: without one, push is off.
     pub fn enabled(&self) -> bool {
         self.vapid_private_key.is_some() || self.vapid_private_key_file.is_some()

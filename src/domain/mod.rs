@@ -14,6 +14,6 @@ pub use entry_id::{BadEntryId as BadEntryIdError, EntryId};
 pub use live::{ByeReason, InboxChange, LiveEvent};
 pub use notification::{NewNotification, NotificationLimits, Priority, StoredNotification, ValidationError};
 pub use preferences::{Channels, Preferences, PreferencesError, QuietHours};
-pub use push::{MAX_ENDPOINT_LEN, PushSubscription, SubscriptionError, VapidKey};
+pub use push::{EndpointRules, MAX_ENDPOINT_LEN, PushSubscription, SubscriptionError, VapidKey};
 pub use topic::{MAX_TOPIC_LEN, TOPIC_RULE, TopicGrant, TopicName, allowed as topic_allowed};
 pub use user::{IdempotencyKey, UserId};

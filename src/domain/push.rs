@@ -66,12 +66,51 @@ fn base64url(raw: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).ok()
 }
 
+/// Where push endpoints may point. Herald POSTs to whatever endpoint a user
+/// registers, so without a list a user could make every node send requests
+/// to a host inside the network (an internal admin API, a metadata
+/// service). Browsers' push services live on a few well-known hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRules {
+    /// `push.endpoint_hosts`: host names, `*.suffix` for any host under
+    /// `suffix`, or `*` for any host at all.
+    pub hosts: Vec<String>,
+    /// `push.allowed_insecure_hosts`: hosts that may be plain `http` (and
+    /// are allowed whatever `hosts` says): a push service on loopback in
+    /// tests.
+    pub insecure_hosts: Vec<String>,
+}
+
+impl EndpointRules {
+    fn host_allowed(&self, host: &str) -> bool {
+        self.insecure_hosts.iter().any(|h| h == host)
+            || self.hosts.iter().any(|rule| match rule.strip_prefix("*.") {
+                _ if rule == "*" => true,
+                Some(suffix) => {
+                    host.len() > suffix.len() + 1
+                        && host.ends_with(suffix)
+                        && host[..host.len() - suffix.len()].ends_with('.')
+                }
+                None => rule.eq_ignore_ascii_case(host),
+            })
+    }
+}
+
 impl PushSubscription {
     /// Parses and validates a subscription document. The endpoint must be
-    /// `https`, unless its host is one of `insecure_hosts` (a push service
-    /// on loopback in tests).
-    pub fn parse(json: &[u8], insecure_hosts: &[String]) -> Result<Self, SubscriptionError> {
-        Self::parse_with(json, |host| insecure_hosts.iter().any(|h| h == host))
+    /// `https` on a host `rules` allow, or `http` on one of its insecure
+    /// hosts.
+    pub fn parse(json: &[u8], rules: &EndpointRules) -> Result<Self, SubscriptionError> {
+        let subscription = Self::parse_with(json, |host| rules.insecure_hosts.iter().any(|h| h == host))?;
+        let url = url::Url::parse(&subscription.endpoint).expect("checked by parse_with");
+        let host = url.host_str().unwrap_or_default();
+        if !rules.host_allowed(host) {
+            return Err(bad(
+                "endpoint",
+                format!("host `{host}` is not a push service this server sends to (push.endpoint_hosts)"),
+            ));
+        }
+        Ok(subscription)
     }
 
     fn parse_with(json: &[u8], insecure_ok: impl Fn(&str) -> bool) -> Result<Self, SubscriptionError> {
@@ -229,19 +268,20 @@ mod tests {
     fn a_browser_subscription_parses_and_round_trips() {
         let (p256dh, auth) = browser_keys();
         let json = doc("https://fcm.googleapis.com/fcm/send/abc", &p256dh, &auth);
-        let sub = PushSubscription::parse(json.as_bytes(), &[]).unwrap();
+        let sub = PushSubscription::parse(json.as_bytes(), &rules(&[])).unwrap();
         assert_eq!(sub.p256dh, p256dh);
         assert_eq!(sub.origin(), "https://fcm.googleapis.com");
         assert_eq!(PushSubscription::from_stored(&sub.to_json()), Some(sub));
         // Padding is accepted and normalized away.
         let padded = doc("https://push.example/x", &p256dh, &format!("{auth}=="));
-        assert_eq!(PushSubscription::parse(padded.as_bytes(), &[]).unwrap().auth, auth);
+        assert_eq!(PushSubscription::parse(padded.as_bytes(), &rules(&[])).unwrap().auth, auth);
     }
 
     #[test]
     fn each_bad_part_is_named() {
         let (p256dh, auth) = browser_keys();
-        let field = |json: String, hosts: &[String]| PushSubscription::parse(json.as_bytes(), hosts).unwrap_err().field;
+        let field =
+            |json: String, hosts: &[&str]| PushSubscription::parse(json.as_bytes(), &rules(hosts)).unwrap_err().field;
         assert_eq!(field(doc("http://push.example/x", &p256dh, &auth), &[]), "endpoint");
         assert_eq!(field(doc("ftp://push.example/x", &p256dh, &auth), &[]), "endpoint");
         assert_eq!(field(doc("not a url", &p256dh, &auth), &[]), "endpoint");
@@ -256,7 +296,32 @@ mod tests {
         assert_eq!(field("[]".into(), &[]), "subscription");
         // An insecure host is allowed only when listed.
         let local = doc("http://127.0.0.1:9/push/1", &p256dh, &auth);
-        assert!(PushSubscription::parse(local.as_bytes(), &["127.0.0.1".into()]).is_ok());
+        assert!(PushSubscription::parse(local.as_bytes(), &rules(&["127.0.0.1"])).is_ok());
+    }
+
+    fn rules(insecure: &[&str]) -> EndpointRules {
+        EndpointRules {
+            hosts: vec!["fcm.googleapis.com".into(), "*.push.apple.com".into(), "push.example".into()],
+            insecure_hosts: insecure.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_push_services_on_the_list_are_sent_to() {
+        let (p256dh, auth) = browser_keys();
+        let host_ok = |endpoint: &str, hosts: &[&str]| {
+            let rules = EndpointRules { hosts: hosts.iter().map(|h| h.to_string()).collect(), insecure_hosts: vec![] };
+            PushSubscription::parse(doc(endpoint, &p256dh, &auth).as_bytes(), &rules).is_ok()
+        };
+        let list = ["fcm.googleapis.com", "*.push.apple.com"];
+        assert!(host_ok("https://fcm.googleapis.com/fcm/send/x", &list));
+        assert!(host_ok("https://web.push.apple.com/x", &list));
+        assert!(!host_ok("https://push.apple.com/x", &list), "*.suffix is for hosts under it");
+        assert!(!host_ok("https://evilpush.apple.com.attacker.example/x", &list));
+        assert!(!host_ok("https://fakepush.apple.com.example/x", &list));
+        assert!(!host_ok("https://169.254.169.254/latest", &list));
+        assert!(!host_ok("https://admin.internal/x", &list));
+        assert!(host_ok("https://admin.internal/x", &["*"]));
     }
 
     #[test]

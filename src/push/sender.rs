@@ -64,6 +64,9 @@ impl Sender {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(90))
+            // Push services answer, they do not redirect; following one
+            // would let a listed host send the node elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let public_key = key.public_base64url();

@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::{
-    engine::Engine,
+    engine::{Engine, PushQueue},
     error::ApiError,
     hub::{Hub, TICK_STALLED},
     routes::AppState,
@@ -45,10 +45,17 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         tracing::warn!(error = %e, "not ready");
         ApiError::unavailable(format!("not ready: {e}"), 1)
     })?;
-    Ok(HttpResponse::Ok().json(json!({
+    let mut body = json!({
         "status": "ready",
         "engine": state.engine.kind(),
         "node": &*state.node_id,
         "streams": state.hub.stream_count(),
-    })))
+    });
+    if state.vapid_public_key.is_some() {
+        // Pushes waiting, delayed or in flight, deployment-wide: a backlog
+        // an operator (and the tests) can read without scraping metrics.
+        let depth = state.engine.push_depth().await.map_err(|e| ApiError::unavailable(format!("not ready: {e}"), 1))?;
+        body["push_queue"] = depth.into();
+    }
+    Ok(HttpResponse::Ok().json(body))
 }

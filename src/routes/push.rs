@@ -55,7 +55,7 @@ pub async fn subscribe(
 ) -> Result<HttpResponse, ApiError> {
     state.vapid_public_key.as_ref().ok_or_else(ApiError::push_off)?;
     let push = &state.settings.push;
-    let subscription = PushSubscription::parse(json_body(&req, &body)?, &push.allowed_insecure_hosts)
+    let subscription = PushSubscription::parse(json_body(&req, &body)?, &push.endpoint_rules())
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let devices = state.engine.push_subscribe(&user.0.user, &subscription, push.max_subscriptions_per_user).await?;
     Ok(HttpResponse::Created().json(Subscribed { endpoint: &subscription.endpoint, devices }))

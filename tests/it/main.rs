@@ -17,6 +17,8 @@ mod layers;
 mod library;
 mod nodes;
 mod operations;
+mod push;
+mod push_service_checks;
 mod push_subscriptions;
 mod resume;
 mod streams;

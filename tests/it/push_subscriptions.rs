@@ -17,6 +17,7 @@ pub fn push_on(extra: &[(&str, &str)]) -> (Vec<(String, String)>, VapidKey) {
         ("push.vapid_private_key".to_owned(), key.private_base64url()),
         ("push.subject".to_owned(), "mailto:ops@example.com".to_owned()),
         ("push.allowed_insecure_hosts".to_owned(), "127.0.0.1".to_owned()),
+        ("push.endpoint_hosts".to_owned(), "push.example.com".to_owned()),
     ];
     settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     (settings, key)
@@ -78,6 +79,9 @@ async fn bad_subscriptions_are_refused_naming_the_field_and_store_nothing(engine
     let cases = [
         (with(&["endpoint"], json!("http://push.example.com/x")), "endpoint"),
         (with(&["endpoint"], json!("https://push.example.com/a b")), "endpoint"),
+        // Not a push service on push.endpoint_hosts: the node would call it.
+        (with(&["endpoint"], json!("https://169.254.169.254/latest/meta-data")), "endpoint"),
+        (with(&["endpoint"], json!("https://push.example.com.attacker.example/x")), "endpoint"),
         (with(&["endpoint"], json!(42)), "subscription"),
         (json!({"keys": good["keys"]}), "endpoint"),
         (json!({"endpoint": good["endpoint"]}), "keys"),

@@ -2,6 +2,7 @@
 
 mod api;
 mod app;
+mod push_service;
 mod redis_server;
 mod sse;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 pub use api::UserApi;
 pub use app::{Engine, HeraldProcess, Node, TestApp, publisher_token, settings, user_token};
 
+pub use push_service::{PushService, Received, Reply};
 pub use redis_server::RedisServer;
 pub use sse::{Parser, SseEvent, SseStream, read_raw_events};
 
