@@ -18,6 +18,7 @@ mod library;
 mod nodes;
 mod operations;
 mod push;
+mod push_operations;
 mod push_service_checks;
 mod push_subscriptions;
 mod resume;
