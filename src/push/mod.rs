@@ -16,6 +16,7 @@
 //! The `Topic` header (the collapse key or the entry id) and the service
 //! worker's `tag` make a push sent twice show once.
 
+pub mod encryption;
 pub mod payload;
 pub mod sender;
 

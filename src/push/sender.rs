@@ -2,8 +2,9 @@
 //! device's keys (RFC 8291, `aes128gcm`), signed for the push service with
 //! the node's VAPID key (RFC 8292), over one pooled HTTP client.
 //!
-//! The cryptography is `web-push-native`'s (RustCrypto: P-256 ECDH, HKDF,
-//! AES-128-GCM) and `jwt-simple`'s (ES256); none is written here. A VAPID
+//! The cryptography is maintained crates' (`encryption.rs`: ring's ECDH,
+//! hkdf, ece-native's AES-128-GCM record; `jwt-simple`'s ES256); none is
+//! written here. A VAPID
 //! token is signed once per push-service origin and reused until it nears
 //! its expiry: a signature costs more than the rest of a request's headers.
 
@@ -13,13 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use web_push_native::{
-    Auth, WebPushBuilder,
-    jwt_simple::{algorithms::ECDSAP256KeyPairLike as _, claims::Claims},
-    p256,
-};
+use web_push_native::jwt_simple::{algorithms::ECDSAP256KeyPairLike as _, claims::Claims};
 
-use super::payload::PushMessage;
+use super::{
+    encryption::{DeviceKeys, encrypt},
+    payload::PushMessage,
+};
 use crate::domain::{PushSubscription, VapidKey};
 
 /// How long a VAPID token is valid (RFC 8292 §2: at most 24 hours).
@@ -107,22 +107,21 @@ impl Sender {
 
     fn request(&self, device: &PushSubscription, message: &PushMessage) -> Result<reqwest::Request, String> {
         let bad = |what: &str| format!("stored subscription has a bad {what}");
-        let uri: http::Uri = device.endpoint.parse().map_err(|_| bad("endpoint"))?;
-        let point = base64url(&device.p256dh).ok_or_else(|| bad("p256dh"))?;
-        let ua_public = p256::PublicKey::from_sec1_bytes(&point).map_err(|_| bad("p256dh"))?;
-        let secret: [u8; 16] = base64url(&device.auth).and_then(|s| s.try_into().ok()).ok_or_else(|| bad("auth"))?;
-        let ua_auth = Auth::from(secret);
-        let encrypted = WebPushBuilder::new(uri, ua_public, ua_auth)
-            .with_valid_duration(Duration::from_secs(message.ttl_seconds))
-            .build(message.plaintext.clone())
-            .map_err(|e| format!("cannot encrypt the payload: {e}"))?;
-        let mut request =
-            reqwest::Request::try_from(encrypted).map_err(|e| format!("cannot build the request: {e}"))?;
+        let url: reqwest::Url = device.endpoint.parse().map_err(|_| bad("endpoint"))?;
+        let public = base64url(&device.p256dh).ok_or_else(|| bad("p256dh"))?;
+        let auth: [u8; 16] = base64url(&device.auth).and_then(|s| s.try_into().ok()).ok_or_else(|| bad("auth"))?;
+        let body =
+            encrypt(&message.plaintext, &DeviceKeys { public: &public, auth: &auth }).map_err(|e| e.to_string())?;
+        let mut request = reqwest::Request::new(reqwest::Method::POST, url);
         let headers = request.headers_mut();
         let authorization = self.authorization(&device.origin())?;
         headers.insert("authorization", authorization.parse().map_err(|_| "bad VAPID header".to_owned())?);
+        headers.insert("ttl", message.ttl_seconds.into());
+        headers.insert("content-encoding", http::HeaderValue::from_static("aes128gcm"));
+        headers.insert("content-type", http::HeaderValue::from_static("application/octet-stream"));
         headers.insert("urgency", http::HeaderValue::from_static(message.urgency));
         headers.insert("topic", message.topic.parse().map_err(|_| "bad Topic header".to_owned())?);
+        *request.body_mut() = Some(body.into());
         Ok(request)
     }
 }
