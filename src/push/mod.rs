@@ -22,7 +22,7 @@ pub mod sender;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use self::{
     payload::PushMessage,
@@ -51,10 +51,14 @@ impl PushWorker {
         Ok(Self { engine, sender, settings: settings.clone(), name: node_id.to_owned() })
     }
 
-    /// The worker's loop, as a node task: claims as many pushes as it has
-    /// room for (`push.concurrency`) and sends each on a task of its own.
-    /// Ends only with the runtime; a push in flight then stays pending and
-    /// another node takes it over.
+    /// The worker, as a node task: a claimer that keeps up to
+    /// `push.concurrency` claimed pushes waiting, and a dispatcher that
+    /// sends each on a task of its own, at most `push.concurrency` at once.
+    /// With the claims ahead of the sends, a send that ends finds the next
+    /// push here rather than a claim's round trips away (claiming only when
+    /// a send ended left a fifth of the core idle: docs/BENCHMARKS.md, "Web
+    /// Push"). Ends only with the runtime; a push claimed or in flight then
+    /// stays pending, and another node takes it over.
     pub fn task(self) -> NodeTask {
         Box::pin(async move {
             // A connection driven by the runtime this task runs on.
@@ -66,52 +70,62 @@ impl PushWorker {
                 }
             };
             let worker = Arc::new(Self { engine, ..self });
+            let (claimed, mut waiting) = mpsc::channel(worker.settings.concurrency);
+            tokio::spawn(worker.clone().claim(claimed));
             let room = Arc::new(Semaphore::new(worker.settings.concurrency));
-            let metrics = crate::metrics::get();
-            let mut failures = 0u32;
-            let mut depth_checked = tokio::time::Instant::now();
-            loop {
-                // Wait for room before claiming: a claimed push is pending
-                // under this node's name until it is settled.
-                let first = room.clone().acquire_many_owned(1).await.expect("the semaphore is never closed");
-                let room_left = 1 + room.available_permits();
-                let jobs = match worker
-                    .engine
-                    .push_claim(&worker.name, room_left, worker.settings.visibility_timeout, CLAIM_WAIT)
-                    .await
-                {
-                    Ok(jobs) => {
-                        failures = 0;
-                        jobs
-                    }
-                    Err(e) => {
-                        failures = (failures + 1).min(6);
-                        tracing::warn!(error = %e, "push worker cannot claim pushes; retrying");
-                        drop(first);
-                        tokio::time::sleep(Duration::from_millis(100 << failures)).await;
-                        continue;
-                    }
-                };
-                let mut permits = Some(first);
-                for job in jobs {
-                    let permit = match permits.take() {
-                        Some(p) => p,
-                        None => room.clone().acquire_owned().await.expect("the semaphore is never closed"),
-                    };
-                    let worker = worker.clone();
-                    tokio::spawn(async move {
-                        worker.run(job).await;
-                        drop(permit);
-                    });
-                }
-                if depth_checked.elapsed() >= Duration::from_secs(5) {
-                    depth_checked = tokio::time::Instant::now();
-                    if let Ok(depth) = worker.engine.push_depth().await {
-                        metrics.push_queue_depth.set(depth as f64);
-                    }
-                }
+            while let Some(job) = waiting.recv().await {
+                let permit = room.clone().acquire_owned().await.expect("the semaphore is never closed");
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    worker.run(job).await;
+                    drop(permit);
+                });
             }
         })
+    }
+
+    /// Claims pushes while there is room for them in `claimed`.
+    async fn claim(self: Arc<Self>, claimed: mpsc::Sender<PushJob>) {
+        let metrics = crate::metrics::get();
+        let mut failures = 0u32;
+        let mut depth_checked = tokio::time::Instant::now();
+        loop {
+            // Room for one at least; as many as there is room for.
+            let Ok(slot) = claimed.reserve().await else { return };
+            let room = 1 + claimed.capacity();
+            let stale = self.settings.visibility_timeout;
+            let jobs = match self.engine.push_claim(&self.name, room, stale, CLAIM_WAIT).await {
+                Ok(jobs) => {
+                    failures = 0;
+                    jobs
+                }
+                Err(e) => {
+                    failures = (failures + 1).min(6);
+                    tracing::warn!(error = %e, "push worker cannot claim pushes; retrying");
+                    drop(slot);
+                    tokio::time::sleep(Duration::from_millis(100 << failures)).await;
+                    continue;
+                }
+            };
+            let mut jobs = jobs.into_iter();
+            match jobs.next() {
+                Some(first) => slot.send(first),
+                None => drop(slot),
+            }
+            for job in jobs {
+                // Only this task sends, and it claimed no more than there
+                // was room for: this never waits.
+                if claimed.send(job).await.is_err() {
+                    return;
+                }
+            }
+            if depth_checked.elapsed() >= Duration::from_secs(5) {
+                depth_checked = tokio::time::Instant::now();
+                if let Ok(depth) = self.engine.push_depth().await {
+                    metrics.push_queue_depth.set(depth as f64);
+                }
+            }
+        }
     }
 
     /// Sends one job and settles it. A failure to reach the engine leaves
