@@ -7,6 +7,9 @@
 #     -e HERALD__ENGINE__KIND=redis -e HERALD__ENGINE__REDIS_URL=redis://redis:6379 \
 #     -e HERALD__AUTH__SECRET=change-me-to-at-least-32-bytes-of-secret herald
 #
+# Web Push: generate a key once (`docker run --rm herald vapid`) and pass
+# -e HERALD__PUSH__VAPID_PRIVATE_KEY=... -e HERALD__PUSH__SUBJECT=mailto:you@example.com
+#
 # The demo (`serve --demo`) refuses a non-loopback listen address, and in a
 # container it must listen on 0.0.0.0. Its POST /demo/session gives a token
 # for any user to anyone who reaches the port: lift the check only for a
@@ -35,9 +38,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---- runtime -------------------------------------------------------------
 FROM debian:bookworm-slim
-# ca-certificates: for TLS to Redis and JWKS URLs, which this build does not
-# support yet (a JWKS URL or a rediss:// URL is refused at start); kept so
-# the image is ready.
+# ca-certificates: the system's roots, for TLS to Redis and JWKS URLs, which
+# this build does not support yet (a JWKS URL or a rediss:// URL is refused
+# at start). Web Push needs none: the push services' roots are compiled in
+# (webpki-roots).
 # curl: only for the HEALTHCHECK below.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
