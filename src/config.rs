@@ -185,6 +185,16 @@ pub enum PushWhen {
     UnreadAfter,
 }
 
+impl PushWhen {
+    /// As written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushWhen::Offline => "offline",
+            PushWhen::UnreadAfter => "unread_after",
+        }
+    }
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushSettings {

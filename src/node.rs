@@ -61,7 +61,7 @@ impl Node {
                 if let AnyEngine::Redis(redis) = &engine {
                     redis.prepare_push_queue().await?;
                 }
-                tracing::info!(public_key = %key.public_base64url(), when = ?settings.push.when, "Web Push is on");
+                tracing::info!(public_key = %key.public_base64url(), when = settings.push.when.as_str(), "Web Push is on");
                 tasks.push(PushWorker::new(engine.clone(), key, &settings.push, &settings.node_id())?.task());
             }
             None => tracing::info!("Web Push is off: no push.vapid_private_key or push.vapid_private_key_file is set"),

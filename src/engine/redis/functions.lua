@@ -302,11 +302,14 @@ local function validate(json)
   end
   if bad_link(n.url) then return nil, invalid_link('url') end
   if bad_link(n.icon) then return nil, invalid_link('icon') end
-  if not absent(n.collapse_key) and (type(n.collapse_key) ~= 'string' or #n.collapse_key > 64
-      or not string.find(n.collapse_key, '^[%w._:-]+$')) then
+  -- Two plain lookups when the fields are absent (most publishes).
+  local key, ttl = n.collapse_key, n.ttl
+  if key ~= nil and key ~= cjson.null and (type(key) ~= 'string' or #key > 64
+      or not string.find(key, '^[%w._:-]+$')) then
     return nil, invalid('notification.collapse_key: must be 1-64 characters of A-Z a-z 0-9 . _ - :')
   end
-  if not absent(n.ttl) and (type(n.ttl) ~= 'number' or n.ttl < 0 or n.ttl > MAX_TTL or n.ttl ~= math.floor(n.ttl)) then
+  if ttl ~= nil and ttl ~= cjson.null and (type(ttl) ~= 'number' or ttl < 0 or ttl > MAX_TTL
+      or ttl ~= math.floor(ttl)) then
     return nil, invalid('notification.ttl: must be 0 to ' .. MAX_TTL .. ' seconds (28 days)')
   end
   if n.priority == nil then
@@ -621,6 +624,8 @@ local function store(base, json, type, priority, key)
     -- Never past the user's own expiry: nothing of them outlives it.
     redis.call('SET', idem, id .. ' ' .. subscribers, 'PX', math.min(IDEM_TTL_MS, EXPIRY_MS))
   end
+  -- With push off (no VAPID key), not even a call.
+  if PUSH_MODE == 'off' then return {id, subscribers, 0, 0, 'none', ''} end
   local push, why = push_decision(base, id, type, priority, subscribers, now)
   return {id, subscribers, 0, 0, push, why}
 end
