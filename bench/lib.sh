@@ -93,3 +93,27 @@ redis_rate() {
     timeout 300 taskset -c "$LOAD_CPUS" redis-benchmark -p "$redis_port" -q -n "$n" -c 50 -r "$users" "$@" 2>&1 |
         tr '\r' '\n' | grep 'requests per second' | tail -n 1
 }
+
+# Busy CPU ticks (1/100 s) of the whole machine: all but idle and iowait.
+busy_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+# wait_quiet [MAX_TICKS]: waits, at most QUIET_TIMEOUT seconds, until the
+# machine was busy for at most MAX_TICKS ticks over 2 s (20, the default:
+# 10 % of one core): a build on these cores skews every figure.
+wait_quiet() {
+    local max=${1:-20} start=$SECONDS before after
+    while ((SECONDS - start < QUIET_TIMEOUT)); do
+        before=$(busy_ticks)
+        sleep 2
+        after=$(busy_ticks)
+        if ((after - before <= max)); then
+            return
+        fi
+    done
+    if ((QUIET_TIMEOUT > 0)); then
+        echo "the machine is still busy after ${QUIET_TIMEOUT} s; running anyway" \
+            "(see the other processes' CPU in the results)" >&2
+    fi
+}

@@ -107,29 +107,6 @@ trap stop EXIT
 trap 'stop; exit 130' INT TERM
 
 
-# Busy CPU ticks (1/100 s) of the whole machine: all but idle and iowait.
-busy_ticks() {
-    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
-}
-
-# Waits, at most QUIET_TIMEOUT seconds, until the machine used under 10% of
-# one core over 2 s.
-wait_quiet() {
-    local start=$SECONDS before after
-    while ((SECONDS - start < QUIET_TIMEOUT)); do
-        before=$(busy_ticks)
-        sleep 2
-        after=$(busy_ticks)
-        if ((after - before <= 20)); then
-            return
-        fi
-    done
-    if ((QUIET_TIMEOUT > 0)); then
-        echo "the machine is still busy after ${QUIET_TIMEOUT} s; running anyway" \
-            "(see the other processes' CPU in the results)" >&2
-    fi
-}
-
 {
     echo "date: $(date)"
     echo "revision: $revision"

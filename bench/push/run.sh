@@ -104,19 +104,6 @@ stop_all() {
 trap stop_all EXIT
 trap 'stop_all; exit 130' INT TERM
 
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-# Waits, at most QUIET_TIMEOUT seconds, until the machine used under 25 % of
-# one core over 2 s (a build on these cores skews every figure).
-wait_quiet() {
-    local start=$SECONDS before after
-    while ((SECONDS - start < QUIET_TIMEOUT)); do
-        before=$(busy_ticks)
-        sleep 2
-        after=$(busy_ticks)
-        ((after - before > 50)) || return 0
-    done
-    echo "the machine is still busy after ${QUIET_TIMEOUT} s; running anyway" >&2
-}
 # measured LABEL KIND ARGS...: runs `KIND_run LABEL ARGS...` until it was not
 # disturbed (at most ATTEMPTS times): other processes (a build, a test suite
 # on this machine) took at most MAX_OTHER % of the sender's core, or of the
@@ -126,7 +113,7 @@ measured() {
     local label=$1 kind=$2 attempt other
     shift 2
     for attempt in $(seq 1 "$ATTEMPTS"); do
-        wait_quiet
+        wait_quiet 50  # 25 % of one core: the sink and driver idle there
         "${kind}_run" "$label" "$@"
         other=$(node "$here/summarize.mjs" --other "$OUT/$label.json" "$SERVER_CPUS" "$OTHER_CPUS")
         node "$here/summarize.mjs" --line "$OUT/$label.json"
@@ -218,7 +205,7 @@ fi
 
 if [[ $mode == all || $mode == kill ]]; then
     for run in $(seq 1 "$KILL_RUNS"); do
-        wait_quiet
+        wait_quiet 50  # 25 % of one core: the sink and driver idle there
         echo "== kill run $run: two nodes, one SIGKILLed after $KILL_AFTER pushes"
         start_redis "$OUT/redis-kill-$run.log" "$OTHER_CPUS"
         port_a=$(free_port)
