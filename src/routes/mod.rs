@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers parse and authorize, call the engine or hub, and map
 //! errors through `ApiError`; they hold no logic of their own.
 
+mod body;
 pub mod demo;
 mod events;
 mod health;

@@ -1,10 +1,16 @@
 //! Web Push for a user's browsers: the key to subscribe with, and the
 //! user's push subscriptions (one per browser or device).
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::{auth::User, domain::PushSubscription, engine::PushQueue, error::ApiError, routes::AppState};
+use crate::{
+    auth::User,
+    domain::PushSubscription,
+    engine::PushQueue,
+    error::ApiError,
+    routes::{AppState, body::json_body},
+};
 
 #[derive(Serialize)]
 struct PublicKey<'a> {
@@ -13,27 +19,16 @@ struct PublicKey<'a> {
     public_key: &'a str,
 }
 
+/// The VAPID public key, or `404 push_off` when push is off: every push
+/// endpoint answers so without a key.
+fn push_on(state: &AppState) -> Result<&str, ApiError> {
+    state.vapid_public_key.as_deref().ok_or_else(ApiError::push_off)
+}
+
 /// `GET /v1/push/vapid_public_key`. Needs no token: the key is public, and
 /// a page asks for it before it subscribes.
 pub async fn vapid_public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let key = state.vapid_public_key.as_deref().ok_or_else(ApiError::push_off)?;
-    Ok(HttpResponse::Ok().json(PublicKey { public_key: key }))
-}
-
-/// The body as JSON, or `415` / `400` as for every other JSON body.
-fn json_body<'a>(req: &HttpRequest, body: &'a [u8]) -> Result<&'a [u8], ApiError> {
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
-        return Err(ApiError::unsupported_media_type("expected Content-Type: application/json"));
-    }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        return Err(ApiError::bad_request("bad_json", format!("malformed JSON: {e}")));
-    }
-    Ok(body)
+    Ok(HttpResponse::Ok().json(PublicKey { public_key: push_on(&state)? }))
 }
 
 #[derive(Serialize)]
@@ -53,7 +48,7 @@ pub async fn subscribe(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.vapid_public_key.as_ref().ok_or_else(ApiError::push_off)?;
+    push_on(&state)?;
     let push = &state.settings.push;
     let subscription = PushSubscription::parse(json_body(&req, &body)?, &push.endpoint_rules())
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -79,7 +74,7 @@ pub async fn unsubscribe(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.vapid_public_key.as_ref().ok_or_else(ApiError::push_off)?;
+    push_on(&state)?;
     let request: Unsubscribe = serde_json::from_slice(json_body(&req, &body)?)
         .map_err(|e| ApiError::unprocessable(format!("expected {{\"endpoint\": \"...\"}}: {e}")))?;
     let removed = state.engine.push_unsubscribe(&user.0.user, &request.endpoint).await?;
@@ -99,7 +94,7 @@ struct Devices {
 /// `GET /v1/push/subscriptions`: the user's own devices, endpoints only
 /// (the keys stay on the server), oldest first.
 pub async fn list(user: User, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.vapid_public_key.as_ref().ok_or_else(ApiError::push_off)?;
+    push_on(&state)?;
     let subscriptions = state.engine.push_subscriptions(&user.0.user).await?;
     Ok(HttpResponse::Ok()
         .json(Devices { subscriptions: subscriptions.into_iter().map(|s| Device { endpoint: s.endpoint }).collect() }))
