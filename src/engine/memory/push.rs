@@ -77,12 +77,11 @@ pub(super) fn decide(
     streams_reached: usize,
 ) -> PushDecision {
     let policy = engine.inner.push_policy;
-    let now = now_unix_ms();
-    let due = match policy {
+    let delay_ms = match policy {
         PushPolicy::Off => return PushDecision::None,
         PushPolicy::Offline if streams_reached > 0 => return PushDecision::Skipped(SkipReason::Online),
-        PushPolicy::Offline => now,
-        PushPolicy::UnreadAfter { delay_ms } => now + delay_ms,
+        PushPolicy::Offline => 0,
+        PushPolicy::UnreadAfter { delay_ms } => delay_ms,
     };
     if inbox.devices.is_empty() {
         return PushDecision::Skipped(SkipReason::NoSubscriptions);
@@ -103,7 +102,8 @@ pub(super) fn decide(
         endpoint: None,
         unread_only: matches!(policy, PushPolicy::UnreadAfter { .. }),
     };
-    engine.inner.push.queue().add(job, due, now);
+    let now = now_unix_ms();
+    engine.inner.push.queue().add(job, now + delay_ms, now);
     engine.inner.push.added.notify_waiters();
     PushDecision::Queued
 }

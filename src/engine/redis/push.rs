@@ -80,9 +80,10 @@ fn is_no_group(e: &redis::RedisError) -> bool {
 }
 
 impl RedisEngine {
-    /// Makes the consumer group (and the stream), reading from its start so
-    /// nothing queued before is skipped. Already there is fine.
-    async fn ensure_push_group(&self) -> Result<(), EngineError> {
+    /// Readies the queue for this node's worker: makes the consumer group
+    /// (and the stream), reading from its start so nothing queued before is
+    /// skipped. Already there is fine.
+    pub async fn prepare_push_queue(&self) -> Result<(), EngineError> {
         let mut conn = self.inner.commands.clone();
         let made: redis::RedisResult<()> = conn.xgroup_create_mkstream(keys::PUSH_QUEUE, keys::PUSH_GROUP, "0").await;
         match made {
@@ -174,7 +175,7 @@ impl PushQueue for RedisEngine {
             // The group is gone with its stream (a FLUSHALL, a restart
             // without persistence): make it again and read on.
             Err(e) if is_no_group(&e) => {
-                self.ensure_push_group().await?;
+                self.prepare_push_queue().await?;
                 return Ok(Vec::new());
             }
             Err(e) if super::is_missing_function(&e) => {
@@ -283,11 +284,4 @@ pub async fn read_dead_letters(
         });
     }
     Ok(letters)
-}
-
-impl RedisEngine {
-    /// Readies the queue for this node's worker: the consumer group.
-    pub async fn prepare_push_queue(&self) -> Result<(), EngineError> {
-        self.ensure_push_group().await
-    }
 }
