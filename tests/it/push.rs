@@ -139,7 +139,7 @@ async fn an_offline_user_is_pushed_once_per_device_and_an_online_one_not(engine:
 }
 
 async fn unread_after_pushes_only_what_is_still_unread(engine: Engine) {
-    let cluster = Cluster::on(engine, &[("push.when", "unread_after"), ("push.delay", "1s")]).await;
+    let cluster = Cluster::on(engine, &[("push.when", "unread_after"), ("push.delay", "2s")]).await;
     let alice = unique_user("alice");
     let device = cluster.device(&alice, "alice-laptop").await;
     // Looking at the page, even: unread_after pushes anyway.
@@ -147,21 +147,24 @@ async fn unread_after_pushes_only_what_is_still_unread(engine: Engine) {
     let api = UserApi::new(cluster.node(1), &alice);
 
     let note = |title: &str| json!({"type": "task.assigned", "title": title});
+    // Before the first publish: every push is due at least the delay after.
+    let started = Instant::now();
     let read = cluster.node(2).publish(&[&alice], note("read in time")).await;
     let deleted = cluster.node(2).publish(&[&alice], note("deleted in time")).await;
     let unread = cluster.node(2).publish(&[&alice], note("left unread")).await;
     for r in [&read, &deleted, &unread] {
         assert_eq!(r[0]["push"], "queued", "{r:?}");
     }
-    let started = Instant::now();
     let (status, _) = api.post("/v1/notifications/read", json!({"ids": [read[0]["id"]]})).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = api.delete(&format!("/v1/notifications/{}", deleted[0]["id"].as_str().unwrap())).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_millis(900), "marked within the delay");
+    // The precondition, with room to spare on a loaded machine.
+    assert!(started.elapsed() < Duration::from_millis(1500), "marked within the delay");
 
     let got = cluster.service.wait_until("the unread one", WAIT, |r| !r.is_empty()).await;
-    assert!(got[0].at.duration_since(started) >= Duration::from_millis(900), "not before the delay");
+    // Redis's clock decides when it is due; allow it a few ms against ours.
+    assert!(got[0].at.duration_since(started) >= Duration::from_millis(1990), "not before the delay");
     cluster.settled().await;
     assert_eq!(titles(&cluster.service.delivered(&device)), ["left unread"]);
 }
