@@ -74,6 +74,7 @@ impl Application {
             .context("cannot set TCP_USER_TIMEOUT on the listener")?;
         let state = AppState::new(settings.clone(), node.hub.clone(), node.engine.clone());
         let demo_mode = settings.demo.enabled;
+        let cors_settings = settings.server.cors.clone();
         let max_body = settings.server.max_body_bytes;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -88,6 +89,9 @@ impl Application {
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PayloadConfig::new(max_body))
+                // Innermost, so that a refused preflight gets a JSON body and
+                // an access-log line like any other error.
+                .wrap(routes::cors(&cors_settings))
                 .wrap(
                     actix_web::middleware::ErrorHandlers::new()
                         .default_handler_client(error::json_body_for_plain_errors)

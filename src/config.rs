@@ -41,6 +41,21 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
     pub node_id: String,
+    pub cors: CorsSettings,
+}
+
+/// Which other origins' pages may call Herald from a browser (CORS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Exact origins (`https://app.example.com`), never a wildcard: tokens
+    /// travel as headers, and a wildcard would let any site's script try a
+    /// stolen one from a victim's browser. Empty: same origin only.
+    #[serde(deserialize_with = "strings_from_list_or_csv")]
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight's answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -355,6 +370,9 @@ impl Settings {
             "server.write_timeout",
             "must be at least 500ms",
         )?;
+        for origin in &self.server.cors.allowed_origins {
+            check_origin(origin)?;
+        }
         require(self.history.max_len > 0, "history.max_len", "must be at least 1")?;
         require(self.history.max_age >= Duration::from_secs(1), "history.max_age", "must be at least 1s")?;
         require(self.topics.max_len > 0, "topics.max_len", "must be at least 1")?;
@@ -517,19 +535,25 @@ fn strings_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Strin
     })
 }
 
+/// An entry of `server.cors.allowed_origins` must be an origin exactly as a
+/// browser sends it in `Origin` (`https://app.example.com`, a port only when
+/// not the scheme's default, no path or trailing slash), or it would never
+/// match and the page's calls would fail with nothing in the log to say why.
+fn check_origin(origin: &str) -> anyhow::Result<()> {
+    let serialized = url::Url::parse(origin).ok().map(|url| url.origin().ascii_serialization());
+    if serialized.as_deref() != Some(origin) || !(origin.starts_with("https://") || origin.starts_with("http://")) {
+        let hint = serialized.filter(|s| s != "null").map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+        bail!(
+            "invalid configuration: `server.cors.allowed_origins`: `{origin}` is not an origin such as \
+             `https://app.example.com`{hint}"
+        );
+    }
+    Ok(())
+}
+
 /// `auth.algorithms` comes as a TOML list or, from the environment, as "HS256,RS256".
 fn algorithms_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Algorithm>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        List(Vec<String>),
-        Csv(String),
-    }
-    let names: Vec<String> = match Raw::deserialize(d)? {
-        Raw::List(list) => list,
-        Raw::Csv(csv) => csv.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
-    };
-    names
+    strings_from_list_or_csv(d)?
         .iter()
         .map(|name| {
             name.parse::<Algorithm>().ok().filter(|a| SUPPORTED_ALGORITHMS.contains(a)).ok_or_else(|| {
@@ -590,6 +614,26 @@ mod tests {
         }
         // Out of demo mode, any address is fine.
         assert!(Settings::with_overrides(&[("server.listen", "0.0.0.0:8080")]).is_ok());
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        let with_origins = |origins: &str| Settings::with_overrides(&[("server.cors.allowed_origins", origins)]);
+        let ok = with_origins("https://app.example.com, http://127.0.0.1:5173").unwrap();
+        assert_eq!(ok.server.cors.allowed_origins, ["https://app.example.com", "http://127.0.0.1:5173"]);
+        for (bad, hint) in [
+            ("https://app.example.com/", Some("https://app.example.com")),
+            ("https://app.example.com:443", Some("https://app.example.com")),
+            ("https://App.example.com", Some("https://app.example.com")),
+            ("*", None),
+            ("app.example.com", None),
+        ] {
+            let err = with_origins(bad).unwrap_err().to_string();
+            assert!(err.contains("`server.cors.allowed_origins`") && err.contains(bad), "{err}");
+            if let Some(hint) = hint {
+                assert!(err.contains(&format!("did you mean `{hint}`")), "{err}");
+            }
+        }
     }
 
     #[test]

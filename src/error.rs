@@ -164,7 +164,10 @@ pub fn json_body_for_plain_errors<B>(
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
+    // A refused CORS preflight (routes/cors.rs) says which part was refused.
+    let cors = res.response().error().and_then(|e| e.as_error::<actix_cors::CorsError>()).map(|e| e.to_string());
     let api = match status {
+        _ if cors.is_some() => ApiError::new(status, "cors_refused", cors.unwrap_or_default()),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large("request body is over the size limit"),
         _ => ApiError::new(status, "error", status.canonical_reason().unwrap_or("error").to_lowercase()),
     };

@@ -2,6 +2,7 @@
 //! errors through `ApiError`; they hold no logic of their own.
 
 mod body;
+mod cors;
 pub mod demo;
 mod events;
 mod health;
@@ -14,7 +15,7 @@ mod topics;
 
 use actix_web::web;
 
-pub use self::state::AppState;
+pub use self::{cors::middleware as cors, state::AppState};
 
 /// Every route; the demo's only when `demo_mode` (otherwise `/demo` is an
 /// unknown path like any other).

@@ -10,6 +10,7 @@ mod bad_input;
 mod center;
 mod conformance;
 mod cookie_auth;
+mod cors;
 mod demo;
 mod history;
 mod jwt_keys;
