@@ -4,7 +4,8 @@
 # then:
 #   1. cargo fmt --check and cargo clippy -D warnings
 #   2. the unit tests and the integration suite (real redis-server processes)
-#   3. the demo page (/demo) in headless Chromium against the real binary
+#   3. the demo page (/demo) and its service worker in headless Chromium
+#      against the real binary
 #   4. the publishing examples (redis-cli, Python, Node) against a real gateway
 #   5. a syntax check of the k6 scripts
 #   6. the load-tool smoke run (fails only on loss or duplication)
@@ -38,9 +39,9 @@ log "unit and integration tests"
 profile=default; [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --locked --workspace --profile "$profile" --no-fail-fast
 
-log "demo page in headless Chromium (tests/browser)"
+log "demo page and service worker in headless Chromium (tests/browser)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
-HERALD_BIN=target/debug/herald node --test --test-reporter=spec tests/browser/demo.test.mjs
+HERALD_BIN=target/debug/herald node --test --test-reporter=spec tests/browser/*.test.mjs
 
 if [ -x tests/examples/run.sh ] || [ -f tests/examples/run.sh ]; then
   log "publishing examples (docs/PUBLISHING.md)"

@@ -1,69 +1,64 @@
 //! Demo mode (`demo.enabled`, `herald serve --demo`): the demo notification
-//! center at `GET /demo`, and `POST /demo/session`, which hands the page its
-//! tokens.
+//! center at `GET /demo` (with its script, style sheet and service worker),
+//! and `POST /demo/session`, which hands the page its tokens.
 //!
-//! Both are registered only in demo mode. `/demo/session` mints a token for
+//! All are registered only in demo mode. `/demo/session` mints a token for
 //! any user id anyone asks for: a node that serves it must never be reachable
 //! by anyone who should not read every user's notifications.
 //!
-//! The page is one self-contained file (inline CSS and JS, no build step, no
-//! external URL), compiled into the binary.
-
-use std::sync::LazyLock;
+//! The page has no build step and loads nothing from another origin; its
+//! files are compiled into the binary (`routes/assets.rs`).
 
 use actix_web::{
     HttpResponse,
     http::header::{CacheControl, CacheDirective},
     web,
 };
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::{auth::mint_token_expiring_at, clock::now_unix, domain::UserId, error::ApiError, routes::AppState};
-
-/// The page. Its source is meant to be read: it is a worked example of an
-/// `EventSource` client (cursor, reconnects, token refresh, cross-tab sync).
-pub const PAGE: &str = include_str!("demo/index.html");
+use crate::{
+    auth::mint_token_expiring_at,
+    clock::now_unix,
+    domain::UserId,
+    error::ApiError,
+    routes::{
+        AppState,
+        assets::{DEMO_PAGE, DEMO_SCRIPT, DEMO_STYLE, SERVICE_WORKER},
+    },
+};
 
 /// The `sub` of the publisher tokens the page's send form uses.
 pub const PUBLISHER: &str = "demo-page";
 
-/// The page may run its own inline script and style and nothing else, talk
-/// to this origin only, and not be framed. The inline blocks are allowed by
-/// their hashes (not `'unsafe-inline'`), so markup injected through a
-/// notification could not run a script even if the page forgot to escape it.
-pub static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; img-src data:; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        inline_hash(PAGE, "script"),
-        inline_hash(PAGE, "style"),
-    )
-});
-
-/// The CSP source (`sha256-<base64>`) of the one inline `<tag>` block: the
-/// hash covers its text exactly as written between the tags.
-fn inline_hash(page: &str, tag: &str) -> String {
-    let open = format!("<{tag}>");
-    let start = page.find(&open).map(|i| i + open.len());
-    let end = page.find(&format!("</{tag}>"));
-    let (Some(start), Some(end)) = (start, end) else {
-        panic!("the demo page has no plain <{tag}> block (a unit test checks this)");
-    };
-    let digest = Sha256::digest(&page.as_bytes()[start..end]);
-    format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(digest))
-}
+/// The page may run scripts and styles from this origin only (none inline,
+/// so markup injected through a notification could not run a script even if
+/// the page forgot to escape it), talk to this origin only, register its
+/// service worker, show images from this origin or any `https:` one (a
+/// notification's `icon`), and not be framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data: https:; worker-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
 
 /// `GET /demo`.
 pub async fn page() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
-        .insert_header(("Content-Security-Policy", CONTENT_SECURITY_POLICY.as_str()))
-        .insert_header(("X-Content-Type-Options", "nosniff"))
-        .insert_header(("Referrer-Policy", "no-referrer"))
-        .body(PAGE)
+    DEMO_PAGE.respond(&[("Content-Security-Policy", CONTENT_SECURITY_POLICY), ("Referrer-Policy", "no-referrer")])
+}
+
+/// `GET /demo/demo.js`.
+pub async fn script() -> HttpResponse {
+    DEMO_SCRIPT.respond(&[])
+}
+
+/// `GET /demo/demo.css`.
+pub async fn style() -> HttpResponse {
+    DEMO_STYLE.respond(&[])
+}
+
+/// `GET /demo/sw.js`. A worker's scope defaults to its own directory
+/// (`/demo/`); the header lets the page register it for `/demo` itself, the
+/// page's own URL.
+pub async fn service_worker() -> HttpResponse {
+    SERVICE_WORKER.respond(&[("Service-Worker-Allowed", "/demo")])
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,21 +118,17 @@ mod tests {
     use crate::config::Settings;
 
     #[test]
-    fn the_policy_allows_exactly_the_pages_inline_blocks() {
-        let policy = CONTENT_SECURITY_POLICY.as_str();
-        assert!(policy.contains("script-src 'sha256-") && policy.contains("style-src 'sha256-"), "{policy}");
-        assert!(!policy.contains("unsafe"), "{policy}");
-        // One block of each, so the hashes cover all the page's code.
-        assert_eq!(PAGE.matches("<script").count(), 1);
-        assert_eq!(PAGE.matches("<style").count(), 1);
-        assert!(!PAGE.contains(" style=\""), "inline style attributes are blocked by the policy");
-    }
-
-    #[test]
-    fn the_page_loads_nothing_from_elsewhere() {
-        for external in ["http://", "https://", "//cdn", "@import"] {
-            assert!(!PAGE.contains(external), "the demo page mentions `{external}`");
+    fn the_page_runs_no_inline_code_and_loads_nothing_from_elsewhere() {
+        let page = DEMO_PAGE.body;
+        // The policy allows no inline script or style: one would not run.
+        assert!(!page.contains("<script>") && !page.contains("<style"), "inline blocks are blocked by the policy");
+        assert!(!page.contains(" style=\"") && !page.contains(" onclick="), "inline attributes are blocked");
+        for file in [DEMO_PAGE.body, DEMO_SCRIPT.body, DEMO_STYLE.body] {
+            for external in ["http://", "https://", "//cdn", "@import"] {
+                assert!(!file.contains(external), "a demo file mentions `{external}`");
+            }
         }
+        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"), "{CONTENT_SECURITY_POLICY}");
     }
 
     #[test]

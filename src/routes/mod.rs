@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers parse and authorize, call the engine or hub, and map
 //! errors through `ApiError`; they hold no logic of their own.
 
+mod assets;
 mod body;
 mod cors;
 pub mod demo;
@@ -38,6 +39,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo_mode: bool) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics));
     if demo_mode {
-        cfg.route("/demo", web::get().to(demo::page)).route("/demo/session", web::post().to(demo::session));
+        cfg.route("/demo", web::get().to(demo::page))
+            .route("/demo/demo.js", web::get().to(demo::script))
+            .route("/demo/demo.css", web::get().to(demo::style))
+            .route("/demo/sw.js", web::get().to(demo::service_worker))
+            .route("/demo/session", web::post().to(demo::session));
     }
 }
