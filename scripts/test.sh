@@ -4,8 +4,9 @@
 # then:
 #   1. cargo fmt --check and cargo clippy -D warnings
 #   2. the unit tests and the integration suite (real redis-server processes)
-#   3. the demo page (/demo) and its service worker in headless Chromium
-#      against the real binary
+#   3. the browser client library's unit tests (Node), then the library, the
+#      demo page (/demo) and its service worker in headless Chromium against
+#      the real binary
 #   4. the publishing examples (redis-cli, Python, Node) against a real gateway
 #   5. a syntax check of the k6 scripts
 #   6. the load-tool smoke run (fails only on loss or duplication)
@@ -39,7 +40,10 @@ log "unit and integration tests"
 profile=default; [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --locked --workspace --profile "$profile" --no-fail-fast
 
-log "demo page and service worker in headless Chromium (tests/browser)"
+log "client library unit tests (clients/js/test)"
+node --test --test-reporter=spec clients/js/test/
+
+log "client library, demo page and service worker in headless Chromium (tests/browser)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 HERALD_BIN=target/debug/herald node --test --test-reporter=spec tests/browser/*.test.mjs
 

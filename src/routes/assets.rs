@@ -1,5 +1,6 @@
-//! Files compiled into the binary and served as they are: the demo page's
-//! files (demo mode only; routes in `routes::configure`).
+//! Files compiled into the binary and served as they are: the browser client
+//! library (always), and the demo page's files (demo mode only; routes in
+//! `routes::configure`).
 //!
 //! They change only with the binary, so each answer is the same bytes for a
 //! node's whole life; `no-cache` makes a browser revalidate rather than keep
@@ -17,6 +18,13 @@ pub struct Asset {
 }
 
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
+/// The browser client library (`clients/js/`), an ES module: `GET /client/herald.js`.
+pub const CLIENT_LIBRARY: Asset = Asset { body: include_str!("../../clients/js/herald.js"), content_type: JAVASCRIPT };
+
+/// Its TypeScript declarations: `GET /client/herald.d.ts`.
+pub const CLIENT_TYPES: Asset =
+    Asset { body: include_str!("../../clients/js/herald.d.ts"), content_type: "text/plain; charset=utf-8" };
 
 /// The demo notification center: `GET /demo`.
 pub const DEMO_PAGE: Asset = Asset { body: include_str!("demo/index.html"), content_type: "text/html; charset=utf-8" };
@@ -44,4 +52,19 @@ impl Asset {
         }
         response.body(self.body)
     }
+}
+
+/// Any origin may load the client library: an app on another origin imports
+/// it as a module, which the browser fetches in CORS mode. It is public code,
+/// and its answer carries no credentials.
+const ANY_ORIGIN: (&str, &str) = ("Access-Control-Allow-Origin", "*");
+
+/// `GET /client/herald.js`.
+pub async fn client_library() -> HttpResponse {
+    CLIENT_LIBRARY.respond(&[ANY_ORIGIN])
+}
+
+/// `GET /client/herald.d.ts`.
+pub async fn client_types() -> HttpResponse {
+    CLIENT_TYPES.respond(&[ANY_ORIGIN])
 }

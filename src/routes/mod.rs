@@ -37,7 +37,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo_mode: bool) {
         .route("/v1/push/subscriptions", web::delete().to(push::unsubscribe))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics));
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/client/herald.js", web::get().to(assets::client_library))
+        .route("/client/herald.d.ts", web::get().to(assets::client_types));
     if demo_mode {
         cfg.route("/demo", web::get().to(demo::page))
             .route("/demo/demo.js", web::get().to(demo::script))

@@ -3,6 +3,8 @@
 // Each test file imports these; nothing here sleeps for a fixed time.
 
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 /** The debug binary (HERALD_BIN overrides it). */
@@ -85,4 +87,70 @@ export async function waitFor(check, ms, what) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await timeout(25);
   }
+}
+
+/** The HS256 secret the tests' gateways share, so a token works on any node. */
+export const SECRET = 'browser-tests-secret-of-at-least-32-bytes';
+
+/** An HS256 JWT for `sub`, valid `ttlSeconds`, signed with SECRET (what an
+ *  app's backend would mint); `publisher` adds the publish scope. */
+export function mintToken(sub, { ttlSeconds = 3600, publisher = false } = {}) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const claims = { sub, exp: Math.floor(Date.now() / 1000) + ttlSeconds, ...(publisher && { scope: 'publish' }) };
+  const unsigned = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode(claims)}`;
+  return `${unsigned}.${createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
+}
+
+/** Starts a throwaway `redis-server` on a free loopback port (no
+ *  persistence); resolves to `{url, stop}`. */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk) => { output += chunk; });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  redisServers.push(child);
+  await waitFor(() => /Ready to accept connections/.test(output) || child.exitCode !== null, 10000, 'redis-server to start');
+  if (child.exitCode !== null) throw new Error(`redis-server exited:\n${output}`);
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop: async () => { child.kill('SIGKILL'); await exited; },
+  };
+}
+
+const redisServers = [];
+process.on('exit', () => redisServers.forEach((child) => child.exitCode === null && child.kill('SIGKILL')));
+
+/** A port the kernel says is free now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A gauge or counter from the gateway's /metrics (the sum of its series). */
+export async function metric(gateway, name) {
+  const text = await (await fetch(`${gateway.url}/metrics`)).text();
+  return text.split('\n')
+    .filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
+    .reduce((sum, line) => sum + Number(line.split(' ').pop()), 0);
+}
+
+/** POST /v1/publish to `user`; resolves to the new notification's id. */
+export async function publish(gateway, user, notification) {
+  const response = await fetch(`${gateway.url}/v1/publish`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${mintToken('backend', { publisher: true })}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ to: { users: [user] }, notification }),
+  });
+  const body = await response.json();
+  if (!response.ok) throw new Error(`publish: ${response.status} ${JSON.stringify(body)}`);
+  return body.results[0].id;
 }
