@@ -478,8 +478,13 @@ export class Herald {
         break;
       case 'state':
         if (!this.#leader) {
-          this.#unread = message.unread ?? this.#unread;
           this.#setState(message.state, message.reason);
+          // A tab that joins an open stream learns the count here, not
+          // from an `unread` event of its own.
+          if (message.unread != null && message.unread !== this.#unread) {
+            this.#unread = message.unread;
+            this.#emit('unread', { count: message.unread });
+          }
         }
         break;
       case 'hello':

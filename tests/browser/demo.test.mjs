@@ -72,7 +72,7 @@ async function openTab(context, gateway = herald) {
 }
 
 async function live(page) {
-  await page.locator('#connection[data-state="live"]').waitFor();
+  await page.locator('#connection[data-state="open"]').waitFor();
   // The list is fetched once the stream is open.
   await page.locator('#list[aria-busy="false"]').waitFor({ state: 'attached' });
 }
@@ -291,7 +291,7 @@ describe('the demo notification center', () => {
     await tab.locator('#user-input').fill('a}b');
     await tab.locator('#user-form button').click();
     await tab.locator('#user-status', { hasText: 'user id must not contain whitespace' }).waitFor();
-    assert.equal(await tab.locator('#connection').getAttribute('data-state'), 'live');
+    assert.equal(await tab.locator('#connection').getAttribute('data-state'), 'open');
 
     // Markup in a notification is shown as text.
     const title = '<img src=x onerror="window.pwned = true">';
@@ -379,7 +379,7 @@ describe('topics', () => {
     await toggle(tab, 'status').uncheck();
     await item(tab, 'Status before the page').waitFor({ state: 'detached' });
     await live(tab);
-    await waitUntil(tab, 'the new stream', () => document.querySelector('#connection').dataset.state === 'live');
+    await waitUntil(tab, 'the new stream', () => document.querySelector('#connection').dataset.state === 'open');
     assert.equal(streams.length, 1, 'one new stream');
     assert.equal(streams[0].searchParams.get('topics'), 'announcements');
     assert.ok(streams[0].searchParams.get('last_event_id'), 'the new stream resumes from the cursor');
@@ -457,7 +457,7 @@ describe('token expiry', () => {
     await waitForBadge(tab, 3);
     const titles = await tab.locator('#list li .title').allTextContents();
     assert.deepEqual(titles, ['After the renewal', 'During the renewal', 'Before the renewal']);
-    assert.equal(await tab.locator('#connection').getAttribute('data-state'), 'live');
+    assert.equal(await tab.locator('#connection').getAttribute('data-state'), 'open');
     assertNoProblems(tab);
     await context.close();
   });

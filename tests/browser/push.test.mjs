@@ -366,7 +366,7 @@ describe('the demo service worker', () => {
     const problems = [];
     page.on('pageerror', (error) => problems.push(error.message));
     await page.goto(`${herald.url}/demo`);
-    await page.locator('#connection[data-state="live"]').waitFor();
+    await page.locator('#connection[data-state="open"]').waitFor();
 
     await page.locator('#push-toggle:not([disabled])').check();
 

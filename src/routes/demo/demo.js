@@ -12,14 +12,10 @@ const state = {
   user: null,
   /** {user, token, publisher_token, expires_at} from POST /demo/session. */
   session: null,
-  /** The open EventSource; events from any other (replaced) one are ignored. */
-  events: null,
-  /**
-   * The id of the last event received: the stream's cursor. It is opaque
-   * (never parsed); passing it back as `last_event_id` resumes the stream
-   * right after it, with nothing missed and nothing repeated.
-   */
-  cursor: null,
+  /** The client library's Herald; events from a replaced one are ignored. */
+  herald: null,
+  /** Whether `session` is fresh from startAs, not yet handed to the client. */
+  sessionUnused: false,
   /** The public topics this gateway offers (from the session). */
   offered: [],
   /** The topics this stream follows (kept in localStorage). */
@@ -32,8 +28,6 @@ const state = {
    *  on its last page has none. */
   next: new Map(),
   preferences: null,
-  reconnectDelay: 1000,
-  reconnectTimer: null,
   audio: null,
 };
 
@@ -83,52 +77,41 @@ function showStatus(element, text, kind = '') {
 // The event stream.
 // ---------------------------------------------------------------------------
 
+/** The client library, loaded once (this page is a classic script). */
+const library = import('/client/herald.js');
+
 /**
- * Opens the user's stream, resuming after `state.cursor` when there is one.
- * EventSource cannot send headers, so the token goes in the query string.
- * When EventSource reconnects by itself (the server ended the stream, the
- * network blinked), it sends the last id as `Last-Event-ID`, which wins over
- * `last_event_id`: it resumes from the right place either way.
+ * Starts the client library for the current user: it holds one stream for
+ * all of this browser's tabs, resumes from its stored cursor, renews the
+ * token and reconnects (docs/CLIENT.md). The page only renders its events.
  */
-function connect() {
-  clearTimeout(state.reconnectTimer);
-  if (state.events) state.events.close();
-  const params = new URLSearchParams({ access_token: state.session.token });
-  if (state.cursor) params.set('last_event_id', state.cursor);
-  if (state.followed.size) params.set('topics', [...state.followed].join(','));
-  const events = new EventSource(`/v1/events?${params}`);
-  state.events = events;
-  setConnection('connecting');
-
-  // Registers a handler for one event type, ignoring a replaced stream, and
-  // remembering every event id as the cursor.
-  const on = (type, handle) => events.addEventListener(type, (event) => {
-    if (events !== state.events) return;
-    if (event.lastEventId) state.cursor = event.lastEventId;
-    handle(event.data ? JSON.parse(event.data) : {});
+async function connect() {
+  const { Herald } = await library;
+  state.herald?.close();
+  const herald = new Herald({
+    user: state.user,
+    topics: [...state.followed],
+    // The session startAs fetched serves first; later ones are new sessions.
+    getToken: async () => {
+      if (state.sessionUnused) {
+        state.sessionUnused = false;
+        return state.session.token;
+      }
+      const user = state.user;
+      const session = await newSession(user);
+      if (user === state.user) state.session = session;
+      handWorkerTheToken().catch(() => {});
+      return session.token;
+    },
   });
+  state.herald = herald;
+  const on = (event, handle) => herald.on(event, (value) => { if (state.herald === herald) handle(value); });
+  on('state', ({ state: connection, reason }) => setConnection(connection, reason));
 
-  events.onopen = () => {
-    if (events !== state.events) return;
-    state.reconnectDelay = 1000;
-    setConnection('live');
-  };
-  events.onerror = () => {
-    if (events !== state.events) return;
-    if (events.readyState === EventSource.CONNECTING) {
-      setConnection('reconnecting');    // EventSource retries by itself
-    } else {
-      // Closed for good: the server refused the stream (an expired token's
-      // 401, a full node's 503). Get a fresh session and try again, later.
-      setConnection('offline');
-      scheduleReconnect();
-    }
-  };
-
-  // The stream opens with the unread count; its id is the stream's starting
-  // cursor. Fetching a list only now leaves no gap: anything published
-  // after this point comes on the stream, anything before is in the list,
-  // and what is in both is shown once (items are kept by key).
+  // The stream opens with the unread count. Fetching a list only now leaves
+  // no gap: anything published after this point comes on the stream,
+  // anything before is in the list, and what is in both is shown once
+  // (items are kept by key).
   on('unread', ({ count }) => {
     setUnread(count);
     const stale = [...state.stale];
@@ -154,47 +137,13 @@ function connect() {
     }
   });
   on('deleted', ({ ids }) => ids.forEach(remove));
-  // The cursor is older than the history kept (or newer than any): what we
-  // show of that part may have holes. `scope` names the part; refetch it.
+  // What we show of a part of the history may have holes. `scope` names
+  // the part; refetch it.
   on('reset', ({ scope }) => {
     if (sources().includes(scope)) reloadSource(scope);
     else sources().forEach(reloadSource);
   });
-  // Shortly before the token expires: a new token, and a new stream that
-  // resumes from the cursor, so nothing is missed in between.
-  on('token_expiring', () => refreshSession());
-  on('bye', ({ reason }) => {
-    if (reason === 'token_expired') {
-      // The refresh did not happen in time: do it now, resuming as above.
-      events.close();
-      refreshSession();
-    } else {
-      // shutdown, slow_consumer: the server ends the stream, and EventSource
-      // reconnects by itself after `retry:` with Last-Event-ID.
-      setConnection('reconnecting', reason);
-    }
-  });
-}
-
-async function refreshSession() {
-  setConnection('connecting', 'new token');
-  try {
-    const user = state.user;
-    const session = await newSession(user);
-    if (user !== state.user) return;    // the user was switched meanwhile
-    state.session = session;
-    connect();
-    handWorkerTheToken();
-  } catch (error) {
-    setConnection('offline', error.message);
-    scheduleReconnect();
-  }
-}
-
-function scheduleReconnect() {
-  clearTimeout(state.reconnectTimer);
-  state.reconnectTimer = setTimeout(refreshSession, state.reconnectDelay);
-  state.reconnectDelay = Math.min(state.reconnectDelay * 2, 30000);
+  on('error', (error) => showStatus($('center-status'), error.message, 'error'));
 }
 
 function setConnection(connection, detail) {
@@ -704,7 +653,7 @@ function follow(name, on) {
   }
   store.set('topics', JSON.stringify([...state.followed]));
   showStatus($('topics-status'), on ? `Following ${name}.` : `Stopped following ${name}.`, 'ok');
-  connect();
+  state.herald.setTopics([...state.followed]);
 }
 
 $('send-target').addEventListener('change', (event) => {
@@ -726,12 +675,11 @@ async function startAs(user) {
   showStatus($('user-status'), '');
   // This device's pushes were the previous user's: stop them first.
   if (state.session && state.user !== session.user) await turnPushOff().catch(() => {});
-  if (state.events) state.events.close();
   for (const id of [...state.items.keys()]) remove(id);
   const offered = session.topics ?? [];
   const followed = savedTopics(offered);
   Object.assign(state, {
-    user: session.user, session, events: null, cursor: null, next: new Map(), offered, followed,
+    user: session.user, session, sessionUnused: true, next: new Map(), offered, followed,
   });
   state.stale = new Set(sources());
   showTopics();
