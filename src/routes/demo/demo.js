@@ -100,7 +100,6 @@ async function connect() {
       const user = state.user;
       const session = await newSession(user);
       if (user === state.user) state.session = session;
-      handWorkerTheToken().catch(() => {});
       return session.token;
     },
   });
@@ -401,9 +400,9 @@ $('sound-toggle').addEventListener('change', (event) => {
 
 // ---------------------------------------------------------------------------
 // Web Push on this device. The service worker (/demo/sw.js) shows a push and
-// marks it clicked; it has no session of its own, so the page hands it the
-// token after subscribing and after every refresh. A subscription belongs to
-// the user who made it: switching users turns push off here.
+// marks it clicked; the client library subscribes and hands the worker each
+// new token (docs/CLIENT.md). A subscription belongs to the user who made
+// it: switching users turns push off here.
 // ---------------------------------------------------------------------------
 
 const pushSupported = 'serviceWorker' in navigator && 'PushManager' in window && 'Notification' in window;
@@ -417,39 +416,16 @@ async function currentSubscription() {
   return (await registration?.pushManager.getSubscription()) ?? null;
 }
 
-/** Tells the worker the current token; resolves once it has stored it. */
-async function handWorkerTheToken(token = state.session?.token) {
-  if (!pushSupported || !(await currentSubscription())) return;
-  const registration = await navigator.serviceWorker.ready;
-  const reply = new MessageChannel();
-  const stored = new Promise((resolve) => { reply.port1.onmessage = (event) => resolve(event.data); });
-  registration.active.postMessage({ type: 'herald:token', token, url: location.origin }, [reply.port2]);
-  return stored;
-}
-
-function base64urlBytes(text) {
-  const base64 = text.replace(/-/g, '+').replace(/_/g, '/');
-  return Uint8Array.from(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '=')), (c) => c.charCodeAt(0));
-}
-
 async function turnPushOn() {
-  if (await Notification.requestPermission() !== 'granted') throw new Error('notifications are blocked for this site');
-  const { public_key: key } = await request('GET', '/v1/push/vapid_public_key');
   const registration = await pushRegistration();
   await navigator.serviceWorker.ready;
-  const subscription = await registration.pushManager.subscribe({
-    userVisibleOnly: true, applicationServerKey: base64urlBytes(key),
-  });
-  await request('POST', '/v1/push/subscriptions', { body: subscription.toJSON() });
+  await state.herald.push.subscribe(registration);
   store.set('push-user', state.user);
-  await handWorkerTheToken();
 }
 
-async function turnPushOff(token = state.session?.token) {
-  const subscription = await currentSubscription();
-  if (!subscription) return;
-  await request('DELETE', '/v1/push/subscriptions', { body: { endpoint: subscription.endpoint }, token });
-  await subscription.unsubscribe();
+async function turnPushOff() {
+  const registration = await navigator.serviceWorker.getRegistration('/demo');
+  if (registration) await state.herald.push.unsubscribe(registration);
   store.set('push-user', '');
 }
 
@@ -471,7 +447,8 @@ async function showPush() {
   toggle.checked = subscribed;
   toggle.disabled = Notification.permission === 'denied';
   showStatus($('push-status'), toggle.disabled ? 'Notifications are blocked for this site in the browser.' : '');
-  if (subscribed) await handWorkerTheToken();
+  // Subscribed: the library hands the worker every new token from now on.
+  if (subscribed) await state.herald.push.subscription(await navigator.serviceWorker.getRegistration('/demo'));
 }
 
 $('push-toggle').addEventListener('change', async (event) => {
@@ -688,7 +665,7 @@ async function startAs(user) {
   $('send-to').placeholder = `this user: ${session.user}`;
   setUnread(0);
   $('list').setAttribute('aria-busy', 'true');   // until the stream is open and the list fetched
-  connect();
+  await connect();
   showPush();
   try {
     showPreferences(await request('GET', '/v1/preferences'));
