@@ -8,7 +8,9 @@
 // sleeps for a fixed time.
 
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
@@ -16,6 +18,8 @@ import { CHROMIUM, CHROMIUM_ARGS, startHerald, stopAll, timeout } from './suppor
 
 /** Longest wait for anything the page should show. */
 const WAIT = 5000;
+/** Where the screenshots go (kept by CI as artifacts when it wants them). */
+const SCREENSHOTS = fileURLToPath(new URL('../../target/browser-screenshots', import.meta.url));
 
 // ---------------------------------------------------------------------------
 // The browser, and pages that report their errors.
@@ -156,6 +160,36 @@ function assertNoProblems(...pages) {
 // ---------------------------------------------------------------------------
 
 describe('the demo notification center', () => {
+  test('/demo?user= opens that user\'s center, in light and dark, at desktop and phone width', async () => {
+    const user = uniqueUser('linked');
+    const { publisher_token: token } = await session(user);
+    await publish(herald, token, user, { type: 'comment.mention', title: 'Mina mentioned you', body: 'in “Q4 plan”' });
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    const backgrounds = [];
+    for (const [name, options] of [
+      ['light', { colorScheme: 'light' }],
+      ['dark', { colorScheme: 'dark' }],
+      ['phone', { colorScheme: 'light', viewport: { width: 390, height: 844 } }],
+    ]) {
+      const context = await browser.newContext(options);
+      context.setDefaultTimeout(WAIT);
+      const page = await context.newPage();
+      page.problems = [];
+      page.on('pageerror', (error) => page.problems.push(error.message));
+
+      await page.goto(`${herald.url}/demo?user=${encodeURIComponent(user)}`);
+
+      await page.locator('#connection[data-state="open"]').waitFor();
+      assert.equal(await page.locator('#user-input').inputValue(), user);
+      await item(page, 'Mina mentioned you').waitFor();
+      backgrounds.push(await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor));
+      await page.screenshot({ path: `${SCREENSHOTS}/demo-${name}.png`, fullPage: true });
+      assert.deepEqual(page.problems, []);
+      await context.close();
+    }
+    assert.notEqual(backgrounds[0], backgrounds[1], 'dark follows prefers-color-scheme');
+  });
+
   test('two tabs of one user stay in sync: send, read, delete', async () => {
     const user = uniqueUser('tabs');
     const context = await contextFor(user);

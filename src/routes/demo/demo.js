@@ -686,4 +686,6 @@ $('sound-toggle').checked = store.get('sound', 'off') === 'on';
 // first click anywhere.
 if ($('sound-toggle').checked) setSound(true);
 document.addEventListener('click', () => state.audio?.resume(), { once: true });
-startAs(store.get('user', 'demo'));
+// `/demo?user=<id>` opens the center as that user (a link to a given
+// user's center); otherwise the user this browser used last.
+startAs(new URLSearchParams(location.search).get('user') || store.get('user', 'demo'));
