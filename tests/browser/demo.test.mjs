@@ -29,6 +29,7 @@ let browser;
 let herald;
 
 before(async () => {
+  mkdirSync(SCREENSHOTS, { recursive: true });
   herald = await startHerald();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -72,7 +73,15 @@ async function openTab(context, gateway = herald) {
   });
   await page.goto(`${gateway.url}/demo`);
   await live(page);
+  await openPanel(page);
   return page;
+}
+
+/** Opens the notification panel with the bell (it stays open across
+ *  reloads of the tab). */
+async function openPanel(page) {
+  if (await page.locator('#center').isHidden()) await page.locator('#bell').click();
+  await page.locator('#center').waitFor();
 }
 
 async function live(page) {
@@ -160,11 +169,42 @@ function assertNoProblems(...pages) {
 // ---------------------------------------------------------------------------
 
 describe('the demo notification center', () => {
+  test('the bell\'s panel: opens and closes by keyboard, relative times, older pages on scroll', async () => {
+    const user = uniqueUser('panel');
+    const { publisher_token: token } = await session(user);
+    for (let i = 1; i <= 25; i += 1) {
+      await publish(herald, token, user, { type: 'comment.mention', title: `Comment ${i}`, body: `Number ${i} of 25` });
+    }
+    await publish(herald, token, user, { type: 'build.failed', title: 'Build 7 failed', priority: 'high', url: '/builds/7' });
+    const context = await contextFor(user);
+    const page = await context.newPage();
+    await page.goto(`${herald.url}/demo`);
+    await live(page);
+    assert.equal(await page.locator('#center').isHidden(), true, 'closed until the bell is pressed');
+    assert.equal(await page.title(), '(26) Herald demo');
+
+    await page.locator('#bell').focus();
+    await page.keyboard.press('Enter');
+
+    await page.locator('#center').waitFor();
+    assert.equal(await page.locator('#bell').getAttribute('aria-expanded'), 'true');
+    await item(page, 'Build 7 failed').waitFor();
+    assert.equal(await item(page, 'Build 7 failed').locator('time').textContent(), 'just now');
+    await page.screenshot({ path: `${SCREENSHOTS}/panel-light.png` });
+    // Scrolling to the end of the panel loads the older page by itself.
+    assert.equal(await page.locator('#list li').count(), 20);
+    await page.locator('#load-more').scrollIntoViewIfNeeded();
+    await waitUntil(page, 'the older page', () => document.querySelectorAll('#list li').length === 26);
+    await page.keyboard.press('Escape');
+    await page.locator('#center').waitFor({ state: 'hidden' });
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'bell', 'the focus goes back to the bell');
+    await context.close();
+  });
+
   test('/demo?user= opens that user\'s center, in light and dark, at desktop and phone width', async () => {
     const user = uniqueUser('linked');
     const { publisher_token: token } = await session(user);
     await publish(herald, token, user, { type: 'comment.mention', title: 'Mina mentioned you', body: 'in “Q4 plan”' });
-    mkdirSync(SCREENSHOTS, { recursive: true });
     const backgrounds = [];
     for (const [name, options] of [
       ['light', { colorScheme: 'light' }],
@@ -181,6 +221,7 @@ describe('the demo notification center', () => {
 
       await page.locator('#connection[data-state="open"]').waitFor();
       assert.equal(await page.locator('#user-input').inputValue(), user);
+      await openPanel(page);
       await item(page, 'Mina mentioned you').waitFor();
       backgrounds.push(await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor));
       await page.screenshot({ path: `${SCREENSHOTS}/demo-${name}.png`, fullPage: true });

@@ -367,6 +367,7 @@ describe('the demo service worker', () => {
     page.on('pageerror', (error) => problems.push(error.message));
     await page.goto(`${herald.url}/demo`);
     await page.locator('#connection[data-state="open"]').waitFor();
+    await page.locator('#bell').click();
 
     await page.locator('#push-toggle:not([disabled])').check();
 

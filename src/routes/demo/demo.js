@@ -266,20 +266,41 @@ function topicLabel(n) {
   return n.topic ? el('span', { className: 'topic-label' }, n.topic) : null;
 }
 
+/** "just now", "2 min ago", "3 h ago", "4 d ago", then the date. */
+function relativeTime(iso, now = Date.now()) {
+  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (seconds < 45) return 'just now';
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  if (seconds < 7 * 86400) return `${Math.round(seconds / 86400)} d ago`;
+  return new Date(iso).toLocaleDateString();
+}
+
+/** A <time> that says how long ago, with the exact time on hover. */
+function timeAgo(iso) {
+  const element = el('time', { dateTime: iso, title: new Date(iso).toLocaleString(), textContent: relativeTime(iso) });
+  element.dataset.at = iso;
+  return element;
+}
+
+// Relative times age: refresh them twice a minute.
+setInterval(() => {
+  for (const element of document.querySelectorAll('time[data-at]')) element.textContent = relativeTime(element.dataset.at);
+}, 30000);
+
 function renderItem(n) {
-  const when = new Date(n.created_at).toLocaleString();
   if (n.topic) {
     // A broadcast: nothing to mark or delete for this user.
-    const meta = [n.type, when, n.url && `→ ${n.url}`].filter(Boolean).join(' · ');
+    const meta = [n.type, n.url && `→ ${n.url}`].filter(Boolean).join(' · ');
     return el('li', {
       className: ['topic', n.priority === 'high' ? 'high' : ''].join(' ').trim(),
       dataset: { id: n.id, topic: n.topic },
     },
     el('span', { className: 'title' }, topicLabel(n), n.title),
     n.body ? el('span', { className: 'body' }, n.body) : null,
-    el('span', { className: 'meta' }, meta));
+    el('span', { className: 'meta' }, timeAgo(n.created_at), ` · ${meta}`));
   }
-  const meta = [n.type, when, n.url && `→ ${n.url}`, n.clicked && 'clicked'].filter(Boolean).join(' · ');
+  const meta = [n.type, n.url && `→ ${n.url}`, n.clicked && 'clicked'].filter(Boolean).join(' · ');
   const deleteButton = el('button', { type: 'button', className: 'delete', title: 'Delete', textContent: '✕' });
   deleteButton.setAttribute('aria-label', 'Delete');
   deleteButton.addEventListener('click', (event) => {
@@ -294,7 +315,7 @@ function renderItem(n) {
   el('span', { className: 'title' }, n.title),
   deleteButton,
   n.body ? el('span', { className: 'body' }, n.body) : null,
-  el('span', { className: 'meta' }, meta));
+  el('span', { className: 'meta' }, timeAgo(n.created_at), ` · ${meta}`));
   item.addEventListener('click', () => markClicked(n.id));
   return item;
 }
@@ -343,11 +364,36 @@ $('load-more').addEventListener('click', () => {
   for (const [source, next] of state.next) loadPage(source, next);
 });
 
-$('bell').addEventListener('click', () => {
+// The bell opens the panel under the header; Escape closes it and gives the
+// focus back to the bell. Whether it is open survives a reload of the tab.
+function showPanel(open) {
   const center = $('center');
-  center.hidden = !center.hidden;
-  $('bell').setAttribute('aria-expanded', String(!center.hidden));
+  center.hidden = !open;
+  $('bell').setAttribute('aria-expanded', String(open));
+  sessionStorage.setItem('herald-demo:panel', open ? 'open' : 'closed');
+  if (open) {
+    // Below the header, whose height changes as it wraps on a phone.
+    center.style.top = `${Math.round(document.querySelector('header').getBoundingClientRect().bottom) + 8}px`;
+    $('center-heading').focus();
+  }
+}
+
+$('bell').addEventListener('click', () => showPanel($('center').hidden));
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && !$('center').hidden) {
+    showPanel(false);
+    $('bell').focus();
+  }
 });
+showPanel(sessionStorage.getItem('herald-demo:panel') === 'open');
+
+// Infinite scroll: when "Load more" scrolls into the panel, it loads the
+// next, older page by itself (the button stays, for the keyboard).
+new IntersectionObserver((entries) => {
+  if (entries.some((entry) => entry.isIntersecting) && !$('load-more').hidden && !$('load-more').disabled) {
+    $('load-more').click();
+  }
+}, { root: $('center') }).observe($('load-more'));
 
 // ---------------------------------------------------------------------------
 // Toasts and sound.
@@ -364,7 +410,23 @@ function toast(n) {
     n.body ? el('span', { className: 'body' }, n.body) : null);
   close.addEventListener('click', () => element.remove());
   box.append(element);
-  setTimeout(() => element.remove(), n.priority === 'high' ? 2 * TOAST_MS : TOAST_MS);
+  // The countdown stops while the pointer or the focus is on the toast, so
+  // nobody loses a toast they are reading.
+  let left = n.priority === 'high' ? 2 * TOAST_MS : TOAST_MS;
+  let started = Date.now();
+  let timer = setTimeout(() => element.remove(), left);
+  const pause = () => {
+    clearTimeout(timer);
+    left -= Date.now() - started;
+  };
+  const resume = () => {
+    started = Date.now();
+    timer = setTimeout(() => element.remove(), Math.max(left, 1000));
+  };
+  element.addEventListener('mouseenter', pause);
+  element.addEventListener('mouseleave', resume);
+  element.addEventListener('focusin', pause);
+  element.addEventListener('focusout', resume);
 }
 
 /** A short beep, if this browser's toggle is on and the user's preferences
