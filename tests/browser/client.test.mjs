@@ -150,6 +150,36 @@ describe('one stream per browser', () => {
     await context.close();
   });
 
+  test('a frozen leader hands the stream to another tab within a second', async () => {
+    const user = uniqueUser('frozen');
+    const context = await appContext(user);
+    const tabs = [await openApp(context), await openApp(context)];
+    await waitFor(async () => (await leaders(tabs)) === 1, WAIT, 'one leader');
+    const leader = tabs[(await Promise.all(tabs.map((t) => t.evaluate(() => window.herald.isLeader)))).indexOf(true)];
+    const other = tabs.find((tab) => tab !== leader);
+    await other.waitForFunction(() => window.herald.state === 'open');
+
+    // The page lifecycle's `freeze`, which Chrome fires on a background tab
+    // it is about to freeze. (DevTools' Page.setWebLifecycleState freezes a
+    // headless page without firing it, so the test fires it itself.)
+    const frozenAt = Date.now();
+    await leader.evaluate(() => document.dispatchEvent(new Event('freeze')));
+
+    await other.waitForFunction(() => window.herald.isLeader && window.herald.state === 'open', null, { timeout: WAIT });
+    const takeover = Date.now() - frozenAt;
+    assert.ok(takeover < 1000, `took over in ${takeover} ms`);
+    await publish(nodeA, user, { type: 'a.b', title: 'while frozen' });
+    await waitForTitles([other], ['while frozen']);
+    await waitForStreams(1);
+    // Back from the freeze, the old leader queues again behind the new one.
+    await leader.evaluate(() => document.dispatchEvent(new Event('resume')));
+    await publish(nodeA, user, { type: 'a.b', title: 'after resume' });
+    // (A synthetic freeze leaves the tab running, so it got the relay too.)
+    await waitForTitles([other, leader], ['while frozen', 'after resume']);
+    assert.equal(await leaders(tabs), 1);
+    await context.close();
+  });
+
   test('without Web Locks every tab holds its own stream and still shows each notification once', async () => {
     const user = uniqueUser('nolocks');
     const context = await appContext(user, { noLocks: true });
@@ -205,6 +235,23 @@ describe('resume', () => {
     const { tokens, states } = await log(page);
     assert.ok(tokens >= 2, `getToken was asked again (${tokens} times)`);
     assert.equal(await page.evaluate(() => window.herald.state), 'open', JSON.stringify(states));
+    await context.close();
+  });
+
+  test('offline, it says so; back online, it resumes and misses nothing', async () => {
+    const user = uniqueUser('offline');
+    const context = await appContext(user);
+    const page = await openApp(context);
+    await page.waitForFunction(() => window.herald.state === 'open');
+    await page.evaluate(() => window.herald.on('state', ({ state, reason }) => { window.lastReason = `${state}:${reason}`; }));
+
+    await context.setOffline(true);
+    await page.waitForFunction(() => window.lastReason === 'offline:browser_offline');
+    await publish(nodeA, user, { type: 'a.b', title: 'while offline' });
+    await context.setOffline(false);
+
+    await waitForTitles([page], ['while offline']);
+    await page.waitForFunction(() => window.herald.state === 'open');
     await context.close();
   });
 

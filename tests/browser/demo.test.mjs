@@ -175,8 +175,14 @@ describe('the demo notification center', () => {
     for (let i = 1; i <= 25; i += 1) {
       await publish(herald, token, user, { type: 'comment.mention', title: `Comment ${i}`, body: `Number ${i} of 25` });
     }
-    await publish(herald, token, user, { type: 'build.failed', title: 'Build 7 failed', priority: 'high', url: '/builds/7' });
+    await publish(herald, token, user, {
+      type: 'build.failed', title: 'Build 7 failed', priority: 'high', url: '/builds/7', icon: '/icons/build.svg',
+    });
     const context = await contextFor(user);
+    await context.route(`${herald.url}/icons/build.svg`, (route) => route.fulfill({
+      contentType: 'image/svg+xml',
+      body: '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 20 20"><rect width="20" height="20" fill="#b42318"/></svg>',
+    }));
     const page = await context.newPage();
     await page.goto(`${herald.url}/demo`);
     await live(page);
@@ -195,6 +201,16 @@ describe('the demo notification center', () => {
     assert.equal(await page.locator('#list li').count(), 20);
     await page.locator('#load-more').scrollIntoViewIfNeeded();
     await waitUntil(page, 'the older page', () => document.querySelectorAll('#list li').length === 26);
+    assert.equal(await item(page, 'Build 7 failed').locator('img.icon').getAttribute('src'), '/icons/build.svg');
+
+    // A row works from the keyboard: Enter marks it clicked and opens its page.
+    await item(page, 'Build 7 failed').focus();
+    const [opened] = await Promise.all([page.waitForEvent('popup'), page.keyboard.press('Enter')]);
+    assert.equal(new URL(opened.url()).pathname, '/builds/7');
+    await opened.close();
+    await page.locator('#list li[data-clicked="true"]', { hasText: 'Build 7 failed' }).waitFor({ state: 'attached' });
+
+    await page.locator('#center-heading').focus();
     await page.keyboard.press('Escape');
     await page.locator('#center').waitFor({ state: 'hidden' });
     assert.equal(await page.evaluate(() => document.activeElement.id), 'bell', 'the focus goes back to the bell');

@@ -137,6 +137,29 @@ test('a broken stream is closed and retried by the client, and says so', async (
   assert.equal(herald.state, 'offline');
 });
 
+test('a reset hands the page the first page of the list, refetched', async () => {
+  const requests = [];
+  const realFetch = globalThis.fetch;
+  globalThis.fetch = async (url, init) => {
+    requests.push(`${init.method} ${url} ${init.headers.Authorization.slice(0, 7)}`);
+    return new Response(JSON.stringify({ items: [{ id: '9-0' }], unread_count: 1, next: null }), { status: 200 });
+  };
+  try {
+    const { herald } = await startClient();
+    const resets = [];
+    herald.on('reset', (reset) => resets.push(reset));
+
+    streams[0].emit('reset', { reason: 'history_trimmed', scope: 'inbox' });
+
+    await until(() => resets.length === 1, 'the reset');
+    assert.deepEqual(requests, ['GET https://notify.example.com/v1/notifications Bearer ']);
+    assert.deepEqual(resets[0], { reason: 'history_trimmed', scope: 'inbox', page: { items: [{ id: '9-0' }], unread_count: 1, next: null } });
+    herald.close();
+  } finally {
+    globalThis.fetch = realFetch;
+  }
+});
+
 test('backoff doubles from about a second, capped at 30 s, never below half', () => {
   assert.equal(backoffDelay(0, () => 0), 1000);
   assert.equal(backoffDelay(0, () => 1), 500);

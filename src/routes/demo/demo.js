@@ -288,6 +288,17 @@ setInterval(() => {
   for (const element of document.querySelectorAll('time[data-at]')) element.textContent = relativeTime(element.dataset.at);
 }, 30000);
 
+/** The notification's icon (an `https:` or same-origin URL), or nothing. */
+function iconOf(n) {
+  return n.icon ? el('img', { className: 'icon', src: n.icon, alt: '', width: 20, height: 20 }) : null;
+}
+
+/** A click on a row: mark it clicked, and open its page in a new tab. */
+function openNotification(n) {
+  markClicked(n.id);
+  if (n.url) window.open(new URL(n.url, location.href).href, '_blank', 'noopener');
+}
+
 function renderItem(n) {
   if (n.topic) {
     // A broadcast: nothing to mark or delete for this user.
@@ -312,11 +323,20 @@ function renderItem(n) {
     dataset: { id: n.id, read: String(n.read), clicked: String(n.clicked) },
     title: 'Click to mark it clicked (and read)',
   },
-  el('span', { className: 'title' }, n.title),
+  el('span', { className: 'title' }, iconOf(n), n.title),
   deleteButton,
   n.body ? el('span', { className: 'body' }, n.body) : null,
   el('span', { className: 'meta' }, timeAgo(n.created_at), ` · ${meta}`));
-  item.addEventListener('click', () => markClicked(n.id));
+  // A row is a control: reachable with Tab, pressed with Enter or Space.
+  item.tabIndex = 0;
+  item.setAttribute('role', 'button');
+  item.addEventListener('click', () => openNotification(n));
+  item.addEventListener('keydown', (event) => {
+    if (event.target === item && (event.key === 'Enter' || event.key === ' ')) {
+      event.preventDefault();
+      openNotification(n);
+    }
+  });
   return item;
 }
 
