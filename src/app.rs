@@ -17,7 +17,7 @@ use anyhow::Context;
 
 use crate::{
     auth::Authenticator, config::Settings, domain::ByeReason, error, hub::Hub, hub::NodeTask, node::Node,
-    rate_limit::UserRateLimiter, routes, routes::AppState,
+    push::PushDrain, rate_limit::UserRateLimiter, routes, routes::AppState,
 };
 
 /// Node-wide tasks (the pub/sub connection, the hub's tick), spawned by the
@@ -41,6 +41,7 @@ pub struct AppHandle {
     server: ServerHandle,
     shutdown_timeout: Duration,
     retry: Duration,
+    push: Option<PushDrain>,
 }
 
 impl Application {
@@ -119,6 +120,7 @@ impl Application {
             server: server.handle(),
             shutdown_timeout: settings.server.shutdown_timeout,
             retry: settings.stream.retry,
+            push: node.push.clone(),
         };
         Ok(Self { addr, server, handle })
     }
@@ -147,15 +149,24 @@ impl Application {
 }
 
 impl AppHandle {
-    /// Tells every stream `bye` (`shutdown`) with a jittered `retry:`, waits
-    /// for them to close (bounded by `server.shutdown_timeout`), then stops.
+    /// Tells every stream `bye` (`shutdown`) with a jittered `retry:` and
+    /// drains the push worker, waits for both (bounded by
+    /// `server.shutdown_timeout`), then stops.
     pub async fn shutdown(&self) {
         let base = self.retry.as_millis() as u64;
         self.hub.close_all(ByeReason::Shutdown, || {
             Some(Duration::from_millis(base / 2 + rand::random::<u64>() % (base + 1)))
         });
+        let pushes = async {
+            if let Some(push) = &self.push
+                && !push.drain(self.shutdown_timeout).await
+            {
+                tracing::warn!("pushes still in flight at the shutdown timeout; another node sends them again");
+            }
+        };
         // Past the timeout, clients still reading their `bye` are cut off.
-        let _ = tokio::time::timeout(self.shutdown_timeout, self.hub.all_streams_ended()).await;
+        let streams = tokio::time::timeout(self.shutdown_timeout, self.hub.all_streams_ended());
+        let _ = tokio::join!(streams, pushes);
         self.server.stop(true).await;
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     config::{EngineKind, Settings},
     engine::{AnyEngine, PushPolicy, Retention, memory::MemoryEngine, redis::RedisEngine},
     hub::{self, Hub, HubCapacity, NodeTask},
-    push::PushWorker,
+    push::{PushDrain, PushWorker},
 };
 
 pub struct Node {
@@ -22,6 +22,8 @@ pub struct Node {
     pub engine: AnyEngine,
     /// Not running yet: see [`Node::take_tasks`].
     tasks: Vec<NodeTask>,
+    /// Stops the push worker on shutdown; `None` with push off.
+    pub push: Option<PushDrain>,
 }
 
 impl Node {
@@ -56,17 +58,20 @@ impl Node {
         crate::metrics::get(); // the recorder, before any handle is used
         let ticker = hub::ticker(&hub, settings.stream.token_expiring_before);
         let mut tasks = vec![engine_task, ticker];
+        let mut push = None;
         match settings.push.vapid_key()? {
             Some(key) => {
                 if let AnyEngine::Redis(redis) = &engine {
                     redis.prepare_push_queue().await?;
                 }
                 tracing::info!(public_key = %key.public_base64url(), when = settings.push.when.as_str(), "Web Push is on");
-                tasks.push(PushWorker::new(engine.clone(), key, &settings.push, &settings.node_id())?.task());
+                let (worker, drain) = PushWorker::new(engine.clone(), key, &settings.push, &settings.node_id())?.task();
+                tasks.push(worker);
+                push = Some(drain);
             }
             None => tracing::info!("Web Push is off: no push.vapid_private_key or push.vapid_private_key_file is set"),
         }
-        Ok(Self { hub, engine, tasks })
+        Ok(Self { hub, engine, tasks, push })
     }
 
     /// The node's tasks, for the caller to spawn on the runtime their I/O

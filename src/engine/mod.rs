@@ -384,6 +384,10 @@ impl PushQueue for AnyEngine {
         delegate!(self, e => e.push_settle(job, settlement))
     }
 
+    async fn push_release(&self, worker: &str, jobs: &[PushJob]) -> Result<(), EngineError> {
+        delegate!(self, e => e.push_release(worker, jobs))
+    }
+
     async fn push_dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
         delegate!(self, e => e.push_dead_letters(limit))
     }

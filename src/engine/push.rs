@@ -212,6 +212,11 @@ pub trait PushQueue: Send + Sync {
         settlement: &PushSettlement,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
+    /// Hands jobs `worker` claimed but will not send (it is stopping) back to
+    /// the queue, for any worker to claim at once rather than after the
+    /// visibility timeout.
+    fn push_release(&self, worker: &str, jobs: &[PushJob]) -> impl Future<Output = Result<(), EngineError>> + Send;
+
     /// The newest dead letters, newest first.
     fn push_dead_letters(&self, limit: usize) -> impl Future<Output = Result<Vec<DeadLetter>, EngineError>> + Send;
 

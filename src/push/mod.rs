@@ -13,6 +13,9 @@
 //!
 //! A push is sent at least once: a node that dies mid-send leaves its push
 //! pending, and another node takes it over after `push.visibility_timeout`.
+//! A node that stops (SIGTERM) does better: it claims no more, hands back
+//! what it claimed but did not start, for another node to send at once, and
+//! finishes its sends in flight ([`PushDrain`]).
 //! The `Topic` header (the collapse key or the entry id) and the service
 //! worker's `tag` make a push sent twice show once.
 
@@ -22,7 +25,7 @@ pub mod sender;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use self::{
     payload::PushMessage,
@@ -35,6 +38,24 @@ use crate::{
     hub::NodeTask,
     metrics::PushOutcome,
 };
+
+/// Stops a node's push worker: see [`PushDrain::drain`].
+#[derive(Clone)]
+pub struct PushDrain {
+    stop: Arc<watch::Sender<bool>>,
+    drained: watch::Receiver<bool>,
+}
+
+impl PushDrain {
+    /// Stops claiming, hands back the pushes claimed but not started, and
+    /// waits up to `within` for the sends in flight to finish and settle, so
+    /// none is sent again by another node. Whether it finished in time.
+    pub async fn drain(&self, within: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let mut drained = self.drained.clone();
+        tokio::time::timeout(within, drained.wait_for(|done| *done)).await.is_ok()
+    }
+}
 
 /// The worker of one node.
 pub struct PushWorker {
@@ -51,16 +72,18 @@ impl PushWorker {
         Ok(Self { engine, sender, settings: settings.clone(), name: node_id.to_owned() })
     }
 
-    /// The worker, as a node task: a claimer that keeps up to
-    /// `push.concurrency` claimed pushes waiting, and a dispatcher that
-    /// sends each on a task of its own, at most `push.concurrency` at once.
-    /// With the claims ahead of the sends, a send that ends finds the next
-    /// push here rather than a claim's round trips away (claiming only when
-    /// a send ended left a fifth of the core idle: docs/BENCHMARKS.md, "Web
-    /// Push"). Ends only with the runtime; a push claimed or in flight then
-    /// stays pending, and another node takes it over.
-    pub fn task(self) -> NodeTask {
-        Box::pin(async move {
+    /// The worker, as a node task, and the handle that stops it: a claimer
+    /// that keeps up to `push.concurrency` claimed pushes waiting, and a
+    /// dispatcher that sends each on a task of its own, at most
+    /// `push.concurrency` at once. With the claims ahead of the sends, a send
+    /// that ends finds the next push here rather than a claim's round trips
+    /// away (claiming only when a send ended left a fifth of the core idle:
+    /// docs/BENCHMARKS.md, "Web Push").
+    pub fn task(self) -> (NodeTask, PushDrain) {
+        let (stop, stopping) = watch::channel(false);
+        let (drained, drained_rx) = watch::channel(false);
+        let drain = PushDrain { stop: Arc::new(stop), drained: drained_rx };
+        let task = Box::pin(async move {
             // A connection driven by the runtime this task runs on.
             let engine = match self.engine.on_this_runtime().await {
                 Ok(engine) => engine,
@@ -70,30 +93,80 @@ impl PushWorker {
                 }
             };
             let worker = Arc::new(Self { engine, ..self });
-            let (claimed, mut waiting) = mpsc::channel(worker.settings.concurrency);
-            tokio::spawn(worker.clone().claim(claimed));
-            let room = Arc::new(Semaphore::new(worker.settings.concurrency));
-            while let Some(job) = waiting.recv().await {
-                let permit = room.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let concurrency = worker.settings.concurrency;
+            let (claimed, mut waiting) = mpsc::channel(concurrency);
+            let claimer = tokio::spawn(worker.clone().claim(claimed, stopping.clone()));
+            let room = Arc::new(Semaphore::new(concurrency));
+            let mut stop = stopping;
+            let mut unsent = Vec::new();
+            loop {
+                let job = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => break,
+                    job = waiting.recv() => match job {
+                        Some(job) => job,
+                        None => break,
+                    },
+                };
+                // Waiting for room can take a send's whole time: a stop
+                // meanwhile hands this job back rather than sending it.
+                let permit = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => {
+                        unsent.push(job);
+                        break;
+                    }
+                    permit = room.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                };
                 let worker = worker.clone();
                 tokio::spawn(async move {
                     worker.run(job).await;
                     drop(permit);
                 });
             }
-        })
+            // Stopping. The claimer ends after its claim in progress (it
+            // hands that back itself); then what waits here goes back too.
+            let _ = claimer.await;
+            while let Ok(job) = waiting.try_recv() {
+                unsent.push(job);
+            }
+            worker.release(&unsent).await;
+            // Every permit back: no send in flight.
+            let _ = room.acquire_many(concurrency as u32).await;
+            tracing::info!(handed_back = unsent.len(), "push worker stopped");
+            let _ = drained.send(true);
+        });
+        (task, drain)
     }
 
-    /// Claims pushes while there is room for them in `claimed`.
-    async fn claim(self: Arc<Self>, claimed: mpsc::Sender<PushJob>) {
+    /// Hands `jobs` back to the queue; on failure they are taken over after
+    /// the visibility timeout instead.
+    async fn release(&self, jobs: &[PushJob]) {
+        if let Err(e) = self.engine.push_release(&self.name, jobs).await {
+            tracing::warn!(error = %e, jobs = jobs.len(), "pushes not handed back; another node takes them later");
+        }
+    }
+
+    /// Claims pushes while there is room for them in `claimed`, until
+    /// `stop`.
+    async fn claim(self: Arc<Self>, claimed: mpsc::Sender<PushJob>, mut stop: watch::Receiver<bool>) {
         let metrics = crate::metrics::get();
         let mut failures = 0u32;
         let mut depth_checked = tokio::time::Instant::now();
         loop {
             // Room for one at least; as many as there is room for.
-            let Ok(slot) = claimed.reserve().await else { return };
+            let slot = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return,
+                slot = claimed.reserve() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             let room = 1 + claimed.capacity();
             let stale = self.settings.visibility_timeout;
+            // Not cancelled by `stop`: a claim cut short would leave what it
+            // read pending under this node until the visibility timeout.
             let jobs = match self.engine.push_claim(&self.name, room, stale, CLAIM_WAIT).await {
                 Ok(jobs) => {
                     failures = 0;
@@ -107,6 +180,10 @@ impl PushWorker {
                     continue;
                 }
             };
+            if *stop.borrow() {
+                self.release(&jobs).await;
+                return;
+            }
             let mut jobs = jobs.into_iter();
             match jobs.next() {
                 Some(first) => slot.send(first),

@@ -306,3 +306,43 @@ async fn a_push_in_flight_on_a_killed_node_is_sent_by_another() {
     assert_eq!(service.delivered("alice-phone").len(), 1, "accepted once");
     drop(survivor);
 }
+
+/// A node stopped with SIGTERM drains its worker: the push in flight is
+/// finished there and sent once, and the push it had claimed but not started
+/// is handed back, so another node sends it at once, long before the
+/// visibility timeout would have let it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_finishes_its_push_in_flight_and_hands_back_the_rest() {
+    let redis = RedisServer::start();
+    let engine = Engine::Redis(redis.url());
+    // One send at a time, and a visibility timeout far past the test's waits.
+    let (settings, key) =
+        push_on(&[("push.concurrency", "1"), ("push.send_timeout", "5s"), ("push.visibility_timeout", "120s")]);
+    let env: Vec<(String, String)> =
+        settings.iter().map(|(k, v)| (format!("HERALD__{}", k.replace('.', "__").to_uppercase()), v.clone())).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let service = PushService::start(&key.public_base64url()).await;
+    let mut stopping = HeraldProcess::start_with(&engine, &[], &env).await;
+    let alice = unique_user("alice");
+    let api = UserApi::new(&stopping, &alice);
+    let (status, _) = api.post("/v1/push/subscriptions", service.device("alice-phone")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The first push is answered only after 2 s: it is in flight at SIGTERM,
+    // and the second waits, claimed, behind it.
+    service.script("alice-phone", vec![Reply::Hold(Duration::from_secs(2))]);
+    stopping.publish(&[&alice], json!({"type": "a.b", "title": "in flight"})).await;
+    service.wait_until("the request in flight", WAIT, |r| !r.is_empty()).await;
+    stopping.publish(&[&alice], json!({"type": "a.b", "title": "waiting"})).await;
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let survivor = TestApp::spawn_with(&engine, &pairs).await;
+
+    stopping.terminate();
+
+    let exit = stopping.wait_exit(WAIT).await;
+    assert!(exit.success(), "{exit:?}");
+    let all = service.wait_until("both pushes", WAIT, |r| r.iter().filter(|r| r.status == 201).count() == 2).await;
+    let titles: Vec<&str> = all.iter().filter_map(|r| r.payload.as_ref()?["title"].as_str()).collect();
+    assert_eq!(titles, ["in flight", "waiting"], "each sent once: the one in flight finished, not sent again");
+    assert_eq!(service.delivered("alice-phone").len(), 2);
+    drop(survivor);
+}

@@ -220,6 +220,20 @@ impl PushQueue for MemoryEngine {
         Ok(())
     }
 
+    async fn push_release(&self, _worker: &str, jobs: &[PushJob]) -> Result<(), EngineError> {
+        {
+            let mut queue = self.inner.push.queue();
+            // Back in front, in their order: they were next.
+            for job in jobs.iter().rev() {
+                if let Some((job, _)) = queue.claimed.remove(&job.ticket) {
+                    queue.ready.push_front(job);
+                }
+            }
+        }
+        self.inner.push.added.notify_waiters();
+        Ok(())
+    }
+
     async fn push_dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
         Ok(self.inner.push.queue().dead.iter().rev().take(limit).cloned().collect())
     }

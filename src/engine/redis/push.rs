@@ -131,6 +131,10 @@ impl RedisEngine {
     }
 }
 
+/// The idle time a released job is given: thirty days, past any
+/// `push.visibility_timeout`.
+const RELEASED_IDLE_MS: u64 = 30 * 86_400_000;
+
 impl PushQueue for RedisEngine {
     async fn push_subscribe(
         &self,
@@ -237,6 +241,23 @@ impl PushQueue for RedisEngine {
                 .arg(&dead.reason);
         }
         let _: i64 = self.call(&cmd).await?;
+        Ok(())
+    }
+
+    async fn push_release(&self, worker: &str, jobs: &[PushJob]) -> Result<(), EngineError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        // Still pending under this worker, but idle far past any visibility
+        // timeout: the next XAUTOCLAIM of any node takes them.
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(keys::PUSH_QUEUE).arg(keys::PUSH_GROUP).arg(worker).arg(0);
+        for job in jobs {
+            cmd.arg(&job.ticket);
+        }
+        cmd.arg("IDLE").arg(RELEASED_IDLE_MS).arg("JUSTID");
+        let mut conn = self.inner.commands.clone();
+        let _: redis::Value = cmd.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(())
     }
 
