@@ -19,6 +19,7 @@ mod layers;
 mod library;
 mod nodes;
 mod operations;
+mod properties;
 mod push;
 mod push_operations;
 mod push_service_checks;
