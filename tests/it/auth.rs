@@ -156,3 +156,38 @@ async fn tokens_are_never_logged() {
         assert!(!logs.contains(&secret), "a token leaked into the logs");
     }
 }
+
+/// A notification's text never reaches the logs either, even at debug level:
+/// not on publish, not on the stream, not when it is refused as invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_text_is_never_logged() {
+    let mut node = crate::helpers::HeraldProcess::start(&Engine::Memory).await;
+    let alice = unique_user("alice");
+    let token = user_token(&alice);
+    let http = reqwest::Client::new();
+    let stream = http.get(node.url("/v1/events")).query(&[("access_token", &token)]).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    node.publish(&[&alice], json!({"type": "a.b", "title": "title-canary-4821", "body": "body-canary-4821"})).await;
+    // Refused: the error names the field, not its value.
+    let refused = http
+        .post(node.url("/v1/publish"))
+        .bearer_auth(publisher_token())
+        .json(&json!({"to": {"users": [alice]}, "notification": {"type": "Bad Type", "title": "refused-canary-4821"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let list = http.get(node.url("/v1/notifications")).bearer_auth(&token).send().await.unwrap();
+    assert!(list.text().await.unwrap().contains("body-canary-4821"), "the notification was stored and listed");
+    drop(stream);
+    crate::helpers::wait_for("the access log lines", Duration::from_secs(5), async || {
+        let logs = node.logs.lock().unwrap();
+        (logs.iter().filter(|l| l.contains("/v1/publish")).count() >= 2
+            && logs.iter().any(|l| l.contains("/v1/notifications")))
+        .then_some(())
+    })
+    .await;
+    node.kill();
+    let logs = node.logs.lock().unwrap().join("\n");
+    assert!(!logs.contains("canary-4821"), "notification text leaked into the logs");
+}
