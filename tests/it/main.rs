@@ -14,6 +14,7 @@ mod cookie_auth;
 mod cors;
 mod demo;
 mod history;
+mod isolation;
 mod jwt_keys;
 mod layers;
 mod library;
