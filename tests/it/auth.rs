@@ -191,3 +191,39 @@ async fn notification_text_is_never_logged() {
     let logs = node.logs.lock().unwrap().join("\n");
     assert!(!logs.contains("canary-4821"), "notification text leaked into the logs");
 }
+
+/// Claims of the wrong type, a token not valid yet, and tokens of several
+/// megabytes are refused; the node keeps serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_claims_and_huge_tokens_are_refused() {
+    let app = TestApp::spawn(&Engine::Memory).await;
+    let alice = unique_user("alice");
+    let sign = |claims: Value| {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(helpers::SECRET.as_bytes())).unwrap()
+    };
+    let exp = claims(&alice, 3600)["exp"].clone();
+    for (why, bad) in [
+        ("sub a number", json!({"sub": 42, "exp": exp})),
+        ("sub an object", json!({"sub": {"id": alice}, "exp": exp})),
+        ("sub empty", json!({"sub": "", "exp": exp})),
+        ("exp a string", json!({"sub": alice, "exp": "tomorrow"})),
+        ("no exp", json!({"sub": alice})),
+        ("not valid yet", json!({"sub": alice, "exp": exp, "nbf": exp})),
+    ] {
+        expect_401(&app, Some(&sign(bad)), why).await;
+    }
+
+    // Several megabytes in the header, a URL-length one in the query:
+    // refused by status, not by a dropped connection.
+    let huge = format!("{}.{}.sig", b64(br#"{"alg":"HS256"}"#), "A".repeat(3 << 20));
+    let header = app.http.get(app.url("/v1/notifications")).bearer_auth(&huge).send().await.unwrap();
+    assert!(header.status().is_client_error(), "header: {}", header.status());
+    // (A URL cannot carry megabytes; this one is as long as a URL gets.)
+    let long = format!("{}.{}.sig", b64(br#"{"alg":"HS256"}"#), "A".repeat(60_000));
+    let query = app.http.get(app.url("/v1/notifications")).query(&[("access_token", &long)]).send().await.unwrap();
+    assert!(query.status().is_client_error(), "query: {}", query.status());
+
+    // Everyone else is still served.
+    let (status, _) = crate::helpers::UserApi::new(&app, &alice).get("/v1/notifications").await;
+    assert_eq!(status, 200);
+}
