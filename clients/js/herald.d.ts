@@ -64,7 +64,7 @@ export interface Events {
   reset: (value: { reason: string; scope: string; page: Page | null }) => void;
   state: (value: StateChange) => void;
   /** The service worker reported a click on a shown push (see push.subscribe). */
-  notificationclick: (value: { id: string | null; url: string | null; marked: boolean }) => void;
+  notificationclick: (value: { id: string | null; url: string | null; topic: string | null; marked: boolean }) => void;
   /** Something failed that the client could not recover from by itself. */
   error: (error: Error) => void;
 }

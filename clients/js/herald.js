@@ -39,6 +39,8 @@ const SEEN_LIMIT = 1000;
 /** Reconnect delays: the first retry after about a second, doubling, at most 30 s. */
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
+/** How long the service worker may take to store a token. */
+const WORKER_REPLY_MS = 5000;
 /** A token this close to its `exp` is refreshed before it is used. */
 const TOKEN_MARGIN_S = 5;
 
@@ -491,10 +493,9 @@ export class Herald {
         if (this.#leader) this.#broadcastState();
         break;
       case 'topics':
-        if (this.#leader) {
-          this.#topics = message.topics;
-          this.#reopen();
-        }
+        // Every tab keeps the topics: whichever leads next opens with them.
+        this.#topics = message.topics;
+        if (this.#leader) this.#reopen();
         break;
       default:
     }
@@ -555,7 +556,9 @@ export class Herald {
         if (!message.marked && message.id && !message.topic) {
           this.markClicked(message.id).catch((error) => this.#emit('error', error));
         }
-        this.#emit('notificationclick', { id: message.id ?? null, url: message.url ?? null, marked: Boolean(message.marked) });
+        this.#emit('notificationclick', {
+          id: message.id ?? null, url: message.url ?? null, topic: message.topic ?? null, marked: Boolean(message.marked),
+        });
       };
       navigator.serviceWorker.addEventListener('message', onMessage);
       this.#unbind.push(() => navigator.serviceWorker.removeEventListener('message', onMessage));
@@ -608,7 +611,9 @@ export class Herald {
     const reply = new MessageChannel();
     const stored = new Promise((resolve) => { reply.port1.onmessage = (event) => resolve(event.data); });
     worker.postMessage({ type: 'herald:token', token, url: this.#options.url }, [reply.port2]);
-    const answer = await stored;
+    // A worker without Herald's message handler never answers: give up
+    // rather than hang the caller.
+    const answer = await Promise.race([stored, new Promise((resolve) => setTimeout(resolve, WORKER_REPLY_MS, null))]);
     if (!answer?.ok) throw new HeraldError(0, 'push_worker', `the service worker did not keep the token: ${answer?.error}`);
   }
 }

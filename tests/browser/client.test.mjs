@@ -180,6 +180,29 @@ describe('one stream per browser', () => {
     await context.close();
   });
 
+  test('topics set in any tab stay set when another tab takes over', async () => {
+    const user = uniqueUser('topics');
+    const context = await appContext(user);
+    // The first tab leads; the second is next in the lock's queue.
+    const leader = await openApp(context);
+    await leader.waitForFunction(() => window.herald.isLeader && window.herald.state === 'open');
+    const next = await openApp(context);
+    await next.waitForFunction(() => window.herald.state === 'open');
+    const third = await openApp(context);
+    await third.waitForFunction(() => window.herald.state === 'open');
+    const streams = [];
+    context.on('request', (request) => request.url().includes('/v1/events?') && streams.push(new URL(request.url())));
+
+    // The third tab follows a topic; then the leader goes.
+    await third.evaluate(() => window.herald.setTopics(['announcements']));
+    await waitFor(() => streams.length === 1, WAIT, 'the leader to reopen with the topic');
+    await leader.close();
+
+    await next.waitForFunction(() => window.herald.isLeader && window.herald.state === 'open');
+    assert.deepEqual(streams.map((url) => url.searchParams.get('topics')), ['announcements', 'announcements']);
+    await context.close();
+  });
+
   test('without Web Locks every tab holds its own stream and still shows each notification once', async () => {
     const user = uniqueUser('nolocks');
     const context = await appContext(user, { noLocks: true });
