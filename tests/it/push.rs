@@ -278,11 +278,8 @@ async fn a_push_in_flight_on_a_killed_node_is_sent_by_another() {
     let redis = RedisServer::start();
     let engine = Engine::Redis(redis.url());
     let (settings, key) = push_on(QUICK);
-    let env: Vec<(String, String)> =
-        settings.iter().map(|(k, v)| (format!("HERALD__{}", k.replace('.', "__").to_uppercase()), v.clone())).collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let service = PushService::start(&key.public_base64url()).await;
-    let mut doomed = HeraldProcess::start_with(&engine, &[], &env).await;
+    let mut doomed = HeraldProcess::start_with_settings(&engine, &settings).await;
 
     let alice = unique_user("alice");
     let api = UserApi::new(&doomed, &alice);
@@ -318,11 +315,8 @@ async fn a_stopping_node_finishes_its_push_in_flight_and_hands_back_the_rest() {
     // One send at a time, and a visibility timeout far past the test's waits.
     let (settings, key) =
         push_on(&[("push.concurrency", "1"), ("push.send_timeout", "5s"), ("push.visibility_timeout", "120s")]);
-    let env: Vec<(String, String)> =
-        settings.iter().map(|(k, v)| (format!("HERALD__{}", k.replace('.', "__").to_uppercase()), v.clone())).collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let service = PushService::start(&key.public_base64url()).await;
-    let mut stopping = HeraldProcess::start_with(&engine, &[], &env).await;
+    let mut stopping = HeraldProcess::start_with_settings(&engine, &settings).await;
     let alice = unique_user("alice");
     let api = UserApi::new(&stopping, &alice);
     let (status, _) = api.post("/v1/push/subscriptions", service.device("alice-phone")).await;

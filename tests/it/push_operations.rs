@@ -58,10 +58,7 @@ fn push_settings_that_cannot_work_stop_start_up_naming_the_key() {
 async fn the_start_up_log_says_once_whether_push_is_on() {
     let off = HeraldProcess::start(&Engine::Memory).await;
     let (settings, key) = push_on(&[]);
-    let env: Vec<(String, String)> =
-        settings.iter().map(|(k, v)| (format!("HERALD__{}", k.replace('.', "__").to_uppercase()), v.clone())).collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let on = HeraldProcess::start_with(&Engine::Memory, &[], &env).await;
+    let on = HeraldProcess::start_with_settings(&Engine::Memory, &settings).await;
     let said = |node: &HeraldProcess, what: &str| {
         node.logs.lock().unwrap().iter().filter(|line| line.contains(what)).cloned().collect::<Vec<_>>()
     };

@@ -171,13 +171,21 @@ impl HeraldProcess {
         Self::start_with(engine, &[], &[]).await
     }
 
+    /// `herald serve` with `settings` (dotted keys, as for
+    /// [`TestApp::spawn_with`]) over the test defaults.
+    pub async fn start_with_settings(engine: &Engine, settings: &[(String, String)]) -> Self {
+        let env: Vec<(String, String)> = settings.iter().map(|(key, value)| (env_var(key), value.clone())).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start_with(engine, &[], &env).await
+    }
+
     /// `herald serve <args>`, with `env` (`HERALD__…` variables) over the
     /// test defaults.
     pub async fn start_with(engine: &Engine, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).env("HERALD__LOG__FORMAT", "json");
         for (key, value) in base_overrides(engine) {
-            cmd.env(format!("HERALD__{}", key.replace('.', "__").to_uppercase()), value);
+            cmd.env(env_var(&key), value);
         }
         cmd.envs(env.iter().copied());
         // The start-up line is logged at info; debug shows what a verbose
@@ -248,4 +256,10 @@ impl Drop for HeraldProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The environment variable that sets a dotted setting: `push.ttl` is
+/// `HERALD__PUSH__TTL`.
+fn env_var(key: &str) -> String {
+    format!("HERALD__{}", key.replace('.', "__").to_uppercase())
 }
