@@ -165,11 +165,11 @@ pub fn json_body_for_plain_errors<B>(
     }
     let status = res.status();
     // A refused CORS preflight (routes/cors.rs) says which part was refused.
-    let cors = res.response().error().and_then(|e| e.as_error::<actix_cors::CorsError>()).map(|e| e.to_string());
-    let api = match status {
-        _ if cors.is_some() => ApiError::new(status, "cors_refused", cors.unwrap_or_default()),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large("request body is over the size limit"),
-        _ => ApiError::new(status, "error", status.canonical_reason().unwrap_or("error").to_lowercase()),
+    let cors = res.response().error().and_then(|e| e.as_error::<actix_cors::CorsError>());
+    let api = match (cors, status) {
+        (Some(refused), _) => ApiError::new(status, "cors_refused", refused.to_string()),
+        (None, StatusCode::PAYLOAD_TOO_LARGE) => ApiError::payload_too_large("request body is over the size limit"),
+        (None, _) => ApiError::new(status, "error", status.canonical_reason().unwrap_or("error").to_lowercase()),
     };
     let (req, _) = res.into_parts();
     let response = api.error_response().map_into_right_body();
