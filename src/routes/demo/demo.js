@@ -38,7 +38,9 @@ const store = {
 };
 
 // ---------------------------------------------------------------------------
-// HTTP. Every error the API returns is {"error": {"code", "message"}}.
+// HTTP, for what the client library does not do: the demo's session, a
+// topic's list and the send form (a publisher's call). Every error the API
+// returns is {"error": {"code", "message"}}.
 // ---------------------------------------------------------------------------
 
 class ApiError extends Error {
@@ -355,7 +357,7 @@ function setUnread(count) {
 
 async function markClicked(id) {
   try {
-    await request('POST', `/v1/notifications/${encodeURIComponent(id)}/clicked`);
+    await state.herald.markClicked(id);
     const item = state.items.get(id);
     if (item) upsert({ ...item.notification, read: true, clicked: true });
   } catch (error) {
@@ -365,7 +367,7 @@ async function markClicked(id) {
 
 async function deleteNotification(id) {
   try {
-    await request('DELETE', `/v1/notifications/${encodeURIComponent(id)}`);
+    await state.herald.delete(id);
     remove(id);
   } catch (error) {
     showStatus($('center-status'), `Could not delete it: ${error.message}`, 'error');
@@ -374,7 +376,7 @@ async function deleteNotification(id) {
 
 $('mark-all').addEventListener('click', async () => {
   try {
-    await request('POST', '/v1/notifications/read', { body: { all: true } });
+    await state.herald.markRead('all');
   } catch (error) {
     showStatus($('center-status'), `Could not mark all read: ${error.message}`, 'error');
   }
@@ -616,7 +618,7 @@ $('add-category').addEventListener('click', () => {
 $('prefs-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   try {
-    showPreferences(await request('PUT', '/v1/preferences', { body: preferencesFromForm() }));
+    showPreferences(await state.herald.preferences.put(preferencesFromForm()));
     showStatus($('prefs-status'), 'Saved.', 'ok');
   } catch (error) {
     showStatus($('prefs-status'), `Not saved: ${error.message}`, 'error');
@@ -750,7 +752,7 @@ async function startAs(user) {
   await connect();
   showPush();
   try {
-    showPreferences(await request('GET', '/v1/preferences'));
+    showPreferences(await state.herald.preferences.get());
   } catch (error) {
     showStatus($('prefs-status'), `Could not load preferences: ${error.message}`, 'error');
   }
