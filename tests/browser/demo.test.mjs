@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { CHROMIUM, CHROMIUM_ARGS, startHerald, stopAll, timeout } from './support.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, demoSession, startHerald, stopAll, timeout } from './support.mjs';
 
 /** Longest wait for anything the page should show. */
 const WAIT = 5000;
@@ -128,15 +128,7 @@ async function send(page, fields) {
 
 /** Tokens for `user` from the demo's own session endpoint (to publish
  *  without the form). */
-async function session(user, gateway = herald) {
-  const response = await fetch(`${gateway.url}/demo/session`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ user }),
-  });
-  assert.equal(response.status, 200);
-  return response.json();
-}
+const session = (user, gateway = herald) => demoSession(gateway, user);
 
 async function publish(gateway, publisherToken, user, notification) {
   const response = await fetch(`${gateway.url}/v1/publish`, {

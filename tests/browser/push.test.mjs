@@ -35,7 +35,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { chromium } from 'playwright-core';
 
-import { CHROMIUM, CHROMIUM_ARGS, startHerald, stopAll, waitFor } from './support.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, demoSession, startHerald, stopAll, waitFor } from './support.mjs';
 
 /** Longest wait for anything the page or the worker should do. */
 const WAIT = 5000;
@@ -175,15 +175,7 @@ function subscribeInPage(page, token) {
   }, token);
 }
 
-async function session(user) {
-  const response = await fetch(`${herald.url}/demo/session`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ user }),
-  });
-  assert.equal(response.status, 200);
-  return response.json();
-}
+const session = (user) => demoSession(herald, user);
 
 async function api(method, path, token, body) {
   const headers = { Authorization: `Bearer ${token}` };
@@ -245,6 +237,16 @@ function shown(page) {
       title: n.title, body: n.body, tag: n.tag, requireInteraction: n.requireInteraction, data: n.data,
     }));
   });
+}
+
+/** Runs the worker's click handler on the shown notification tagged `tag`,
+ *  as the browser does for a real click; resolves to what it reports. */
+async function clickShown(context, tag) {
+  const worker = await demoWorker(context);
+  return worker.evaluate(async (tag) => {
+    const [shownOne] = await self.registration.getNotifications({ tag });
+    return handleClick(shownOne);
+  }, tag);
 }
 
 /** The demo's service worker, once running. */
@@ -339,12 +341,8 @@ describe('the demo service worker', () => {
     const { notification } = await published(tokens, { type: 'comment.mention', title: 'Click me', url: '/demo' });
     await deliverPush(page, JSON.stringify(notification));
     assert.equal((await shown(page)).length, 1);
-    const worker = await demoWorker(context);
 
-    const result = await worker.evaluate(async (tag) => {
-      const [shownOne] = await self.registration.getNotifications({ tag });
-      return handleClick(shownOne);
-    }, notification.id);
+    const result = await clickShown(context, notification.id);
 
     assert.equal(result.id, notification.id);
     assert.equal(result.marked, true, JSON.stringify(result));
@@ -381,11 +379,7 @@ describe('the demo service worker', () => {
     // and the page hears of it on its stream.
     const { notification } = await published(tokens, { type: 'comment.mention', title: 'From the demo' });
     await deliverPush(page, JSON.stringify(notification));
-    const worker = await demoWorker(context);
-    const result = await worker.evaluate(async (tag) => {
-      const [shownOne] = await self.registration.getNotifications({ tag });
-      return handleClick(shownOne);
-    }, notification.id);
+    const result = await clickShown(context, notification.id);
     assert.equal(result.marked, true, JSON.stringify(result));
     await page.locator(`#list li[data-id="${notification.id}"][data-read="true"]`).waitFor();
 

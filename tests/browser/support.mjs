@@ -143,6 +143,18 @@ export async function metric(gateway, name) {
     .reduce((sum, line) => sum + Number(line.split(' ').pop()), 0);
 }
 
+/** `POST /demo/session` for `user` on a demo gateway: `{user, token,
+ *  publisher_token, topics, expires_at}`. */
+export async function demoSession(gateway, user) {
+  const response = await fetch(`${gateway.url}/demo/session`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user }),
+  });
+  if (response.status !== 200) throw new Error(`/demo/session: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
 /** POST /v1/publish to `user`; resolves to the new notification's id. */
 export async function publish(gateway, user, notification) {
   const response = await fetch(`${gateway.url}/v1/publish`, {
