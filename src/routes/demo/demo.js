@@ -489,8 +489,6 @@ $('sound-toggle').addEventListener('change', (event) => {
 // it: switching users turns push off here.
 // ---------------------------------------------------------------------------
 
-const pushSupported = 'serviceWorker' in navigator && 'PushManager' in window && 'Notification' in window;
-
 function pushRegistration() {
   return navigator.serviceWorker.register('/demo/sw.js', { scope: '/demo' });
 }
@@ -516,7 +514,7 @@ async function turnPushOff() {
 /** Shows whether this device gets pushes for the current user. */
 async function showPush() {
   const toggle = $('push-toggle');
-  if (!pushSupported) {
+  if (!state.herald.push.supported) {
     showStatus($('push-status'), 'This browser cannot take Web Push.');
     return;
   }
