@@ -153,10 +153,7 @@ impl AppHandle {
     /// drains the push worker, waits for both (bounded by
     /// `server.shutdown_timeout`), then stops.
     pub async fn shutdown(&self) {
-        let base = self.retry.as_millis() as u64;
-        self.hub.close_all(ByeReason::Shutdown, || {
-            Some(Duration::from_millis(base / 2 + rand::random::<u64>() % (base + 1)))
-        });
+        self.hub.close_all(ByeReason::Shutdown, || Some(crate::sse::jittered_retry(self.retry)));
         let pushes = async {
             if let Some(push) = &self.push
                 && !push.drain(self.shutdown_timeout).await

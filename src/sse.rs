@@ -37,6 +37,15 @@ use crate::{
 /// Attempts after the first before a failed replay ends the stream.
 const REPLAY_RETRIES: u64 = 4;
 
+/// A reconnect delay drawn from half to one and a half times `retry`. Every
+/// stream gets its own, at open and with a shutdown `bye`, so the clients of
+/// a node that dies or stops come back spread over a second or more instead
+/// of in one instant (the reconnect storm in docs/RELIABILITY.md).
+pub fn jittered_retry(retry: Duration) -> Duration {
+    let base = retry.as_millis().min(u64::MAX as u128) as u64;
+    Duration::from_millis(base / 2 + rand::random::<u64>() % (base + 1))
+}
+
 /// Where a new stream starts, and how it talks.
 pub struct Opening {
     /// The inbox's resume point, if the client sent a cursor: history after

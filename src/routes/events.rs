@@ -118,7 +118,7 @@ pub async fn events(req: HttpRequest, user: User, state: web::Data<AppState>) ->
         cursor: cursor.map(|c| c.inbox),
         start,
         topics,
-        retry: settings.retry,
+        retry: crate::sse::jittered_retry(settings.retry),
         keep_alive: KeepAlive::from_heartbeat_events(settings.heartbeat_events),
         page_size: settings.replay_page,
     };
