@@ -74,6 +74,10 @@ pub struct EngineSettings {
     pub pubsub_ping_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub subscribe_timeout: Duration,
+    /// A command Redis has not answered in this long fails, and its
+    /// connection is replaced (see `engine::redis::commands`).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
 }
 
 #[derive(Clone, Deserialize)]
@@ -373,6 +377,11 @@ impl Settings {
         for origin in &self.server.cors.allowed_origins {
             check_origin(origin)?;
         }
+        require(
+            self.engine.command_timeout >= Duration::from_millis(100),
+            "engine.command_timeout",
+            "must be at least 100ms",
+        )?;
         require(self.history.max_len > 0, "history.max_len", "must be at least 1")?;
         require(self.history.max_age >= Duration::from_secs(1), "history.max_age", "must be at least 1s")?;
         require(self.topics.max_len > 0, "topics.max_len", "must be at least 1")?;

@@ -1,10 +1,11 @@
 //! The Redis engine: history in Redis Streams, fan-out over pub/sub.
 //!
-//! * Commands go over one multiplexed [`ConnectionManager`] per HTTP worker
+//! * Commands go over one multiplexed `ConnectionManager` per HTTP worker
 //!   ([`RedisEngine::on_this_runtime`]), plus the start-up one that loads the
 //!   function library: every call here is a short `FCALL`, so pipelining them
 //!   on one socket beats a pool (no checkout, no idle sockets), and the
-//!   manager reconnects by itself. A pool
+//!   manager reconnects by itself ([`commands`] replaces one that stops
+//!   answering without dropping). A pool
 //!   earns its place only for blocking commands (push workers' `XREADGROUP
 //!   BLOCK`), which the gateway does not issue.
 //! * Live traffic comes over one dedicated pub/sub connection per node
@@ -12,6 +13,7 @@
 //! * All writes go through the function library in `functions.lua`; which
 //!   library may replace which is [`library`]'s rule.
 
+mod commands;
 mod keys;
 mod library;
 mod pubsub;
@@ -19,19 +21,17 @@ mod push;
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{
-    Client,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{Client, aio::ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
+use self::{
+    commands::Commands,
+    library::{Occasion, Verdict},
+    pubsub::PubSubHealth,
+};
 pub use self::{
     keys::{topic_base, user_base},
     push::read_dead_letters,
-};
-use self::{
-    library::{Occasion, Verdict},
-    pubsub::PubSubHealth,
 };
 use super::{
     Engine, EngineError, HistoryPage, ListPage, ListQuery, PublishOutcome, Published, PushDecision, PushPolicy,
@@ -61,7 +61,7 @@ pub struct RedisEngine {
 
 struct Inner {
     /// Driven by the runtime it was opened on: see [`RedisEngine::on_this_runtime`].
-    commands: ConnectionManager,
+    commands: Arc<Commands>,
     node: Arc<NodeShared>,
 }
 
@@ -168,10 +168,10 @@ impl RedisEngine {
         let client = Client::open(url.as_str()).with_context(|| format!("engine.redis_url: cannot parse `{url}`"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(settings.engine.command_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let commands = ConnectionManager::new_with_config(client.clone(), config.clone())
+        let commands = Commands::connect(client.clone(), config.clone())
             .await
             .with_context(|| format!("cannot connect to Redis at {url}"))?;
         let (library, version, setting_keys) = filled_library(settings);
@@ -216,15 +216,14 @@ impl RedisEngine {
     /// instead of waking another thread twice per call.
     pub async fn on_this_runtime(&self) -> Result<Self, EngineError> {
         let node = self.inner.node.clone();
-        let commands =
-            ConnectionManager::new_with_config(node.client.clone(), node.config.clone()).await.map_err(unavailable)?;
+        let commands = Commands::connect(node.client.clone(), node.config.clone()).await.map_err(unavailable)?;
         Ok(Self { inner: Arc::new(Inner { commands, node }) })
     }
 
     /// Loads this node's library unless the one loaded may not be replaced
     /// ([`library`] has the rule); says whether ours is loaded after.
     async fn ensure_library(&self, occasion: Occasion) -> redis::RedisResult<Loaded> {
-        let mut conn = self.inner.commands.clone();
+        let mut conn = self.inner.commands.get();
         let node = &self.inner.node;
         // A second round judges a library that another node loaded between
         // this one's read and its load.
@@ -256,7 +255,7 @@ impl RedisEngine {
     }
 
     async fn load_library(&self, replace: bool) -> redis::RedisResult<()> {
-        let mut conn = self.inner.commands.clone();
+        let mut conn = self.inner.commands.get();
         let mut cmd = redis::cmd("FUNCTION");
         cmd.arg("LOAD");
         if replace {
@@ -270,8 +269,12 @@ impl RedisEngine {
     /// persistence, a FLUSHALL) or holds an older one without the function,
     /// loads ours and retries once.
     async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
-        let mut conn = self.inner.commands.clone();
-        match cmd.query_async::<T>(&mut conn).await {
+        let mut conn = self.inner.commands.get();
+        let result = cmd.query_async::<T>(&mut conn).await;
+        if let Err(e) = &result {
+            self.inner.commands.failed(e);
+        }
+        match result {
             Err(e) if is_missing_function(&e) => {
                 tracing::warn!("a herald function is missing in Redis; checking the function library");
                 if let Loaded::Foreign(why) = self.ensure_library(Occasion::Repair).await.map_err(unavailable)? {
@@ -402,7 +405,7 @@ impl Engine for RedisEngine {
     }
 
     async fn preferences(&self, user: &UserId) -> Result<Preferences, EngineError> {
-        let mut conn = self.inner.commands.clone();
+        let mut conn = self.inner.commands.get();
         let raw: Option<String> =
             redis::cmd("GET").arg(keys::preferences(user)).query_async(&mut conn).await.map_err(unavailable)?;
         match raw {

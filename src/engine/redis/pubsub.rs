@@ -302,11 +302,18 @@ impl PubSubTask {
         let Self { client, hub, commands, health, on_reconnect, wanted, connected_before } = self;
         // Commands are folded while connecting too: an unreachable host may
         // take a while to refuse.
-        let connect = client.get_async_pubsub();
+        // A peer that accepts and never answers (a black hole, a frozen
+        // Redis) must not hold the task: connecting and resubscribing get
+        // the same budget as a ping. Past it the attempt counts as failed.
+        let budget = health.ping_interval * 3;
+        let connect = tokio::time::timeout(budget, client.get_async_pubsub());
         tokio::pin!(connect);
         let connected = loop {
             tokio::select! {
-                connected = &mut connect => break connected,
+                connected = &mut connect => match connected {
+                    Ok(connected) => break connected,
+                    Err(_) => return lost(format!("connect: no answer in {} ms", budget.as_millis())),
+                },
                 command = commands.recv() => match command {
                     Some(command) => wanted.fold(command),
                     None => return Served::CommandsClosed,
@@ -326,8 +333,11 @@ impl PubSubTask {
         wanted.dirty.clear();
         let all: Vec<Channel> = wanted.channels.iter().cloned().collect();
         for chunk in all.chunks(BATCH) {
-            if let Err(e) = sink.subscribe(chunk.iter().map(channel_name).collect::<Vec<_>>()).await {
-                return lost(format!("resubscribe: {e}"));
+            match tokio::time::timeout(budget, sink.subscribe(chunk.iter().map(channel_name).collect::<Vec<_>>())).await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return lost(format!("resubscribe: {e}")),
+                Err(_) => return lost(format!("resubscribe: no answer in {} ms", budget.as_millis())),
             }
             subscribed.extend(chunk.iter().cloned());
         }

@@ -84,7 +84,7 @@ impl RedisEngine {
     /// (and the stream), reading from its start so nothing queued before is
     /// skipped. Already there is fine.
     pub async fn prepare_push_queue(&self) -> Result<(), EngineError> {
-        let mut conn = self.inner.commands.clone();
+        let mut conn = self.inner.commands.get();
         let made: redis::RedisResult<()> = conn.xgroup_create_mkstream(keys::PUSH_QUEUE, keys::PUSH_GROUP, "0").await;
         match made {
             Err(e) if e.code() != Some("BUSYGROUP") => Err(unavailable(e)),
@@ -99,7 +99,7 @@ impl RedisEngine {
         stale: Duration,
         wait: Duration,
     ) -> redis::RedisResult<Vec<StreamId>> {
-        let mut conn = self.inner.commands.clone();
+        let mut conn = self.inner.commands.get();
         let _: i64 =
             redis::cmd("FCALL").arg("herald_push_promote").arg(0).arg(PROMOTE_BATCH).query_async(&mut conn).await?;
         let taken: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -256,17 +256,17 @@ impl PushQueue for RedisEngine {
             cmd.arg(&job.ticket);
         }
         cmd.arg("IDLE").arg(RELEASED_IDLE_MS).arg("JUSTID");
-        let mut conn = self.inner.commands.clone();
+        let mut conn = self.inner.commands.get();
         let _: redis::Value = cmd.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn push_dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
-        read_dead_letters(&mut self.inner.commands.clone(), limit).await
+        read_dead_letters(&mut self.inner.commands.get(), limit).await
     }
 
     async fn push_depth(&self) -> Result<u64, EngineError> {
-        let mut conn = self.inner.commands.clone();
+        let mut conn = self.inner.commands.get();
         let (queued, delayed): (u64, u64) = redis::pipe()
             .xlen(keys::PUSH_QUEUE)
             .zcard(keys::PUSH_DELAYED)
