@@ -187,10 +187,11 @@ impl HeraldProcess {
         for (key, value) in base_overrides(engine) {
             cmd.env(env_var(&key), value);
         }
-        cmd.envs(env.iter().copied());
         // The start-up line is logged at info; debug shows what a verbose
-        // operator would see (tests check that no token is in it).
+        // operator would see (tests check that no token is in it). `env` may
+        // set another level.
         cmd.env("HERALD__LOG__LEVEL", "debug,actix_server=warn,actix_http=warn,mio=warn");
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("herald binary starts");
         let stderr = child.stderr.take().unwrap();
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -235,8 +236,11 @@ impl HeraldProcess {
 
     /// Sends SIGTERM (a graceful stop).
     pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+        super::signal(self.child.id(), "TERM");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits for the process to exit; its exit status.

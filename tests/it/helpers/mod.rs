@@ -36,6 +36,12 @@ pub async fn wait_explained<T>(timeout: Duration, mut check: impl AsyncFnMut() -
     }
 }
 
+/// Sends a signal (`"TERM"`, `"STOP"`, `"CONT"`…) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
 /// A user name unique to this test run.
 pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())

@@ -83,6 +83,11 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server is running").id()
+    }
+
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).unwrap()
     }
