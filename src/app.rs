@@ -60,7 +60,7 @@ impl Application {
         node_tasks.push(Box::pin(user_limiter.forget_idle_users()));
         let node_tasks: NodeTasks = Arc::new(std::sync::Mutex::new(node_tasks));
 
-        let listener = TcpListener::bind(settings.server.listen)
+        let listener = bind(settings.server.listen)
             .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
         let addr = listener.local_addr()?;
         // A stream whose client stopped reading stalls in actix's write
@@ -105,7 +105,6 @@ impl Application {
                 .default_service(web::to(error::no_route))
         })
         .workers(workers)
-        .backlog(4096)
         // Notice a client that went away at once, not after two writes.
         .h1_allow_half_closed(false)
         // SIGTERM is ours to handle: streams must say `bye` first.
@@ -146,6 +145,27 @@ impl Application {
         let (_, result) = tokio::join!(handle.shutdown(), server);
         Ok(result?)
     }
+}
+
+/// Connections the kernel may hold for the listener before `accept`. The
+/// reconnect storm (every stream of a dead node arriving within a second or
+/// two) needs thousands: with the 128 that `std::net::TcpListener::bind`
+/// asks for, the rest of the SYNs are dropped and each client waits out
+/// TCP's retransmission backoff (1 s, 3 s, 7 s…). The kernel caps it at
+/// `net.core.somaxconn` (4096 by default). docs/RELIABILITY.md has the
+/// figures.
+const LISTEN_BACKLOG: i32 = 8192;
+
+/// Binds the listener with [`LISTEN_BACKLOG`] (`HttpServer::backlog` applies
+/// only to sockets actix binds itself, not to one handed to it).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std's bind does: a restarted node may take its port back at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 impl AppHandle {
