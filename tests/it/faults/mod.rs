@@ -21,15 +21,6 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 
 const STEADY: Duration = Duration::from_secs(3);
 
-/// Polls a condition every 25 ms; panics after `timeout`.
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 fn describe(w: &Workload, shape: &Shape) -> String {
     format!("{} streams, {} nodes, {}/s", w.streams(), shape.nodes, shape.rate)
 }
@@ -171,4 +162,73 @@ async fn history_trimmed_under_resuming_tabs() {
     })
     .await;
     assert!(report.resets >= away.len() as u64 && report.trimmed > 0, "every returning tab got reset: {report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm() {
+    // Every stream on one node; it dies; all of them come back at once to
+    // the other node with their cursors; the jittered `retry:` spreads them.
+    // 2,000 streams by default: this harness's clients (a debug build, one
+    // reqwest request per stream) saturate two cores well before the node
+    // does. The 10,000-stream storm is measured with herald-load in release
+    // (docs/RELIABILITY.md); FAULTS_STORM_STREAMS sets the size here.
+    let streams: usize = std::env::var("FAULTS_STORM_STREAMS").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000);
+    let shape = Shape {
+        nodes: 2,
+        users: streams.div_ceil(2), // one to three tabs each, two on average
+        all_on_first_node: true,
+        settings: vec![("server.max_streams", "15000"), ("stream.retry", "1s")],
+        ..Shape::default()
+    };
+    let mut w = Workload::start(shape.clone()).await;
+    w.run_for(STEADY).await;
+    let cpu = CpuPeak::watch(w.cluster.nodes[1].pid());
+    w.cluster.nodes[0].kill();
+    let ended = Instant::now();
+    let recovery = w.recovered_since(ended).await;
+    let peak = cpu.stop();
+    w.run_for(STEADY).await;
+    let description = format!("{}; survivor's peak CPU {:.0} % of a core", describe(&w, &shape), peak * 100.0);
+    let name = format!("reconnect storm: a node with {} streams SIGKILLed", w.streams());
+    let report = w.finish(&name, &description, Some(recovery)).await;
+    report.assert_kept();
+    assert!(recovery < RECOVERY_BOUND, "all back in {recovery:?}: {report:#?}");
+}
+
+/// The highest CPU use of a process, sampled every 100 ms from
+/// `/proc/<pid>/stat`, as a share of one core.
+struct CpuPeak {
+    task: tokio::task::JoinHandle<()>,
+    peak: std::sync::Arc<std::sync::Mutex<f64>>,
+}
+
+impl CpuPeak {
+    fn watch(pid: u32) -> Self {
+        let peak = std::sync::Arc::new(std::sync::Mutex::new(0.0f64));
+        let sink = peak.clone();
+        let task = tokio::spawn(async move {
+            // utime + stime, in clock ticks (100 per second on Linux).
+            let ticks = || -> Option<u64> {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // Fields after the command name, which ends with ')'.
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                Some(fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?)
+            };
+            let (mut last, mut at) = (ticks().unwrap_or(0), Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let Some(now) = ticks() else { return };
+                let share = (now - last) as f64 / 100.0 / at.elapsed().as_secs_f64();
+                let mut peak = sink.lock().unwrap();
+                *peak = peak.max(share);
+                (last, at) = (now, Instant::now());
+            }
+        });
+        Self { task, peak }
+    }
+
+    fn stop(self) -> f64 {
+        self.task.abort();
+        *self.peak.lock().unwrap()
+    }
 }

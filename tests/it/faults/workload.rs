@@ -38,6 +38,8 @@ pub const TOPIC: &str = "faults";
 const SILENCE: Duration = Duration::from_secs(3);
 /// How long a client waits for a node's response head.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Streams opened per second when the workload starts.
+const OPEN_RATE: u32 = 2_000;
 /// A publish attempt that takes longer than this has hung.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
 /// A publisher gives up on a notification after retrying this long.
@@ -54,11 +56,13 @@ pub struct Shape {
     pub through_proxy: bool,
     /// Settings for the nodes over the workload's own (dotted keys).
     pub settings: Vec<(&'static str, &'static str)>,
+    /// Every stream starts on the first node (else they are spread).
+    pub all_on_first_node: bool,
 }
 
 impl Default for Shape {
     fn default() -> Self {
-        Self { nodes: 3, users: 150, rate: 100, through_proxy: false, settings: Vec::new() }
+        Self { nodes: 3, users: 150, rate: 100, through_proxy: false, settings: Vec::new(), all_on_first_node: false }
     }
 }
 
@@ -144,7 +148,13 @@ enum Seen {
 #[derive(Default)]
 struct StreamLog {
     seen: Vec<Seen>,
+    /// What `seen` holds, kept as it grows: polled while the test waits.
+    got: HashSet<(Target, u64)>,
+    /// Targets a `reset` was received for.
+    reset: HashSet<Target>,
     opens: u64,
+    /// Why the last attempt to open failed, for a test that times out.
+    last_refusal: Option<String>,
 }
 
 /// One simulated browser tab.
@@ -199,6 +209,9 @@ impl Workload {
         let users: Vec<String> = (0..shape.users).map(|i| format!("f{run}-{i}")).collect();
         let bases: Arc<Vec<String>> = Arc::new(cluster.nodes.iter().map(|n| format!("http://{}", n.addr)).collect());
         let stop = Arc::new(AtomicBool::new(false));
+        // One client for every tab: one connection per open stream, as a
+        // browser per tab (HTTP/1.1), without a pool and resolver per tab.
+        let http = reqwest::Client::new();
         let mut streams = Vec::new();
         for (u, name) in users.iter().enumerate() {
             for tab in 0..=(u % 3) {
@@ -206,16 +219,23 @@ impl Workload {
                 let log = Arc::new(Mutex::new(StreamLog::default()));
                 let away = Arc::new(AtomicBool::new(false));
                 let client = Client {
+                    http: http.clone(),
                     user: u,
                     token: user_token(name),
                     follows_topic,
                     bases: bases.clone(),
-                    first_node: u + tab,
+                    first_node: if shape.all_on_first_node { 0 } else { u + tab },
                     log: log.clone(),
                     away: away.clone(),
                     stop: stop.clone(),
                 };
-                let task = tokio::spawn(client.run());
+                // The first opens are spread at OPEN_RATE: the storm is the
+                // fault's, not the start's.
+                let delay = Duration::from_secs(1) * streams.len() as u32 / OPEN_RATE;
+                let task = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    client.run().await
+                });
                 streams.push(Stream { user: u, follows_topic, log, away, task });
             }
         }
@@ -231,10 +251,26 @@ impl Workload {
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             publisher: None,
         };
-        super::wait_until("every stream to open", Duration::from_secs(60), || {
-            workload.streams.iter().all(|s| s.log.lock().unwrap().opens > 0)
-        })
-        .await;
+        let opening = Instant::now();
+        let deadline = opening + Duration::from_secs(90);
+        loop {
+            let open = workload.streams.iter().filter(|s| s.log.lock().unwrap().opens > 0).count();
+            if open == workload.streams.len() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let why: Vec<Option<String>> = workload
+                    .streams
+                    .iter()
+                    .map(|s| s.log.lock().unwrap())
+                    .filter(|l| l.opens == 0)
+                    .map(|l| l.last_refusal.clone())
+                    .take(5)
+                    .collect();
+                panic!("after 90 s, {open} of {} streams have opened; why not: {why:?}", workload.streams.len());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         workload.publisher = Some(tokio::spawn(workload.publisher().run()));
         workload
     }
@@ -278,19 +314,19 @@ impl Workload {
     /// (live, or on resuming elsewhere).
     pub async fn recovered_since(&self, since: Instant) -> Duration {
         let first_probe = self.next_seq.load(Ordering::Relaxed);
+        let http = reqwest::Client::builder().timeout(PUBLISH_TIMEOUT).build().unwrap();
+        let publisher = self.publisher();
+        let fcall = publisher.fcall_connection().await;
+        // Few requests (a thousand recipients each), so the probes do not
+        // add a storm of their own.
         let everyone: Vec<usize> = (0..self.users.len()).collect();
-        let probes = async {
-            let http = reqwest::Client::builder().timeout(PUBLISH_TIMEOUT).build().unwrap();
-            let publisher = self.publisher();
-            let fcall = publisher.fcall_connection().await;
-            let mut publishes = Vec::new();
-            for target in everyone.iter().map(|&u| Target::User(u)).chain([Target::Topic]) {
-                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                publishes.push(publisher.publish(&http, &fcall, seq, target, Path::Http));
-            }
-            futures_util::future::join_all(publishes).await;
-        };
-        probes.await;
+        let user_probes = everyone.chunks(1_000).map(|users| {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            publisher.publish_to_users(&http, users, seq)
+        });
+        let topic_seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let topic_probe = publisher.publish(&http, &fcall, topic_seq, Target::Topic, Path::Http);
+        futures_util::future::join(futures_util::future::join_all(user_probes), topic_probe).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let missing = self.missing(|ack| ack.seq >= first_probe);
@@ -327,23 +363,13 @@ impl Workload {
                 continue;
             }
             let log = s.log.lock().unwrap();
-            let got: HashSet<(Target, u64)> = log
-                .seen
-                .iter()
-                .filter_map(|e| match e {
-                    Seen::Notification { target, seq, .. } => Some((*target, *seq)),
-                    Seen::Reset(_) => None,
-                })
-                .collect();
-            let resets: HashSet<Target> =
-                log.seen.iter().filter_map(|e| if let Seen::Reset(t) = e { Some(*t) } else { None }).collect();
             for target in s.targets() {
-                if resets.contains(&target) {
+                if log.reset.contains(&target) {
                     continue; // judged by the verdict, which knows the gap
                 }
                 missing += by_target
                     .get(&target)
-                    .map_or(0, |acks| acks.iter().filter(|a| !got.contains(&(target, a.seq))).count());
+                    .map_or(0, |acks| acks.iter().filter(|a| !log.got.contains(&(target, a.seq))).count());
             }
         }
         missing
@@ -592,6 +618,46 @@ impl PublisherHandle {
         }
     }
 
+    /// Publishes `seq` to several users in one request, retried (same
+    /// idempotency key) until acknowledged.
+    async fn publish_to_users(&self, http: &reqwest::Client, users: &[usize], seq: u64) {
+        let names: Vec<&str> = users.iter().map(|&u| self.users[u].as_str()).collect();
+        let body = json!({
+            "to": {"users": names},
+            "notification": {"type": "fault.seq", "title": format!("#{seq}"), "data": {"seq": seq}},
+            "idempotency_key": format!("seq-{seq}"),
+        });
+        let started = Instant::now();
+        for attempt in 0usize.. {
+            let base = &self.bases[(seq as usize + attempt) % self.bases.len()];
+            let response =
+                http.post(format!("{base}/v1/publish")).bearer_auth(publisher_token()).json(&body).send().await;
+            let results = match response {
+                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                _ => None,
+            };
+            let entries: Option<Vec<EntryId>> = results
+                .and_then(|r| r["results"].as_array()?.iter().map(|one| one["id"].as_str()?.parse().ok()).collect());
+            {
+                let mut ledger = self.ledger.lock().unwrap();
+                match entries {
+                    Some(entries) if entries.len() == users.len() => {
+                        for (&u, entry) in users.iter().zip(entries) {
+                            ledger.acks.push(Ack { target: Target::User(u), seq, entry });
+                        }
+                        return;
+                    }
+                    _ => ledger.failed_attempts += 1,
+                }
+                if started.elapsed() > GIVE_UP_AFTER {
+                    ledger.given_up += users.len() as u64;
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn http_attempt(
         &self,
         http: &reqwest::Client,
@@ -668,6 +734,7 @@ enum Attempt {
 /// One tab's `EventSource`, behind a load balancer that sends each
 /// (re)connection to the next node.
 struct Client {
+    http: reqwest::Client,
     user: usize,
     token: String,
     follows_topic: bool,
@@ -680,7 +747,7 @@ struct Client {
 
 impl Client {
     async fn run(self) {
-        let http = reqwest::Client::new();
+        let http = &self.http;
         let mut cursor: Option<String> = None;
         let mut retry = Duration::from_millis(500);
         for attempt in self.first_node.. {
@@ -702,7 +769,9 @@ impl Client {
                     self.log.lock().unwrap().opens += 1;
                     self.read(response, &mut cursor, &mut retry).await;
                 }
-                _ => {}
+                Ok(Ok(response)) => self.log.lock().unwrap().last_refusal = Some(response.status().to_string()),
+                Ok(Err(e)) => self.log.lock().unwrap().last_refusal = Some(e.to_string()),
+                Err(_) => self.log.lock().unwrap().last_refusal = Some("no response head in time".into()),
             }
             tokio::time::sleep(retry).await;
         }
@@ -738,7 +807,12 @@ impl Client {
                     _ => None,
                 };
                 if let Some(seen) = seen {
-                    self.log.lock().unwrap().seen.push(seen);
+                    let mut log = self.log.lock().unwrap();
+                    match seen {
+                        Seen::Notification { target, seq, .. } => log.got.insert((target, seq)),
+                        Seen::Reset(target) => log.reset.insert(target),
+                    };
+                    log.seen.push(seen);
                 }
                 // EventSource keeps the id of every event that has one.
                 if let Some(id) = event.id.filter(|id| !id.is_empty()) {
