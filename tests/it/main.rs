@@ -13,6 +13,7 @@ mod conformance;
 mod cookie_auth;
 mod cors;
 mod demo;
+mod engine_model;
 mod fuzz_regressions;
 mod history;
 mod isolation;
