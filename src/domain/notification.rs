@@ -79,6 +79,8 @@ pub const MAX_URL_LEN: usize = 2048;
 pub const MAX_COLLAPSE_KEY_LEN: usize = 64;
 /// RFC 8030 §5.2: push services keep a push at most this long (28 days).
 pub const MAX_TTL_SECONDS: u64 = 28 * 86_400;
+/// Why `data` was refused; `functions.lua` says the same.
+const DATA_NUMBERS: &str = "numbers must fit a 64-bit float (at most about 1.8e308), as JSON parsers read them";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -135,6 +137,16 @@ impl NewNotification {
         }
         if self.ttl.is_some_and(|ttl| ttl > MAX_TTL_SECONDS) {
             return Err(invalid("notification.ttl", format!("must be 0 to {MAX_TTL_SECONDS} seconds (28 days)")));
+        }
+        // `data` parsed as raw JSON checks only its grammar, which allows a
+        // number no double holds (`1e400`). Many JSON parsers refuse one
+        // (serde_json, Go's), and the push path's own parse did, so such a
+        // notification could not be fitted into a push. One parse of
+        // `data` per publish, not per recipient.
+        if let Some(data) = &self.data
+            && serde_json::from_str::<serde_json::Value>(data.get()).is_err()
+        {
+            return Err(invalid("notification.data", DATA_NUMBERS));
         }
         let mut json = serde_json::to_string(self).expect("a notification always serializes");
         // `data` is kept as sent, so it may hold line breaks between tokens
@@ -261,6 +273,22 @@ mod tests {
             assert!(!is_safe_link(bad), "{bad:?}");
         }
         assert!(!is_safe_link(&format!("/{}", "a".repeat(MAX_URL_LEN))));
+    }
+
+    #[test]
+    fn data_numbers_beyond_a_double_are_refused() {
+        // Found by the fuzzer (fuzz/regressions/publish/data-number-out-of-range).
+        for bad in ["1e400", "-1e400", "[1, {\"k\": 9e999}]", &"9".repeat(400)] {
+            let n = parse(&format!(r#"{{"type":"a","title":"t","data":{bad}}}"#)).unwrap();
+            assert!(
+                matches!(n.validate(&LIMITS), Err(ValidationError::Invalid { field: "notification.data", .. })),
+                "{bad}"
+            );
+        }
+        for ok in ["1e308", "1e-400", "18446744073709551616", "-0.0"] {
+            let n = parse(&format!(r#"{{"type":"a","title":"t","data":{ok}}}"#)).unwrap();
+            assert!(n.validate(&LIMITS).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -16,7 +16,11 @@ mod topics;
 
 use actix_web::web;
 
-pub use self::{cors::middleware as cors, state::AppState};
+pub use self::{
+    cors::middleware as cors,
+    publish::{Audience, CheckedPublish, PublishRequest},
+    state::AppState,
+};
 
 /// Every route; the demo's only when `demo_mode` (otherwise `/demo` is an
 /// unknown path like any other).

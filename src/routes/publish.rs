@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Publisher,
-    domain::{IdempotencyKey, NewNotification, TopicName, UserId},
+    domain::{IdempotencyKey, NewNotification, NotificationLimits, StoredNotification, TopicName, UserId},
     engine::{Engine, PublishOutcome},
     error::ApiError,
     routes::AppState,
@@ -89,35 +89,69 @@ impl Delivery {
     }
 }
 
+/// Who a checked publish goes to.
+#[derive(Debug)]
+pub enum Audience {
+    /// One or more users, each once, in the order given.
+    Users(Vec<UserId>),
+    Topic(TopicName),
+}
+
+/// A publish request with every rule checked that needs no state: what the
+/// route stores once the rate limit allows it. The fuzzer
+/// (`fuzz/src/checks.rs`) runs this same step on raw bodies.
+#[derive(Debug)]
+pub struct CheckedPublish {
+    pub audience: Audience,
+    pub stored: StoredNotification,
+    pub key: Option<IdempotencyKey>,
+}
+
+impl PublishRequest {
+    /// Checks the recipients, then the idempotency key, then the
+    /// notification (the first broken rule is the `422` or `413`).
+    pub fn check(self, limits: &NotificationLimits, max_recipients: usize) -> Result<CheckedPublish, ApiError> {
+        let audience = match &self.to.topic {
+            Some(topic) => {
+                if !self.to.users.is_empty() {
+                    return Err(ApiError::unprocessable("to: give either users or topic, not both"));
+                }
+                Audience::Topic(TopicName::parse(topic).map_err(|e| ApiError::unprocessable(format!("to.topic: {e}")))?)
+            }
+            None => {
+                if self.to.users.is_empty() || self.to.users.len() > max_recipients {
+                    return Err(ApiError::unprocessable(format!("to.users: must list 1 to {max_recipients} users")));
+                }
+                let mut seen = HashSet::new();
+                let users = self
+                    .to
+                    .users
+                    .iter()
+                    .filter(|u| seen.insert(u.as_str()))
+                    .map(|u| UserId::parse(u).map_err(|e| ApiError::unprocessable(format!("to.users: `{u}`: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Audience::Users(users)
+            }
+        };
+        let key =
+            self.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose().map_err(ApiError::unprocessable)?;
+        let stored = self.notification.validate(limits)?;
+        Ok(CheckedPublish { audience, stored, key })
+    }
+}
+
 #[tracing::instrument(name = "publish", skip_all, fields(publisher = %publisher.0.user, recipients))]
 pub async fn publish(
     publisher: Publisher,
     state: web::Data<AppState>,
     request: web::Json<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = request.into_inner();
-    if let Some(topic) = &request.to.topic {
-        if !request.to.users.is_empty() {
-            return Err(ApiError::unprocessable("to: give either users or topic, not both"));
-        }
-        let topic = TopicName::parse(topic).map_err(|e| ApiError::unprocessable(format!("to.topic: {e}")))?;
-        return publish_topic(&publisher, &state, &topic, request).await;
-    }
-    let max = state.settings.limits.max_recipients;
-    if request.to.users.is_empty() || request.to.users.len() > max {
-        return Err(ApiError::unprocessable(format!("to.users: must list 1 to {max} users")));
-    }
-    let mut seen = HashSet::new();
-    let users = request
-        .to
-        .users
-        .iter()
-        .filter(|u| seen.insert(u.as_str()))
-        .map(|u| UserId::parse(u).map_err(|e| ApiError::unprocessable(format!("to.users: `{u}`: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let key =
-        request.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose().map_err(ApiError::unprocessable)?;
-    let stored = request.notification.validate(&state.limits)?;
+    let CheckedPublish { audience, stored, key } =
+        request.into_inner().check(&state.limits, state.settings.limits.max_recipients)?;
+    let users = match audience {
+        Audience::Topic(topic) => return publish_topic(&publisher, &state, &topic, &stored, key.as_ref()).await,
+        Audience::Users(users) => users,
+    };
     if let Err(wait) = state.publish_limiter.check(&publisher.0.user, users.len()) {
         return Err(ApiError::too_many(
             format!("publish rate over limits.publish_per_second for `{}`", publisher.0.user),
@@ -142,11 +176,9 @@ async fn publish_topic(
     publisher: &Publisher,
     state: &AppState,
     topic: &TopicName,
-    request: PublishRequest,
+    stored: &StoredNotification,
+    key: Option<&IdempotencyKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let key =
-        request.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose().map_err(ApiError::unprocessable)?;
-    let stored = request.notification.validate(&state.limits)?;
     if let Err(wait) = state.publish_limiter.check(&publisher.0.user, 1) {
         return Err(ApiError::too_many(
             format!("publish rate over limits.publish_per_second for `{}`", publisher.0.user),
@@ -154,7 +186,7 @@ async fn publish_topic(
         ));
     }
     tracing::Span::current().record("recipients", 1);
-    let published = state.engine.publish_topic(topic, &stored, key.as_ref()).await?;
+    let published = state.engine.publish_topic(topic, stored, key).await?;
     let metrics = crate::metrics::get();
     if published.duplicate {
         metrics.publishes_duplicate.increment(1)

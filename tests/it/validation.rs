@@ -194,3 +194,36 @@ async fn links_are_refused_alike_on_the_fcall_path() {
     let (_, page) = UserApi::new(&app, &alice).get("/v1/notifications?limit=100").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2 * GOOD_LINKS.len(), "nothing refused was stored");
 }
+
+/// A `data` number no double holds is refused on both paths with the same
+/// message, and so are NaN and Infinity, which cjson would take on the
+/// `FCALL` path (found by the publish fuzz target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_numbers_beyond_a_double_are_refused_alike_on_both_paths() {
+    let server = RedisServer::start();
+    let app = TestApp::spawn(&Engine::Redis(server.url())).await;
+    let alice = unique_user("alice");
+    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let with_data = |data: &str| format!(r#"{{"type":"a","title":"t","data":{{"k":[1,{data}]}}}}"#);
+
+    for bad in ["1e400", "-1e400"] {
+        let n = with_data(bad);
+        let body = format!(r#"{{"to":{{"users":["{alice}"]}},"notification":{n}}}"#);
+        let (status, answer) = publish_bytes(&app, body.into_bytes()).await;
+        assert_eq!(status, 422, "{bad}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("notification.data:"), "{bad}: {message}");
+        let err = fcall_publish(&mut conn, &alice, &n).await.unwrap_err();
+        assert_eq!(err.detail(), Some(message), "{bad}");
+    }
+    for not_json in ["NaN", "Infinity"] {
+        let err = fcall_publish(&mut conn, &alice, &with_data(not_json)).await.unwrap_err();
+        assert!(err.detail().unwrap().starts_with("notification.data:"), "{not_json}: {err}");
+    }
+
+    let n = with_data("1e308");
+    assert!(fcall_publish(&mut conn, &alice, &n).await.unwrap().is_some());
+    app.publish(&[alice.as_str()], serde_json::from_str(&n).unwrap()).await;
+    let (_, page) = UserApi::new(&app, &alice).get("/v1/notifications").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "only the finite ones were stored: {page}");
+}

@@ -201,6 +201,20 @@ local function absent(v)
   return v == nil or v == cjson.null
 end
 
+-- Whether every number in a decoded value is finite. cjson reads a number
+-- no double holds (1e400) as inf, and takes NaN and Infinity, which are not
+-- JSON; most JSON parsers refuse all of them. NewNotification::validate
+-- has the same rule.
+local function finite_numbers(v)
+  if type(v) == 'number' then return v == v and v ~= math.huge and v ~= -math.huge end
+  if type(v) == 'table' then
+    for _, x in pairs(v) do
+      if not finite_numbers(x) then return false end
+    end
+  end
+  return true
+end
+
 -- Same rule as notification::is_safe_link: no space or control byte (URL
 -- parsers drop some of them, so `java\tscript:` would pass a scheme check),
 -- and a scheme, if any (text before a `:` that comes before any / ? #), from
@@ -311,6 +325,9 @@ local function validate(json)
   if ttl ~= nil and ttl ~= cjson.null and (type(ttl) ~= 'number' or ttl < 0 or ttl > MAX_TTL
       or ttl ~= math.floor(ttl)) then
     return nil, invalid('notification.ttl: must be 0 to ' .. MAX_TTL .. ' seconds (28 days)')
+  end
+  if not absent(n.data) and not finite_numbers(n.data) then
+    return nil, invalid('notification.data: numbers must fit a 64-bit float (at most about 1.8e308), as JSON parsers read them')
   end
   if n.priority == nil then
     n.priority = 'normal'
