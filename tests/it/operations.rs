@@ -2,7 +2,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use crate::helpers::{Engine, HeraldProcess, Node, RedisServer, TestApp, notification, unique_user, wait_for};
+use crate::helpers::{Engine, HeraldProcess, Node, RedisServer, TestApp, metric, notification, unique_user, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_while_redis_is_down_and_recovers() {
@@ -21,14 +21,6 @@ async fn readyz_fails_while_redis_is_down_and_recovers() {
 
     redis.restart();
     node.wait_ready().await;
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric `{name}` in:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

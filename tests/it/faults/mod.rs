@@ -8,6 +8,7 @@
 //! writes its row of the table in docs/RELIABILITY.md to
 //! `target/tmp/faults/`.
 
+mod abusers;
 mod proxy;
 mod workload;
 
@@ -162,6 +163,59 @@ async fn history_trimmed_under_resuming_tabs() {
     })
     .await;
     assert!(report.resets >= away.len() as u64 && report.trimmed > 0, "every returning tab got reset: {report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_churning_clients() {
+    // On the first node, beside its share of the workload: 50 streams that
+    // are never read and 10 read a byte a second, for ten users who get 7 KB
+    // notifications fast enough to fill any socket; and a churner opening
+    // and dropping streams as fast as it can. The workload's streams lose
+    // nothing; the stalled ones are ended as slow consumers; the node keeps
+    // answering.
+    let shape = Shape { settings: vec![("server.write_timeout", "5s")], ..Shape::default() };
+    let mut churned = 0;
+    let report = scenario("slow and churning clients", shape, async |w| {
+        let node = w.cluster.nodes[0].addr;
+        let hogs: Vec<String> = (0..10).map(|i| crate::helpers::unique_user(&format!("hog{i}"))).collect();
+        let until = Instant::now() + Duration::from_secs(15);
+        let stalled = abusers::never_read(node, &hogs, 5).await;
+        let trickling = abusers::one_byte_a_second(node, &hogs, until).await;
+        let churners: Vec<String> = (0..10).map(|i| crate::helpers::unique_user(&format!("churn{i}"))).collect();
+        let churn = tokio::spawn(abusers::churn(node, churners, 3_000, 20, until));
+        // 300 notifications of 7 KB to each hog: 2 MB per stalled stream,
+        // past its socket buffer and its queue (256 frames).
+        let http = reqwest::Client::new();
+        let big = "x".repeat(7_000);
+        for _ in 0..300 {
+            let body = serde_json::json!({"to": {"users": hogs}, "notification": {"type": "hog", "title": "big", "data": {"pad": big}}});
+            let response =
+                http.post(format!("http://{node}/v1/publish")).bearer_auth(crate::helpers::publisher_token()).json(&body).send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+        }
+        // Each stalled stream is ended by the node (as a slow consumer, or
+        // by server.write_timeout once its socket is full): reading what it
+        // holds reaches the end.
+        let ended = stalled.into_iter().map(|mut socket| async move {
+            let mut sink = vec![0u8; 64 * 1024];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut socket, &mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), futures_util::future::join_all(ended))
+            .await
+            .expect("the node ended every stream that was never read within 30 s");
+        churned = churn.await.unwrap();
+        for task in trickling {
+            task.abort();
+        }
+    })
+    .await;
+    println!("the churner opened and dropped {churned} streams");
+    assert!(churned >= 500, "the churner opened {churned} streams: {report:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

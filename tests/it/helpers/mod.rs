@@ -42,6 +42,16 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// A sample's value in a Prometheus text page: `name` is the metric's name
+/// with its labels as written (`herald_stream_bye_total{reason="shutdown"}`).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric `{name}` in:\n{text}"))
+}
+
 /// A user name unique to this test run.
 pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
