@@ -77,8 +77,11 @@ pub async fn churn(node: SocketAddr, users: Vec<String>, count: u64, parallel: u
     let workers = (0..parallel).map(|i| {
         let (opened, http, users) = (opened.clone(), http.clone(), users.clone());
         tokio::spawn(async move {
-            let token = user_token(&users[i % users.len()]);
+            let mut n = i;
             while opened.load(Ordering::Relaxed) < count && Instant::now() < until {
+                // Every user in turn: per-user state is made and must go.
+                let token = user_token(&users[n % users.len()]);
+                n += parallel;
                 let response = http.get(format!("http://{node}/v1/events")).bearer_auth(&token).send().await;
                 if response.is_ok_and(|r| r.status().is_success()) {
                     opened.fetch_add(1, Ordering::Relaxed);

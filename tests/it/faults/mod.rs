@@ -14,8 +14,11 @@ mod workload;
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use proxy::Fault;
 use workload::{Shape, Workload};
+
+use crate::helpers::{HeraldProcess, RedisServer};
 
 /// The figure every scenario must reach (docs/RELIABILITY.md).
 const RECOVERY_BOUND: Duration = Duration::from_secs(5);
@@ -247,6 +250,93 @@ async fn a_reconnect_storm() {
     let report = w.finish(&name, &description, Some(recovery)).await;
     report.assert_kept();
     assert!(recovery < RECOVERY_BOUND, "all back in {recovery:?}: {report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_over_connects_and_publishes() {
+    // Two equal rounds of stream opens and closes and of publishes, each to
+    // users never seen before. Whatever a node keeps per user or per stream
+    // must be gone after: the second round may not leave the node's RSS more
+    // than 5 % above the first. Counts are per round; CI runs a fifth of
+    // the figures (FAULTS_MEMORY_SCALE=5 runs them all, for
+    // docs/RELIABILITY.md).
+    let scale: u64 = std::env::var("FAULTS_MEMORY_SCALE").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let (cycles, users, publishes_per_user) = (10_000 * scale, 10_000 * scale, 10);
+    let redis = RedisServer::start();
+    let settings = [
+        ("log.level".to_owned(), "warn,herald::app=info".to_owned()),
+        ("server.max_streams".to_owned(), "5000".to_owned()),
+    ];
+    let node = HeraldProcess::start_with_settings(&crate::helpers::Engine::Redis(redis.url()), &settings).await;
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB");
+        kb.trim().parse::<u64>().unwrap() * 1024
+    };
+    let start = rss();
+    let mut after = Vec::new();
+    for round in 0..2 {
+        let names: Vec<String> = (0..users).map(|u| format!("mem{round}-{u}")).collect();
+        let until = Instant::now() + Duration::from_secs(600);
+        let opened = abusers::churn(node.addr, names.clone(), cycles, 20, until).await;
+        assert!(opened >= cycles, "{opened} of {cycles} streams opened");
+        let published = publish_to_each(node.addr, &names, publishes_per_user).await;
+        assert_eq!(published, users * publishes_per_user);
+        // Freed memory goes back to the system after the allocator's decay
+        // (about 10 s): the figure is taken once it has settled.
+        let mut last = rss();
+        let settled = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < settled {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = rss();
+            if now >= last {
+                break;
+            }
+            last = now;
+        }
+        after.push(last);
+    }
+    let mb = |b: u64| b as f64 / 1_048_576.0;
+    let line = format!(
+        "| memory: {cycles} stream opens and closes, then {} publishes to {users} new users, twice | RSS at start {:.1} MB, after round 1 {:.1} MB, after round 2 {:.1} MB ({:+.1} %) |",
+        users * publishes_per_user,
+        mb(start),
+        mb(after[0]),
+        mb(after[1]),
+        (after[1] as f64 / after[0] as f64 - 1.0) * 100.0
+    );
+    println!("{line}");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("memory.md"), format!("{line}\n")).unwrap();
+    assert!(after[1] as f64 <= after[0] as f64 * 1.05, "the second round grew the node: {line}");
+}
+
+/// `per_user` notifications to each of `users`, a thousand recipients per
+/// request, four requests at a time; how many were stored.
+async fn publish_to_each(node: std::net::SocketAddr, users: &[String], per_user: u64) -> u64 {
+    let http = reqwest::Client::new();
+    let requests: Vec<&[String]> = (0..per_user).flat_map(|_| users.chunks(1_000)).collect();
+    let stored = futures_util::stream::iter(requests)
+        .map(|to| {
+            let http = http.clone();
+            async move {
+                let body = serde_json::json!({"to": {"users": to}, "notification": {"type": "mem", "title": "hello"}});
+                let response: serde_json::Value = http
+                    .post(format!("http://{node}/v1/publish"))
+                    .bearer_auth(crate::helpers::publisher_token())
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                response["results"].as_array().unwrap().iter().filter(|r| r["id"].is_string()).count() as u64
+            }
+        })
+        .buffer_unordered(4);
+    stored.fold(0, async |sum, n| sum + n).await
 }
 
 /// The highest CPU use of a process, sampled every 100 ms from
