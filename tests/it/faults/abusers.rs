@@ -21,7 +21,12 @@ use crate::helpers::user_token;
 /// Opens a stream over a raw socket, checks that it was accepted (`200`),
 /// and returns it with nothing read past the response head.
 async fn open_raw(node: SocketAddr, user: &str) -> TcpStream {
-    let mut socket = TcpStream::connect(node).await.unwrap();
+    // A small receive buffer, as a phone on a bad link has: loopback would
+    // otherwise let the kernel buffer tens of megabytes for a client that
+    // never reads (tcp_rmem's maximum), and the node would see no stall.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut socket = socket.connect(node).await.unwrap();
     let request = format!(
         "GET /v1/events HTTP/1.1\r\nHost: {node}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
         user_token(user)

@@ -186,11 +186,12 @@ async fn slow_and_churning_clients() {
         let trickling = abusers::one_byte_a_second(node, &hogs, until).await;
         let churners: Vec<String> = (0..10).map(|i| crate::helpers::unique_user(&format!("churn{i}"))).collect();
         let churn = tokio::spawn(abusers::churn(node, churners, 3_000, 20, until));
-        // 300 notifications of 7 KB to each hog: 2 MB per stalled stream,
-        // past its socket buffer and its queue (256 frames).
+        // 900 notifications of 7 KB to each hog: 6 MB per stalled stream,
+        // past the node's socket send buffer (4 MB at most here) and the
+        // stream's queue (256 frames).
         let http = reqwest::Client::new();
         let big = "x".repeat(7_000);
-        for _ in 0..300 {
+        for _ in 0..900 {
             let body = serde_json::json!({"to": {"users": hogs}, "notification": {"type": "hog", "title": "big", "data": {"pad": big}}});
             let response =
                 http.post(format!("http://{node}/v1/publish")).bearer_auth(crate::helpers::publisher_token()).json(&body).send().await.unwrap();
@@ -254,12 +255,13 @@ async fn a_reconnect_storm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_flat_over_connects_and_publishes() {
-    // Two equal rounds of stream opens and closes and of publishes, each to
-    // users never seen before. Whatever a node keeps per user or per stream
-    // must be gone after: the second round may not leave the node's RSS more
-    // than 5 % above the first. Counts are per round; CI runs a fifth of
-    // the figures (FAULTS_MEMORY_SCALE=5 runs them all, for
-    // docs/RELIABILITY.md).
+    // Equal rounds (FAULTS_MEMORY_ROUNDS, 3) of stream opens and closes and
+    // of publishes, each to users never seen before. Whatever a node keeps
+    // per user or per stream must be gone after: the last round may not
+    // leave the node's RSS more than 5 % above the highest before it (the
+    // first rounds warm the allocator; between rounds RSS wanders by a few
+    // per cent). Counts are per round; FAULTS_MEMORY_SCALE=5 runs the
+    // issue's figures (100,000 opens and 1,000,000 publishes in two rounds).
     let scale: u64 = std::env::var("FAULTS_MEMORY_SCALE").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
     let (cycles, users, publishes_per_user) = (10_000 * scale, 10_000 * scale, 10);
     let redis = RedisServer::start();
@@ -275,7 +277,8 @@ async fn memory_stays_flat_over_connects_and_publishes() {
     };
     let start = rss();
     let mut after = Vec::new();
-    for round in 0..2 {
+    let rounds: usize = std::env::var("FAULTS_MEMORY_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(3);
+    for round in 0..rounds {
         let names: Vec<String> = (0..users).map(|u| format!("mem{round}-{u}")).collect();
         let until = Instant::now() + Duration::from_secs(600);
         let opened = abusers::churn(node.addr, names.clone(), cycles, 20, until).await;
@@ -296,20 +299,21 @@ async fn memory_stays_flat_over_connects_and_publishes() {
         }
         after.push(last);
     }
-    let mb = |b: u64| b as f64 / 1_048_576.0;
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1_048_576.0);
+    let (last, earlier) = after.split_last().unwrap();
+    let high = *earlier.iter().max().unwrap();
     let line = format!(
-        "| memory: {cycles} stream opens and closes, then {} publishes to {users} new users, twice | RSS at start {:.1} MB, after round 1 {:.1} MB, after round 2 {:.1} MB ({:+.1} %) |",
+        "| memory: {rounds} rounds of {cycles} stream opens and closes and {} publishes to {users} new users | RSS at start {}, after each round {} ({:+.1} % over the highest before) |",
         users * publishes_per_user,
         mb(start),
-        mb(after[0]),
-        mb(after[1]),
-        (after[1] as f64 / after[0] as f64 - 1.0) * 100.0
+        after.iter().map(|&b| mb(b)).collect::<Vec<_>>().join(", "),
+        (*last as f64 / high as f64 - 1.0) * 100.0
     );
     println!("{line}");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("memory.md"), format!("{line}\n")).unwrap();
-    assert!(after[1] as f64 <= after[0] as f64 * 1.05, "the second round grew the node: {line}");
+    assert!(*last as f64 <= high as f64 * 1.05, "the last round grew the node: {line}");
 }
 
 /// `per_user` notifications to each of `users`, a thousand recipients per

@@ -184,7 +184,10 @@ impl HeraldProcess {
     pub async fn start_with(engine: &Engine, args: &[&str], env: &[(&str, &str)]) -> Self {
         // HERALD_BIN runs another build (the fault suite's figures are
         // measured on a release build: docs/RELIABILITY.md).
-        let bin = std::env::var("HERALD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned());
+        let bin = std::env::var("HERALD_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_herald").to_owned());
         let mut cmd = Command::new(bin);
         cmd.arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).env("HERALD__LOG__FORMAT", "json");
         for (key, value) in base_overrides(engine) {
