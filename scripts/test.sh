@@ -3,13 +3,15 @@
 # the tests need (redis-server, curl, chromium, and cargo-nextest if missing),
 # then:
 #   1. cargo fmt --check and cargo clippy -D warnings
-#   2. the unit tests and the integration suite (real redis-server processes)
-#   3. the browser client library's unit tests (Node), then the library, the
+#   2. the unit tests and the integration suite (real redis-server processes),
+#      the fault suite among them (tests/it/faults, docs/RELIABILITY.md)
+#   3. the coverage-guided fuzzers, 60 s per target (scripts/fuzz.sh, AFL++)
+#   4. the browser client library's unit tests (Node), then the library, the
 #      demo page (/demo) and its service worker in headless Chromium against
 #      the real binary
-#   4. the publishing examples (redis-cli, Python, Node) against a real gateway
-#   5. a syntax check of the k6 scripts
-#   6. the load-tool smoke run (fails only on loss or duplication)
+#   5. the publishing examples (redis-cli, Python, Node) against a real gateway
+#   6. a syntax check of the k6 scripts
+#   7. the load-tool smoke run (fails only on loss or duplication)
 # Usage: scripts/test.sh            (CI: .ci/run calls exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,9 @@ cargo build --locked --workspace --bins --tests
 log "unit and integration tests"
 profile=default; [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --locked --workspace --profile "$profile" --no-fail-fast
+
+log "fuzzing (60 s per target; FUZZ_SECONDS to change)"
+bash scripts/fuzz.sh
 
 log "client library unit tests (clients/js/test)"
 node --test --test-reporter=spec clients/js/test/
