@@ -77,6 +77,7 @@ impl Application {
         let demo_mode = settings.demo.enabled;
         let cors_settings = settings.server.cors.clone();
         let max_body = settings.server.max_body_bytes;
+        let body_read_timeout = settings.server.body_read_timeout;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
@@ -90,9 +91,11 @@ impl Application {
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PayloadConfig::new(max_body))
-                // Innermost, so that a refused preflight gets a JSON body and
-                // an access-log line like any other error.
+                // Inside the error handlers, so that a refused preflight gets
+                // a JSON body and an access-log line like any other error.
                 .wrap(routes::cors(&cors_settings))
+                .app_data(web::Data::new(routes::body::BodyReadTimeout(body_read_timeout)))
+                .wrap(from_fn(routes::body::read_deadline))
                 .wrap(
                     actix_web::middleware::ErrorHandlers::new()
                         .default_handler_client(error::json_body_for_plain_errors)
@@ -105,6 +108,8 @@ impl Application {
                 .default_service(web::to(error::no_route))
         })
         .workers(workers)
+        // Slowloris: a head still arriving after this is answered 408.
+        .client_request_timeout(settings.server.request_head_timeout)
         // Notice a client that went away at once, not after two writes.
         .h1_allow_half_closed(false)
         // SIGTERM is ours to handle: streams must say `bye` first.

@@ -40,6 +40,14 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// A request whose head (request line and headers) has not fully
+    /// arrived this long after the connection opened gets `408`.
+    #[serde(with = "humantime_serde")]
+    pub request_head_timeout: Duration,
+    /// A request body not fully received this long after its handler
+    /// started reading it gets `408` (see `routes::body::read_deadline`).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     pub node_id: String,
     pub cors: CorsSettings,
 }
@@ -373,6 +381,16 @@ impl Settings {
             self.server.write_timeout >= Duration::from_millis(500),
             "server.write_timeout",
             "must be at least 500ms",
+        )?;
+        require(
+            self.server.request_head_timeout >= Duration::from_millis(100),
+            "server.request_head_timeout",
+            "must be at least 100ms",
+        )?;
+        require(
+            self.server.body_read_timeout >= Duration::from_millis(100),
+            "server.body_read_timeout",
+            "must be at least 100ms",
         )?;
         for origin in &self.server.cors.allowed_origins {
             check_origin(origin)?;

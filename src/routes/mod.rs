@@ -2,7 +2,7 @@
 //! errors through `ApiError`; they hold no logic of their own.
 
 mod assets;
-mod body;
+pub mod body;
 mod cors;
 pub mod demo;
 mod events;

@@ -29,6 +29,7 @@ mod push_operations;
 mod push_service_checks;
 mod push_subscriptions;
 mod resume;
+mod slow_requests;
 mod streams;
 mod subscriptions;
 mod topics;
