@@ -222,10 +222,15 @@ impl HeraldProcess {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
-            .await
-            .expect("herald logs its listen address within 20 s")
-            .expect("herald exited before serving");
+        let addr = match tokio::time::timeout(Duration::from_secs(20), addr_rx).await {
+            Ok(Ok(addr)) => addr,
+            failed => {
+                // Not yet owned by a HeraldProcess, whose drop would kill it.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("herald did not log its listen address within 20 s ({failed:?}): {:?}", logs.lock().unwrap());
+            }
+        };
         let process = Self { addr, child, logs };
         let url = process.url("/readyz");
         wait_for("the child node to be ready", Duration::from_secs(10), async || {
