@@ -326,16 +326,7 @@ async fn publish_to_each(node: std::net::SocketAddr, users: &[String], per_user:
             let http = http.clone();
             async move {
                 let body = serde_json::json!({"to": {"users": to}, "notification": {"type": "mem", "title": "hello"}});
-                let response: serde_json::Value = http
-                    .post(format!("http://{node}/v1/publish"))
-                    .bearer_auth(crate::helpers::publisher_token())
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let response = crate::helpers::post_publish(&http, &format!("http://{node}"), &body).await;
                 response["results"].as_array().unwrap().iter().filter(|r| r["id"].is_string()).count() as u64
             }
         })

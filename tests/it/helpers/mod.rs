@@ -59,17 +59,22 @@ pub fn unique_user(prefix: &str) -> String {
 
 /// Publishes one notification to one user over HTTP; returns its id.
 pub async fn publish_to(http: &reqwest::Client, base: &str, user: &str, notification: serde_json::Value) -> String {
-    let response: serde_json::Value = http
-        .post(format!("{base}/v1/publish"))
+    let body = serde_json::json!({"to": {"users": [user]}, "notification": notification});
+    let response = post_publish(http, base, &body).await;
+    response["results"][0]["id"].as_str().unwrap_or_else(|| panic!("publish failed: {response}")).to_owned()
+}
+
+/// `POST /v1/publish` with `body` as a backend sends it; the answer's JSON.
+pub async fn post_publish(http: &reqwest::Client, base: &str, body: &serde_json::Value) -> serde_json::Value {
+    http.post(format!("{base}/v1/publish"))
         .bearer_auth(publisher_token())
-        .json(&serde_json::json!({"to": {"users": [user]}, "notification": notification}))
+        .json(body)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    response["results"][0]["id"].as_str().unwrap_or_else(|| panic!("publish failed: {response}")).to_owned()
+        .unwrap()
 }
 
 /// A backend's publish: `FCALL herald_publish` for `user` with the
