@@ -65,3 +65,64 @@ async fn user_ids_cannot_reach_another_users_keys() {
     }
     assert!(keys.iter().all(|key| !key.contains(&format!("{{u:{alice}}}"))), "nothing was written for alice");
 }
+
+crate::on_both_engines!(another_users_ids_reach_nothing_of_theirs);
+
+/// Bob's ids, used by alice in every endpoint that takes ids: none of them
+/// touches bob's notifications, and alice learns nothing of them. (An id is
+/// a place in one user's own history: bob's id names nothing of alice's
+/// unless her history happens to hold the same one, which this test rules
+/// out by publishing to her first.)
+async fn another_users_ids_reach_nothing_of_theirs(engine: Engine) {
+    let app = TestApp::spawn(&engine).await;
+    let (alice, bob) = (unique_user("alice"), unique_user("bob"));
+    let mine = publish_to(&app.http, &app.url(""), &alice, notification("alice's")).await;
+    // A later millisecond: bob's ids are not alice's.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut theirs = Vec::new();
+    for i in 0..3 {
+        theirs.push(publish_to(&app.http, &app.url(""), &bob, notification(&format!("bob's {i}"))).await);
+    }
+    let as_alice = UserApi::new(&app, &alice);
+    let as_bob = UserApi::new(&app, &bob);
+    let bobs_before = as_bob.list_all("", 10).await;
+
+    // Mark read by ids: none of them is in alice's history.
+    let (status, body) = as_alice.post("/v1/notifications/read", json!({"ids": theirs})).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::NOT_FOUND, &json!("not_found")), "{body}");
+    let (_, count) = as_alice.get("/v1/notifications/unread_count").await;
+    assert_eq!(count["count"], 1, "alice's own notification stays unread: {count}");
+    // Clicked and deleted, one id at a time: not found in alice's history.
+    for id in &theirs {
+        let (status, body) = as_alice.post(&format!("/v1/notifications/{id}/clicked"), json!({})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, body) = as_alice.delete(&format!("/v1/notifications/{id}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    // Paging before bob's newest id lists alice's own, never bob's.
+    let (status, page) = as_alice.get(&format!("/v1/notifications?before={}", theirs[2])).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [mine.as_str()], "{page}");
+    // A stream resumed from bob's oldest id replays nothing of bob's.
+    let mut stream = crate::helpers::Node::stream(&app, &alice, Some(&theirs[0])).await;
+    let marker = publish_to(&app.http, &app.url(""), &alice, notification("marker")).await;
+    let mut seen = Vec::new();
+    loop {
+        let event = stream.next(std::time::Duration::from_secs(5)).await.expect("the stream stays open");
+        if event.event == "notification" {
+            let id = event.json()["id"].as_str().unwrap().to_owned();
+            let done = id == marker;
+            seen.push(id);
+            if done {
+                break;
+            }
+        }
+    }
+    assert!(seen.iter().all(|id| !theirs.contains(id)), "bob's ids on alice's stream: {seen:?}");
+
+    // Bob's notifications are as they were: unread, unclicked, all there.
+    assert_eq!(as_bob.list_all("", 10).await, bobs_before);
+    let (_, count) = as_bob.get("/v1/notifications/unread_count").await;
+    assert_eq!(count["count"], 3, "{count}");
+}
