@@ -74,6 +74,36 @@ pub enum Command {
         #[command(subcommand)]
         command: PushCommand,
     },
+    /// Publish one notification through the configured Redis engine,
+    /// without HTTP: checked as `POST /v1/publish` checks it, stored and
+    /// delivered as that stores and delivers it. Prints the result as JSON.
+    Publish {
+        /// Recipients, comma-separated (or the flag repeated).
+        #[arg(long = "user", value_delimiter = ',', required_unless_present = "topic", conflicts_with = "topic")]
+        users: Vec<String>,
+        /// A topic instead of users.
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long = "type", default_value = "herald.cli")]
+        kind: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        body: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+        /// low, normal or high.
+        #[arg(long)]
+        priority: Option<String>,
+        /// Any JSON, passed through as `data`.
+        #[arg(long)]
+        data: Option<String>,
+        /// A retry with the same key stores nothing twice.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +154,79 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Push { command: PushCommand::DeadLetters { limit, config } } => dead_letters(config, limit).await,
+        Command::Publish { users, topic, kind, title, body, url, priority, data, idempotency_key, config } => {
+            let data = data
+                .map(|raw| serde_json::from_str::<serde_json::Value>(&raw))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--data is not JSON: {e}"))?;
+            let mut notification = serde_json::json!({"type": kind, "title": title});
+            for (field, value) in [("body", body), ("url", url), ("priority", priority)] {
+                if let Some(value) = value {
+                    notification[field] = value.into();
+                }
+            }
+            if let Some(data) = data {
+                notification["data"] = data;
+            }
+            let to = match topic {
+                Some(topic) => serde_json::json!({"topic": topic}),
+                None => serde_json::json!({"users": users}),
+            };
+            let mut request = serde_json::json!({"to": to, "notification": notification});
+            if let Some(key) = idempotency_key {
+                request["idempotency_key"] = key.into();
+            }
+            publish(config, request).await
+        }
     }
+}
+
+/// `herald publish`: the request a backend would POST, checked by the
+/// publish route's own rules and stored by the engine the nodes share.
+async fn publish(config: Option<PathBuf>, request: serde_json::Value) -> anyhow::Result<()> {
+    use crate::{
+        domain::NotificationLimits,
+        engine::Engine,
+        routes::{Audience, CheckedPublish, PublishRequest},
+    };
+    let settings = Settings::load(config.as_deref())?;
+    if settings.engine.kind != EngineKind::Redis {
+        anyhow::bail!(
+            "the memory engine lives inside one running node; publish to it over HTTP \
+             (POST /v1/publish), or set engine.kind = \"redis\""
+        );
+    }
+    let request: PublishRequest =
+        serde_json::from_value(request).map_err(|e| anyhow::anyhow!("invalid request: {e}"))?;
+    let limits = NotificationLimits {
+        max_payload_bytes: settings.limits.max_payload_bytes,
+        max_title_chars: settings.limits.max_title_chars,
+        max_body_chars: settings.limits.max_body_chars,
+    };
+    let CheckedPublish { audience, stored, key } =
+        request.check(&limits, settings.limits.max_recipients).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = crate::node::Node::build(&settings).await?;
+    let answer = match audience {
+        Audience::Topic(topic) => {
+            let published = node.engine.publish_topic(&topic, &stored, key.as_ref()).await?;
+            serde_json::json!({"topic": topic.to_string(), "id": published.id.to_string(), "duplicate": published.duplicate})
+        }
+        Audience::Users(users) => {
+            let mut results = Vec::new();
+            for user in &users {
+                let result = match node.engine.publish(user, &stored, key.as_ref()).await?.stored() {
+                    Some(p) => {
+                        serde_json::json!({"user": user.as_str(), "id": p.id.to_string(), "online": p.online, "duplicate": p.duplicate})
+                    }
+                    None => serde_json::json!({"user": user.as_str(), "id": null, "dropped": "preferences"}),
+                };
+                results.push(result);
+            }
+            serde_json::json!({"results": results})
+        }
+    };
+    println!("{answer}");
+    Ok(())
 }
 
 /// Reads the dead letters straight from Redis: the command runs beside the

@@ -8,6 +8,7 @@ mod auth;
 mod backpressure;
 mod bad_input;
 mod center;
+mod cli_publish;
 mod client_library;
 mod conformance;
 mod cookie_auth;

@@ -27,7 +27,7 @@ crate::on_both_engines!(
 );
 
 /// A token for `user` whose `topics` claim is `topics`.
-fn token_with_topics(user: &str, topics: &[&str]) -> String {
+pub(crate) fn token_with_topics(user: &str, topics: &[&str]) -> String {
     let mut claims = Claims::new(user, herald::clock::now_unix() + 3600, false);
     claims.topics = Some(topics.iter().map(|t| t.to_string()).collect());
     mint_claims(SECRET, &claims).unwrap()
