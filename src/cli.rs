@@ -185,7 +185,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// publish route's own rules and stored by the engine the nodes share.
 async fn publish(config: Option<PathBuf>, request: serde_json::Value) -> anyhow::Result<()> {
     use crate::{
-        domain::NotificationLimits,
         engine::Engine,
         routes::{Audience, CheckedPublish, PublishRequest},
     };
@@ -198,13 +197,9 @@ async fn publish(config: Option<PathBuf>, request: serde_json::Value) -> anyhow:
     }
     let request: PublishRequest =
         serde_json::from_value(request).map_err(|e| anyhow::anyhow!("invalid request: {e}"))?;
-    let limits = NotificationLimits {
-        max_payload_bytes: settings.limits.max_payload_bytes,
-        max_title_chars: settings.limits.max_title_chars,
-        max_body_chars: settings.limits.max_body_chars,
-    };
-    let CheckedPublish { audience, stored, key } =
-        request.check(&limits, settings.limits.max_recipients).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let CheckedPublish { audience, stored, key } = request
+        .check(&settings.limits.notification(), settings.limits.max_recipients)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let node = crate::node::Node::build(&settings).await?;
     let answer = match audience {
         Audience::Topic(topic) => {

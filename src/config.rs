@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Deserializer};
 
-use crate::domain::{EndpointRules, MAX_CURSOR_TOPICS, TopicGrant, VapidKey};
+use crate::domain::{EndpointRules, MAX_CURSOR_TOPICS, NotificationLimits, TopicGrant, VapidKey};
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -193,6 +193,18 @@ pub struct LimitSettings {
     pub user_requests_per_second: u32,
     /// How many of those may come at once.
     pub user_burst: u32,
+}
+
+impl LimitSettings {
+    /// The limits a notification is validated against, on every publish
+    /// path (the HTTP route, `herald publish`).
+    pub fn notification(&self) -> NotificationLimits {
+        NotificationLimits {
+            max_payload_bytes: self.max_payload_bytes,
+            max_title_chars: self.max_title_chars,
+            max_body_chars: self.max_body_chars,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

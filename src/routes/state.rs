@@ -37,11 +37,7 @@ impl AppState {
             engine,
             publish_limiter: Arc::new(PublishRateLimiter::new(settings.limits.publish_per_second)),
             hub,
-            limits: NotificationLimits {
-                max_payload_bytes: settings.limits.max_payload_bytes,
-                max_title_chars: settings.limits.max_title_chars,
-                max_body_chars: settings.limits.max_body_chars,
-            },
+            limits: settings.limits.notification(),
             node_id: settings.node_id().as_str().into(),
             public_topics: settings.topics.public_grants().into(),
             // Validated at start: a key that cannot be read stops the node.
