@@ -83,6 +83,7 @@ async fn another_users_ids_reach_nothing_of_theirs(engine: Engine) {
     for i in 0..3 {
         theirs.push(publish_to(&app.http, &app.url(""), &bob, notification(&format!("bob's {i}"))).await);
     }
+    assert!(!theirs.contains(&mine), "bob's ids must name nothing in alice's history");
     let as_alice = UserApi::new(&app, &alice);
     let as_bob = UserApi::new(&app, &bob);
     let bobs_before = as_bob.list_all("", 10).await;

@@ -45,10 +45,6 @@ async fn scenario(name: &str, shape: Shape, fault: impl AsyncFnOnce(&mut Workloa
     report
 }
 
-fn through_proxy() -> Shape {
-    Shape { through_proxy: true, ..Shape::default() }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed() {
     scenario("a node SIGKILLed", Shape::default(), async |w| {
@@ -112,44 +108,40 @@ async fn function_library_flushed() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latency_on_the_redis_link() {
-    scenario("proxy: +200 ms latency, 5 s", through_proxy(), async |w| {
-        w.cluster.proxy().set(Fault::Latency(Duration::from_millis(200)));
-        w.run_for(Duration::from_secs(5)).await;
+/// A fault on the link between the nodes and Redis, held for `held`.
+async fn on_the_redis_link(name: &str, fault: Fault, held: Duration) {
+    let shape = Shape { through_proxy: true, ..Shape::default() };
+    scenario(name, shape, async |w| {
+        w.cluster.proxy().set(fault);
+        w.run_for(held).await;
         w.cluster.proxy().set(Fault::None);
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_on_the_redis_link() {
+    on_the_redis_link(
+        "proxy: +200 ms latency, 5 s",
+        Fault::Latency(Duration::from_millis(200)),
+        Duration::from_secs(5),
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_link() {
-    scenario("proxy: link stalled 4 s", through_proxy(), async |w| {
-        w.cluster.proxy().set(Fault::Stall);
-        w.run_for(Duration::from_secs(4)).await;
-        w.cluster.proxy().set(Fault::None);
-    })
-    .await;
+    on_the_redis_link("proxy: link stalled 4 s", Fault::Stall, Duration::from_secs(4)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_replies_cut_mid_way() {
-    scenario("proxy: connections reset mid-reply, 3 s", through_proxy(), async |w| {
-        w.cluster.proxy().set(Fault::ResetMidReply);
-        w.run_for(Duration::from_secs(3)).await;
-        w.cluster.proxy().set(Fault::None);
-    })
-    .await;
+    on_the_redis_link("proxy: connections reset mid-reply, 3 s", Fault::ResetMidReply, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_hole_on_the_redis_link() {
-    scenario("proxy: black hole 8 s", through_proxy(), async |w| {
-        w.cluster.proxy().set(Fault::BlackHole);
-        w.run_for(Duration::from_secs(8)).await;
-        w.cluster.proxy().set(Fault::None);
-    })
-    .await;
+    on_the_redis_link("proxy: black hole 8 s", Fault::BlackHole, Duration::from_secs(8)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
